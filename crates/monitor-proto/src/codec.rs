@@ -1,0 +1,451 @@
+//! Framing: bytes ⇄ [`Frame`]s, with the length limit. Knows nothing of JSON or keys.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::error::Error;
+use crate::header::{
+    check_prefix, Direction, Header, HeaderLimits, MsgType, Uuid, HEADER_LEN, PREFIX_LEN, UUID_LEN,
+};
+use crate::message::{MessageCodec, Role};
+
+/// Default `max_frame_len`: 1 MiB.
+pub const DEFAULT_MAX_FRAME_LEN: u32 = 1024 * 1024;
+/// Default `max_inflated_len`: 8 MiB.
+pub const DEFAULT_MAX_INFLATED_LEN: usize = 8 * 1024 * 1024;
+/// Default `compress_threshold`: server bodies longer than this are compressed.
+pub const DEFAULT_COMPRESS_THRESHOLD: usize = 81920;
+
+/// One frame: a header and its body, exactly as on the wire (possibly compressed and/or
+/// encrypted).
+///
+/// A decoded frame's body is a zero-copy slice of the read buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The header. Its `length` is `45 + body.len()` for a decoded frame, and is derived
+    /// from the body again when encoding.
+    pub header: Header,
+    /// The body bytes.
+    pub body: Bytes,
+}
+
+impl Frame {
+    /// A frame with `header.length` set from the body.
+    ///
+    /// A body too long for the `u32` length field saturates it; encoding such a frame
+    /// fails with [`Error::FrameTooLong`].
+    pub fn new(mut header: Header, body: Bytes) -> Frame {
+        header.length = u32::try_from(HEADER_LEN + body.len()).unwrap_or(u32::MAX);
+        Frame { header, body }
+    }
+}
+
+/// Settings shared by [`FrameCodec`] and [`MessageCodec`]. `Copy`, so one builder can make
+/// a codec per connection.
+///
+/// # Example
+/// ```
+/// use monitor_proto::codec::Builder;
+/// use monitor_proto::{Direction, Role};
+///
+/// let mut builder = Builder::new();
+/// builder.max_frame_len(64 * 1024).accept(Direction::ClientToServer);
+/// let frames = builder.frame_codec();
+/// assert_eq!(frames.max_frame_len(), 64 * 1024);
+/// let messages = builder.message_codec(Role::Server);
+/// assert_eq!(messages.role(), Role::Server);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Builder {
+    pub(crate) max_frame_len: u32,
+    pub(crate) accept: Option<Direction>,
+    pub(crate) max_inflated_len: usize,
+    pub(crate) compress_threshold: usize,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder::new()
+    }
+}
+
+impl Builder {
+    /// The protocol's defaults: 1 MiB frames, 8 MiB inflated bodies, compression above
+    /// 81920 bytes, both directions accepted.
+    pub const fn new() -> Builder {
+        Builder {
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            accept: None,
+            max_inflated_len: DEFAULT_MAX_INFLATED_LEN,
+            compress_threshold: DEFAULT_COMPRESS_THRESHOLD,
+        }
+    }
+
+    /// Largest whole frame (header included) decoded or encoded; inclusive. A frame
+    /// announcing more is refused after its first 12 bytes, never buffered.
+    ///
+    /// ```
+    /// # use monitor_proto::codec::Builder;
+    /// let codec = Builder::new().max_frame_len(4096).frame_codec();
+    /// assert_eq!(codec.max_frame_len(), 4096);
+    /// ```
+    pub fn max_frame_len(&mut self, bytes: u32) -> &mut Self {
+        self.max_frame_len = bytes;
+        self
+    }
+
+    /// Refuse frames travelling the other way as soon as their type is read. The
+    /// [`MessageCodec`] sets this from its role.
+    ///
+    /// ```
+    /// # use monitor_proto::{codec::Builder, Direction};
+    /// let codec = Builder::new().accept(Direction::ClientToServer).frame_codec();
+    /// # let _ = codec;
+    /// ```
+    pub fn accept(&mut self, direction: Direction) -> &mut Self {
+        self.accept = Some(direction);
+        self
+    }
+
+    /// Largest body a compressed body may inflate to; inclusive. More is an error
+    /// ([`Error::InflatedTooLarge`]), not an allocation.
+    ///
+    /// ```
+    /// # use monitor_proto::{codec::Builder, Role};
+    /// let codec = Builder::new().max_inflated_len(1 << 20).message_codec(Role::Client);
+    /// assert_eq!(codec.max_inflated_len(), 1 << 20);
+    /// ```
+    pub fn max_inflated_len(&mut self, bytes: usize) -> &mut Self {
+        self.max_inflated_len = bytes;
+        self
+    }
+
+    /// A server compresses every body longer than this (before compression).
+    ///
+    /// ```
+    /// # use monitor_proto::{codec::Builder, Role};
+    /// let codec = Builder::new().compress_threshold(1024).message_codec(Role::Server);
+    /// assert_eq!(codec.compress_threshold(), 1024);
+    /// ```
+    pub fn compress_threshold(&mut self, bytes: usize) -> &mut Self {
+        self.compress_threshold = bytes;
+        self
+    }
+
+    /// A frame codec with these settings.
+    pub fn frame_codec(&self) -> FrameCodec {
+        FrameCodec {
+            limits: HeaderLimits {
+                max_frame_len: self.max_frame_len,
+                accept: self.accept,
+            },
+            state: State::Prefix,
+        }
+    }
+
+    /// A message codec for `role` with these settings (its accepted direction follows
+    /// from the role).
+    pub fn message_codec(&self, role: Role) -> MessageCodec {
+        let mut builder = *self;
+        builder.accept(role.accepts());
+        MessageCodec::from_parts(builder.frame_codec(), role, &builder)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting for the 12 bytes that judge the next frame.
+    Prefix,
+    /// The prefix is judged; waiting for the whole frame of `length` bytes.
+    Rest { length: usize },
+}
+
+/// Decodes and encodes [`Frame`]s. Bodies are passed through untouched.
+///
+/// Decoding judges each frame from its first 12 bytes, then reserves room for the whole
+/// frame once and hands out the body as a zero-copy slice of the read buffer. Any error is
+/// fatal ([`Error::is_fatal`]): the stream cannot be resynchronised.
+#[derive(Debug, Clone)]
+pub struct FrameCodec {
+    limits: HeaderLimits,
+    state: State,
+}
+
+impl Default for FrameCodec {
+    fn default() -> Self {
+        FrameCodec::new()
+    }
+}
+
+impl FrameCodec {
+    /// A codec with the default limits ([`Builder::new`]).
+    pub fn new() -> FrameCodec {
+        Builder::new().frame_codec()
+    }
+
+    /// A builder for non-default limits.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    /// The configured `max_frame_len`.
+    pub fn max_frame_len(&self) -> u32 {
+        self.limits.max_frame_len
+    }
+
+    /// Changes `max_frame_len` on a live codec (e.g. on a configuration reload); a frame
+    /// already judged keeps the limit it was judged with.
+    pub fn set_max_frame_len(&mut self, bytes: u32) {
+        self.limits.max_frame_len = bytes;
+    }
+
+    /// Writes one frame from its parts: the header (its `length` is recomputed) and the
+    /// body as it should appear on the wire.
+    ///
+    /// # Errors
+    /// [`Error::FrameTooLong`] if `45 + body.len()` exceeds `max_frame_len`; nothing is
+    /// written then.
+    pub fn encode_parts(
+        &self,
+        header: &Header,
+        body: &[u8],
+        dst: &mut BytesMut,
+    ) -> Result<(), Error> {
+        let header = self.sized_header(header, body.len())?;
+        dst.reserve(HEADER_LEN + body.len());
+        header.write(dst);
+        dst.put_slice(body);
+        Ok(())
+    }
+
+    /// `header` with its length set for a body of `body_len` bytes, if that fits the limit.
+    pub(crate) fn sized_header(&self, header: &Header, body_len: usize) -> Result<Header, Error> {
+        let length = HEADER_LEN as u64 + body_len as u64;
+        if length > u64::from(self.limits.max_frame_len) {
+            return Err(Error::FrameTooLong {
+                length,
+                max: self.limits.max_frame_len,
+            });
+        }
+        let mut header = *header;
+        // Fits: max_frame_len is a u32.
+        header.length = length as u32;
+        Ok(header)
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Error> {
+        let length = match self.state {
+            State::Rest { length } => length,
+            State::Prefix => {
+                if src.len() < PREFIX_LEN {
+                    return Ok(None);
+                }
+                // Judge the frame before buffering it: a bad or oversized header is refused
+                // here, after 12 bytes, whatever it announces.
+                let length = check_prefix(&src[..PREFIX_LEN], &self.limits)?.length as usize;
+                if src.len() < length {
+                    src.reserve(length - src.len());
+                }
+                self.state = State::Rest { length };
+                length
+            }
+        };
+        if src.len() < length {
+            return Ok(None);
+        }
+        self.state = State::Prefix;
+        // The prefix was checked when it arrived, so only the fields are read here.
+        let msg_type = MsgType::from_u8(src[1]).ok_or(Error::BadMsgType { msg_type: src[1] })?;
+        let mut uuid = [0u8; UUID_LEN];
+        uuid.copy_from_slice(&src[PREFIX_LEN..HEADER_LEN]);
+        let header = Header {
+            msg_type,
+            cipher: src[2] == 1,
+            compress: src[3] == 1,
+            length: length as u32,
+            uuid: Uuid(uuid),
+        };
+        src.advance(HEADER_LEN);
+        let body = src.split_to(length - HEADER_LEN).freeze();
+        Ok(Some(Frame { header, body }))
+    }
+}
+
+impl Encoder<Frame> for FrameCodec {
+    type Error = Error;
+
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), Error> {
+        self.encode_parts(&frame.header, &frame.body, dst)
+    }
+}
+
+impl Encoder<&Frame> for FrameCodec {
+    type Error = Error;
+
+    fn encode(&mut self, frame: &Frame, dst: &mut BytesMut) -> Result<(), Error> {
+        self.encode_parts(&frame.header, &frame.body, dst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UUID: Uuid = Uuid(*b"0123456789abcdef0123456789abcdef0");
+
+    fn encoded(frames: &[Frame]) -> BytesMut {
+        let mut codec = FrameCodec::new();
+        let mut out = BytesMut::new();
+        for f in frames {
+            codec.encode(f, &mut out).unwrap();
+        }
+        out
+    }
+
+    fn sample() -> Vec<Frame> {
+        vec![
+            Frame::new(Header::new(MsgType::Heartbeat, UUID), Bytes::new()),
+            Frame::new(
+                Header::new(MsgType::Report, UUID).with_compress(false),
+                Bytes::from_static(br#"{"code":"demo"}"#),
+            ),
+            Frame::new(
+                Header::new(MsgType::Push, UUID).with_cipher(true),
+                Bytes::from(vec![7u8; 300]),
+            ),
+        ]
+    }
+
+    #[test]
+    fn decodes_back_to_back_frames_and_waits_for_more() {
+        let frames = sample();
+        let mut buf = encoded(&frames);
+        buf.extend_from_slice(&[1, 3]); // the start of a next frame
+        let mut codec = FrameCodec::new();
+        for want in &frames {
+            assert_eq!(codec.decode(&mut buf).unwrap().as_ref(), Some(want));
+        }
+        assert_eq!(codec.decode(&mut buf).unwrap(), None);
+        assert_eq!(&buf[..], &[1, 3]);
+    }
+
+    #[test]
+    fn every_split_point_gives_the_same_frames() {
+        let frames = sample();
+        let wire = encoded(&frames);
+        for split in 0..=wire.len() {
+            let mut codec = FrameCodec::new();
+            let mut buf = BytesMut::new();
+            let mut got = Vec::new();
+            for part in [&wire[..split], &wire[split..]] {
+                buf.extend_from_slice(part);
+                while let Some(f) = codec.decode(&mut buf).unwrap() {
+                    got.push(f);
+                }
+            }
+            assert_eq!(got, frames, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn body_is_a_slice_of_the_read_buffer() {
+        let mut buf = encoded(&sample()[1..2]);
+        let start = buf.as_ptr() as usize;
+        let frame = FrameCodec::new().decode(&mut buf).unwrap().unwrap();
+        assert_eq!(frame.body.as_ptr() as usize, start + HEADER_LEN);
+    }
+
+    #[test]
+    fn oversized_frame_refused_after_twelve_bytes_without_buffering() {
+        let mut raw = Header::new(MsgType::Report, UUID).to_bytes();
+        raw[4..8].copy_from_slice(&2_000_000_000u32.to_le_bytes());
+        let crc = crc32fast::hash(&raw[..8]);
+        raw[8..12].copy_from_slice(&crc.to_le_bytes());
+        let mut buf = BytesMut::from(&raw[..PREFIX_LEN]);
+        let err = FrameCodec::new().decode(&mut buf).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::FrameTooLong {
+                length: 2_000_000_000,
+                max: DEFAULT_MAX_FRAME_LEN
+            }
+        ));
+        assert!(buf.capacity() < 4096, "reserved {}", buf.capacity());
+    }
+
+    #[test]
+    fn whole_frame_reserved_once_judged() {
+        let frame = Frame::new(
+            Header::new(MsgType::Report, UUID),
+            Bytes::from(vec![b'x'; 10_000]),
+        );
+        let wire = encoded(&[frame]);
+        let mut buf = BytesMut::from(&wire[..PREFIX_LEN]);
+        let mut codec = FrameCodec::new();
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(buf.capacity() >= wire.len());
+    }
+
+    #[test]
+    fn limit_is_inclusive_both_ways() {
+        let mut builder = Builder::new();
+        builder.max_frame_len(100);
+        let mut codec = builder.frame_codec();
+        let fits = Frame::new(Header::new(MsgType::Report, UUID), vec![b' '; 55].into());
+        let over = Frame::new(Header::new(MsgType::Report, UUID), vec![b' '; 56].into());
+        let mut buf = BytesMut::new();
+        codec.encode(&fits, &mut buf).unwrap();
+        assert_eq!(buf.len(), 100);
+        let err = codec.encode(&over, &mut buf).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::FrameTooLong {
+                length: 101,
+                max: 100
+            }
+        ));
+        assert_eq!(buf.len(), 100, "nothing written on error");
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(fits));
+    }
+
+    #[test]
+    fn header_length_is_derived_from_the_body() {
+        let mut stale = Header::new(MsgType::Report, UUID);
+        stale.length = 9999;
+        let mut buf = BytesMut::new();
+        FrameCodec::new()
+            .encode(
+                Frame {
+                    header: stale,
+                    body: Bytes::from_static(b"{}"),
+                },
+                &mut buf,
+            )
+            .unwrap();
+        assert_eq!(&buf[4..8], &47u32.to_le_bytes());
+    }
+
+    #[test]
+    fn direction_is_enforced_before_the_body() {
+        let mut codec = Builder::new()
+            .accept(Direction::ClientToServer)
+            .frame_codec();
+        let wire = encoded(&[Frame::new(
+            Header::new(MsgType::Push, UUID),
+            Bytes::from(vec![0; 500]),
+        )]);
+        let mut buf = BytesMut::from(&wire[..PREFIX_LEN]);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(Error::WrongDirection {
+                msg_type: MsgType::Push,
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,594 @@
+//! The 45-byte frame header.
+//!
+//! ```text
+//!  0         1          2        3          4                 8                12                       45
+//! +---------+----------+--------+----------+-----------------+-----------------+------------------------+
+//! | version | msg_type | cipher | compress | length (u32 LE) | crc32 (u32 LE)  | uuid (33 opaque bytes) |
+//! +---------+----------+--------+----------+-----------------+-----------------+------------------------+
+//!  `length` counts the whole frame, header included; `crc32` covers bytes 0..8.
+//! ```
+//!
+//! The first [`PREFIX_LEN`] bytes are enough to judge a frame ([`check_prefix`]), so a peer
+//! announcing a bad or huge frame is refused before anything else is buffered.
+
+use bytes::{BufMut, BytesMut};
+use std::fmt;
+
+use crate::error::Error;
+
+/// Length of the header that opens every frame.
+pub const HEADER_LEN: usize = 45;
+/// Number of leading header bytes that carry everything needed to judge a frame:
+/// version, type, flags, length and the CRC over them.
+pub const PREFIX_LEN: usize = 12;
+/// Length of the uuid field.
+pub const UUID_LEN: usize = 33;
+/// The only protocol version this crate speaks.
+pub const VERSION: u8 = 1;
+
+/// The type of a frame (header byte 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum MsgType {
+    /// Client → server: ask for a session key (X25519 or legacy).
+    KeyRequest = 1,
+    /// Server → client: the answer to a key request. Never encrypted.
+    KeyReply = 2,
+    /// Client → server: keep-alive.
+    Heartbeat = 3,
+    /// Server → client: the answer to a heartbeat. Never encrypted.
+    HeartbeatReply = 4,
+    /// Client → server: subscribe to pushes (a "push request").
+    Subscribe = 5,
+    /// Server → client: the subscribe acknowledgement, then every pushed report.
+    Push = 6,
+    /// Client → server: a report to fan out.
+    Report = 7,
+    /// Server → client: the acknowledgement of a report.
+    ReportAck = 8,
+}
+
+impl MsgType {
+    /// Every type, in wire order.
+    pub const ALL: [MsgType; 8] = [
+        MsgType::KeyRequest,
+        MsgType::KeyReply,
+        MsgType::Heartbeat,
+        MsgType::HeartbeatReply,
+        MsgType::Subscribe,
+        MsgType::Push,
+        MsgType::Report,
+        MsgType::ReportAck,
+    ];
+
+    /// The type for a wire byte, if it is one of 1..=8.
+    pub const fn from_u8(byte: u8) -> Option<MsgType> {
+        Some(match byte {
+            1 => MsgType::KeyRequest,
+            2 => MsgType::KeyReply,
+            3 => MsgType::Heartbeat,
+            4 => MsgType::HeartbeatReply,
+            5 => MsgType::Subscribe,
+            6 => MsgType::Push,
+            7 => MsgType::Report,
+            8 => MsgType::ReportAck,
+            _ => return None,
+        })
+    }
+
+    /// The wire byte.
+    pub const fn as_u8(self) -> u8 {
+        self as u8
+    }
+
+    /// Which way frames of this type travel.
+    pub const fn direction(self) -> Direction {
+        match self {
+            MsgType::KeyRequest | MsgType::Heartbeat | MsgType::Subscribe | MsgType::Report => {
+                Direction::ClientToServer
+            }
+            MsgType::KeyReply | MsgType::HeartbeatReply | MsgType::Push | MsgType::ReportAck => {
+                Direction::ServerToClient
+            }
+        }
+    }
+
+    /// Whether this is a client request (1, 3, 5, 7).
+    pub const fn is_request(self) -> bool {
+        matches!(self.direction(), Direction::ClientToServer)
+    }
+
+    /// The type a server answers this request with, if it is a request.
+    pub const fn reply_type(self) -> Option<MsgType> {
+        match self {
+            MsgType::KeyRequest => Some(MsgType::KeyReply),
+            MsgType::Heartbeat => Some(MsgType::HeartbeatReply),
+            MsgType::Subscribe => Some(MsgType::Push),
+            MsgType::Report => Some(MsgType::ReportAck),
+            _ => None,
+        }
+    }
+
+    /// Replies of this type are never encrypted (key and heartbeat replies), so a client
+    /// can always read them, whatever state its key is in.
+    pub const fn never_encrypted(self) -> bool {
+        matches!(self, MsgType::KeyReply | MsgType::HeartbeatReply)
+    }
+}
+
+impl fmt::Display for MsgType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            MsgType::KeyRequest => "key request",
+            MsgType::KeyReply => "key reply",
+            MsgType::Heartbeat => "heartbeat",
+            MsgType::HeartbeatReply => "heartbeat reply",
+            MsgType::Subscribe => "subscribe",
+            MsgType::Push => "push",
+            MsgType::Report => "report",
+            MsgType::ReportAck => "report ack",
+        };
+        write!(f, "{name} ({})", self.as_u8())
+    }
+}
+
+/// Which way a frame travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Requests: key request, heartbeat, subscribe, report.
+    ClientToServer,
+    /// Replies and pushes.
+    ServerToClient,
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Direction::ClientToServer => "client-to-server",
+            Direction::ServerToClient => "server-to-client",
+        })
+    }
+}
+
+/// The 33-byte client id carried by every frame. Replies and pushes carry the recipient's.
+///
+/// The bytes are opaque: the PHP clients send 32 hex characters of an md5 and one letter,
+/// but nothing here requires text.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Uuid(pub [u8; UUID_LEN]);
+
+impl Uuid {
+    /// The uuid of all zero bytes.
+    pub const ZERO: Uuid = Uuid([0; UUID_LEN]);
+
+    /// Copies a uuid out of a slice of exactly [`UUID_LEN`] bytes.
+    pub fn from_slice(bytes: &[u8]) -> Option<Uuid> {
+        <[u8; UUID_LEN]>::try_from(bytes).ok().map(Uuid)
+    }
+
+    /// The raw bytes.
+    pub const fn as_bytes(&self) -> &[u8; UUID_LEN] {
+        &self.0
+    }
+}
+
+impl From<[u8; UUID_LEN]> for Uuid {
+    fn from(bytes: [u8; UUID_LEN]) -> Self {
+        Uuid(bytes)
+    }
+}
+
+/// Printable ASCII uuids (the usual case) are shown as text, anything else as hex.
+impl fmt::Display for Uuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.iter().all(|b| b.is_ascii_graphic()) {
+            self.0
+                .iter()
+                .try_for_each(|&b| fmt::Write::write_char(f, b as char))
+        } else {
+            f.write_str("0x")?;
+            self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        }
+    }
+}
+
+impl fmt::Debug for Uuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Uuid({self})")
+    }
+}
+
+/// A parsed frame header.
+///
+/// `length` is the whole frame's length as it is (or will be) on the wire. The CRC is not
+/// stored: it is derived from the first 8 bytes whenever the header is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Header {
+    /// Header byte 1.
+    pub msg_type: MsgType,
+    /// Header byte 2. Server → client: the body is encrypted. Client → server: "encrypt
+    /// your replies and pushes to me" (the client's body itself is plaintext).
+    pub cipher: bool,
+    /// Header byte 3: the body is zlib-compressed.
+    pub compress: bool,
+    /// Header bytes 4..8: the whole frame's length, header included.
+    pub length: u32,
+    /// Header bytes 12..45.
+    pub uuid: Uuid,
+}
+
+impl Header {
+    /// A header with both flags off and the length of an empty body.
+    pub const fn new(msg_type: MsgType, uuid: Uuid) -> Header {
+        Header {
+            msg_type,
+            cipher: false,
+            compress: false,
+            length: HEADER_LEN as u32,
+            uuid,
+        }
+    }
+
+    /// Sets the `cipher` flag.
+    #[must_use]
+    pub const fn with_cipher(mut self, cipher: bool) -> Header {
+        self.cipher = cipher;
+        self
+    }
+
+    /// Sets the `compress` flag.
+    #[must_use]
+    pub const fn with_compress(mut self, compress: bool) -> Header {
+        self.compress = compress;
+        self
+    }
+
+    /// Length of the body this header announces.
+    pub const fn body_len(&self) -> usize {
+        self.length as usize - HEADER_LEN
+    }
+
+    /// The CRC-32 (IEEE, as zlib and PHP's `crc32`) that this header carries.
+    pub fn crc(&self) -> u32 {
+        crc32fast::hash(&self.prefix8())
+    }
+
+    fn prefix8(&self) -> [u8; 8] {
+        let len = self.length.to_le_bytes();
+        [
+            VERSION,
+            self.msg_type.as_u8(),
+            u8::from(self.cipher),
+            u8::from(self.compress),
+            len[0],
+            len[1],
+            len[2],
+            len[3],
+        ]
+    }
+
+    /// The header's 45 wire bytes, CRC included.
+    pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
+        let mut out = [0u8; HEADER_LEN];
+        let prefix = self.prefix8();
+        out[..8].copy_from_slice(&prefix);
+        out[8..12].copy_from_slice(&crc32fast::hash(&prefix).to_le_bytes());
+        out[12..].copy_from_slice(&self.uuid.0);
+        out
+    }
+
+    /// Appends the header's 45 wire bytes to `dst`.
+    pub fn write(&self, dst: &mut BytesMut) {
+        dst.put_slice(&self.to_bytes());
+    }
+
+    /// Parses a whole header, checking it as [`check_prefix`] does.
+    ///
+    /// # Errors
+    /// Any header rule broken (see [`check_prefix`]), or fewer than [`HEADER_LEN`] bytes
+    /// ([`Error::Truncated`]).
+    pub fn parse(bytes: &[u8], limits: &HeaderLimits) -> Result<Header, Error> {
+        let Some(raw) = bytes.get(..HEADER_LEN) else {
+            return Err(Error::Truncated {
+                need: HEADER_LEN,
+                have: bytes.len(),
+            });
+        };
+        let prefix = check_prefix(raw, limits)?;
+        let mut uuid = [0u8; UUID_LEN];
+        uuid.copy_from_slice(&raw[PREFIX_LEN..HEADER_LEN]);
+        Ok(Header {
+            msg_type: prefix.msg_type,
+            cipher: prefix.cipher,
+            compress: prefix.compress,
+            length: prefix.length,
+            uuid: Uuid(uuid),
+        })
+    }
+}
+
+/// What a frame's first 12 bytes say, once checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefix {
+    /// Header byte 1.
+    pub msg_type: MsgType,
+    /// Header byte 2.
+    pub cipher: bool,
+    /// Header byte 3.
+    pub compress: bool,
+    /// The whole frame's length, within the limits.
+    pub length: u32,
+}
+
+/// What the header check enforces beyond the fixed rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderLimits {
+    /// Largest whole frame accepted, inclusive.
+    pub max_frame_len: u32,
+    /// If set, frames travelling the other way are refused as soon as their type is read
+    /// (a server accepts only client-to-server types).
+    pub accept: Option<Direction>,
+}
+
+impl Default for HeaderLimits {
+    fn default() -> Self {
+        HeaderLimits {
+            max_frame_len: crate::codec::DEFAULT_MAX_FRAME_LEN,
+            accept: None,
+        }
+    }
+}
+
+fn flag(field: &'static str, value: u8) -> Result<bool, Error> {
+    match value {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(Error::BadFlag { field, value }),
+    }
+}
+
+/// Judges a frame from its first [`PREFIX_LEN`] bytes: version, type (and direction, if
+/// the limits ask for one), flag values, `45 <= length <= max_frame_len`, and the CRC.
+///
+/// Checks run in wire order, so the error names the first bad field.
+///
+/// # Errors
+/// [`Error::Truncated`] if fewer than 12 bytes are given; otherwise the first broken
+/// rule. Every error here is fatal to the stream ([`Error::is_fatal`]).
+///
+/// # Example
+/// ```
+/// use monitor_proto::header::{check_prefix, HeaderLimits};
+/// // The heartbeat of protocol-v1 §1.
+/// let prefix = [0x01, 0x03, 0x00, 0x00, 0x2d, 0x00, 0x00, 0x00, 0x89, 0xb2, 0x38, 0xca];
+/// let checked = check_prefix(&prefix, &HeaderLimits::default()).unwrap();
+/// assert_eq!(checked.length, 45);
+/// ```
+pub fn check_prefix(bytes: &[u8], limits: &HeaderLimits) -> Result<Prefix, Error> {
+    let Some(raw) = bytes.get(..PREFIX_LEN) else {
+        return Err(Error::Truncated {
+            need: PREFIX_LEN,
+            have: bytes.len(),
+        });
+    };
+    if raw[0] != VERSION {
+        return Err(Error::BadVersion { version: raw[0] });
+    }
+    let msg_type = MsgType::from_u8(raw[1]).ok_or(Error::BadMsgType { msg_type: raw[1] })?;
+    if let Some(accept) = limits.accept {
+        if msg_type.direction() != accept {
+            return Err(Error::WrongDirection { msg_type, accept });
+        }
+    }
+    let cipher = flag("cipher", raw[2])?;
+    let compress = flag("compress", raw[3])?;
+    let length = u32::from_le_bytes([raw[4], raw[5], raw[6], raw[7]]);
+    if (length as usize) < HEADER_LEN {
+        return Err(Error::FrameTooShort { length });
+    }
+    if length > limits.max_frame_len {
+        return Err(Error::FrameTooLong {
+            length: u64::from(length),
+            max: limits.max_frame_len,
+        });
+    }
+    let frame_says = u32::from_le_bytes([raw[8], raw[9], raw[10], raw[11]]);
+    let computed = crc32fast::hash(&raw[..8]);
+    if computed != frame_says {
+        return Err(Error::BadHeaderCrc {
+            computed,
+            frame_says,
+        });
+    }
+    Ok(Prefix {
+        msg_type,
+        cipher,
+        compress,
+        length,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UUID: Uuid = Uuid(*b"0123456789abcdef0123456789abcdef0");
+
+    fn heartbeat() -> [u8; HEADER_LEN] {
+        Header::new(MsgType::Heartbeat, UUID).to_bytes()
+    }
+
+    fn with_crc(mut raw: [u8; HEADER_LEN]) -> [u8; HEADER_LEN] {
+        let crc = crc32fast::hash(&raw[..8]);
+        raw[8..12].copy_from_slice(&crc.to_le_bytes());
+        raw
+    }
+
+    fn check(raw: &[u8]) -> Result<Prefix, Error> {
+        check_prefix(raw, &HeaderLimits::default())
+    }
+
+    #[test]
+    fn spec_heartbeat_bytes() {
+        let raw = heartbeat();
+        assert_eq!(
+            raw[..12],
+            [0x01, 0x03, 0x00, 0x00, 0x2d, 0x00, 0x00, 0x00, 0x89, 0xb2, 0x38, 0xca]
+        );
+        assert_eq!(&raw[12..], UUID.as_bytes());
+        let header = Header::parse(&raw, &HeaderLimits::default()).unwrap();
+        assert_eq!(header, Header::new(MsgType::Heartbeat, UUID));
+        assert_eq!(header.crc(), 0xca38_b289);
+    }
+
+    #[test]
+    fn every_type_round_trips_and_others_are_refused() {
+        for t in MsgType::ALL {
+            assert_eq!(MsgType::from_u8(t.as_u8()), Some(t));
+        }
+        for byte in [0u8, 9, 0x80, 0xff] {
+            let mut raw = heartbeat();
+            raw[1] = byte;
+            let err = check(&with_crc(raw)).unwrap_err();
+            assert!(
+                matches!(err, Error::BadMsgType { msg_type } if msg_type == byte),
+                "{err}"
+            );
+            assert!(err.is_fatal());
+        }
+    }
+
+    #[test]
+    fn requests_and_replies() {
+        let requests: Vec<_> = MsgType::ALL.iter().filter(|t| t.is_request()).collect();
+        assert_eq!(
+            requests,
+            [
+                &MsgType::KeyRequest,
+                &MsgType::Heartbeat,
+                &MsgType::Subscribe,
+                &MsgType::Report
+            ]
+        );
+        assert_eq!(MsgType::Report.reply_type(), Some(MsgType::ReportAck));
+        assert_eq!(MsgType::Push.reply_type(), None);
+        assert!(MsgType::KeyReply.never_encrypted() && MsgType::HeartbeatReply.never_encrypted());
+        assert!(!MsgType::Push.never_encrypted());
+    }
+
+    #[test]
+    fn bad_version() {
+        for v in [0u8, 2, 255] {
+            let mut raw = heartbeat();
+            raw[0] = v;
+            let err = check(&with_crc(raw)).unwrap_err();
+            assert!(matches!(err, Error::BadVersion { version } if version == v));
+            assert_eq!(err.to_string(), format!("unsupported protocol version {v}"));
+        }
+    }
+
+    #[test]
+    fn bad_flags() {
+        for (offset, name) in [(2, "cipher"), (3, "compress")] {
+            let mut raw = heartbeat();
+            raw[offset] = 2;
+            let err = check(&with_crc(raw)).unwrap_err();
+            assert!(matches!(err, Error::BadFlag { field, value: 2 } if field == name));
+            assert_eq!(err.to_string(), format!("{name} flag is 2, must be 0 or 1"));
+        }
+        let mut raw = heartbeat();
+        raw[2] = 1;
+        raw[3] = 1;
+        let prefix = check(&with_crc(raw)).unwrap();
+        assert!(prefix.cipher && prefix.compress);
+    }
+
+    #[test]
+    fn length_bounds_are_inclusive() {
+        let limits = HeaderLimits {
+            max_frame_len: 100,
+            accept: None,
+        };
+        for (len, ok) in [
+            (0u32, false),
+            (44, false),
+            (45, true),
+            (100, true),
+            (101, false),
+        ] {
+            let mut raw = heartbeat();
+            raw[4..8].copy_from_slice(&len.to_le_bytes());
+            let got = check_prefix(&with_crc(raw), &limits);
+            assert_eq!(got.is_ok(), ok, "length {len}: {got:?}");
+        }
+        let mut raw = heartbeat();
+        raw[4..8].copy_from_slice(&9_000_000u32.to_le_bytes());
+        let err = check(&with_crc(raw)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "frame length 9000000 exceeds max_frame_len 1048576"
+        );
+        raw[4..8].copy_from_slice(&10u32.to_le_bytes());
+        let err = check(&with_crc(raw)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "frame length 10 is shorter than the 45-byte header"
+        );
+    }
+
+    #[test]
+    fn crc_mismatch_names_both_values() {
+        let mut raw = heartbeat();
+        raw[8] ^= 0xff;
+        let err = check(&raw).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "header CRC mismatch: computed 0xca38b289, frame says 0xca38b276"
+        );
+        // A flipped length bit is caught by the CRC too.
+        let mut raw = heartbeat();
+        raw[5] ^= 0x01;
+        assert!(matches!(check(&raw), Err(Error::BadHeaderCrc { .. })));
+    }
+
+    #[test]
+    fn direction_filter() {
+        let server_side = HeaderLimits {
+            accept: Some(Direction::ClientToServer),
+            ..HeaderLimits::default()
+        };
+        for t in MsgType::ALL {
+            let raw = Header::new(t, UUID).to_bytes();
+            let got = check_prefix(&raw, &server_side);
+            if t.is_request() {
+                assert!(got.is_ok());
+            } else {
+                let err = got.unwrap_err();
+                assert!(matches!(err, Error::WrongDirection { msg_type, .. } if msg_type == t));
+                assert!(err.is_fatal());
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_input() {
+        let raw = heartbeat();
+        assert!(matches!(
+            check(&raw[..11]),
+            Err(Error::Truncated { need: 12, have: 11 })
+        ));
+        assert!(matches!(
+            Header::parse(&raw[..44], &HeaderLimits::default()),
+            Err(Error::Truncated { need: 45, have: 44 })
+        ));
+    }
+
+    #[test]
+    fn uuid_display() {
+        assert_eq!(UUID.to_string(), "0123456789abcdef0123456789abcdef0");
+        let mut odd = [b'a'; UUID_LEN];
+        odd[0] = 0;
+        assert!(Uuid(odd).to_string().starts_with("0x0061"));
+        assert_eq!(Uuid::from_slice(&[0; 32]), None);
+    }
+}

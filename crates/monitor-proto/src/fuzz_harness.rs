@@ -48,7 +48,7 @@ pub fn decode_stream(data: &[u8]) {
             loop {
                 match codec.decode(&mut buf) {
                     Ok(Some(received)) => {
-                        assert_eq!(received.header.length as usize >= HEADER_LEN, true);
+                        assert!(received.header.length as usize >= HEADER_LEN);
                         if let Ok(body) = received.body {
                             parse_body(role, received.header.msg_type, body);
                         }

@@ -36,8 +36,7 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use bytes::{BufMut, Bytes, BytesMut};
 use criterion::measurement::WallTime;
 use criterion::{
-    criterion_group, criterion_main, BatchSize, BenchmarkGroup, BenchmarkId, Criterion,
-    Throughput,
+    criterion_group, criterion_main, BatchSize, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
 };
 use monitor_proto::layer::compress::{deflate, inflate};
 use monitor_proto::{Frame, FrameCodec, Header, MsgType, SessionKey, Uuid, HEADER_LEN};
@@ -73,28 +72,41 @@ fn json_body(size: usize) -> Bytes {
     } else {
         (String::from(OPENING), "]}")
     };
-    assert!(text.len() + closing.len() <= size, "{size} bytes is too short");
-    let names = ["nginx", "php-fpm", "redis", "mysql", "cron", "disk./", "disk./var"];
+    assert!(
+        text.len() + closing.len() <= size,
+        "{size} bytes is too short"
+    );
+    let names = [
+        "nginx",
+        "php-fpm",
+        "redis",
+        "mysql",
+        "cron",
+        "disk./",
+        "disk./var",
+    ];
     let statuses = ["ok", "ok", "ok", "warn", "ok", "crit"];
     let mut state: u32 = 0x2545_f491;
     let mut first = true;
-    while closing == "]}" {
-        state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
-        let r = state >> 8;
-        let entry = format!(
-            r#"{}{{"name":"{}","status":"{}","latency_ms":{}.{},"ts":{}}}"#,
-            if first { "" } else { "," },
-            names[r as usize % names.len()],
-            statuses[(r >> 4) as usize % statuses.len()],
-            r % 400,
-            r % 10,
-            1_700_000_000 + (r % 86_400),
-        );
-        if text.len() + entry.len() + closing.len() > size {
-            break;
+    if closing == "]}" {
+        loop {
+            state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let r = state >> 8;
+            let entry = format!(
+                r#"{}{{"name":"{}","status":"{}","latency_ms":{}.{},"ts":{}}}"#,
+                if first { "" } else { "," },
+                names[r as usize % names.len()],
+                statuses[(r >> 4) as usize % statuses.len()],
+                r % 400,
+                r % 10,
+                1_700_000_000 + (r % 86_400),
+            );
+            if text.len() + entry.len() + closing.len() > size {
+                break;
+            }
+            text.push_str(&entry);
+            first = false;
         }
-        text.push_str(&entry);
-        first = false;
     }
     while text.len() + closing.len() < size {
         text.push(' ');
@@ -267,7 +279,13 @@ fn encrypt(c: &mut Criterion) {
         let body = sealed.split_off(HEADER_LEN).freeze();
         assert_eq!(key.open(&aad, &body).unwrap(), plain);
         let raw_sealed = raw
-            .encrypt(nonce, Payload { msg: &plain, aad: &aad })
+            .encrypt(
+                nonce,
+                Payload {
+                    msg: &plain,
+                    aad: &aad,
+                },
+            )
             .unwrap();
 
         group.bench_function(BenchmarkId::new("seal/monitor", size), |b| {

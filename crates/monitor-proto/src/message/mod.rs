@@ -216,6 +216,13 @@ impl MessageCodec {
         Ok(body)
     }
 
+    /// Whether [`MessageCodec::encode_message`] will compress `msg`: when it asks to, and
+    /// in the server role when its body is over the compress threshold. A caller holding
+    /// a shared compressed body supplies it ([`Outgoing::with_compressed`]) only then.
+    pub fn will_compress(&self, msg: &Outgoing) -> bool {
+        msg.compress || (self.role == Role::Server && msg.json.len() > self.compress_threshold)
+    }
+
     /// Writes `msg` as one frame, applying compression and encryption by the rules of
     /// this role.
     ///

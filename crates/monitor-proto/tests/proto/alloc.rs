@@ -26,7 +26,10 @@ fn wire(frames: usize) -> Vec<u8> {
 /// Reads `wire` through a 64 KiB buffer in 8000-byte "socket reads" (so frames straddle
 /// reads), decoding with `decode` and dropping each frame; returns the allocations made
 /// after the first quarter of the stream, and the number of frames decoded.
-fn allocations_while_decoding(wire: &[u8], mut decode: impl FnMut(&mut BytesMut) -> bool) -> (u64, usize) {
+fn allocations_while_decoding(
+    wire: &[u8],
+    mut decode: impl FnMut(&mut BytesMut) -> bool,
+) -> (u64, usize) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut decoded = 0;
     let reads: Vec<&[u8]> = wire.chunks(8000).collect();
@@ -50,20 +53,27 @@ fn allocations_while_decoding(wire: &[u8], mut decode: impl FnMut(&mut BytesMut)
 fn frame_codec_decodes_without_allocating_per_frame() {
     let wire = wire(FRAMES);
     let mut codec = FrameCodec::new();
-    let (allocs, decoded) = allocations_while_decoding(&wire, |buf| {
-        matches!(codec.decode(buf), Ok(Some(frame)) if frame.header.length >= 45)
-    });
+    let (allocs, decoded) = allocations_while_decoding(
+        &wire,
+        |buf| matches!(codec.decode(buf), Ok(Some(frame)) if frame.header.length >= 45),
+    );
     assert_eq!(decoded, FRAMES);
-    assert_eq!(allocs, 0, "allocations while decoding {} warm frames", FRAMES * 3 / 4);
+    assert_eq!(
+        allocs,
+        0,
+        "allocations while decoding {} warm frames",
+        FRAMES * 3 / 4
+    );
 }
 
 #[test]
 fn message_codec_decodes_plain_frames_without_allocating_per_frame() {
     let wire = wire(FRAMES);
     let mut codec = MessageCodec::new(Role::Server);
-    let (allocs, decoded) = allocations_while_decoding(&wire, |buf| {
-        matches!(codec.decode(buf), Ok(Some(received)) if received.body.is_ok())
-    });
+    let (allocs, decoded) = allocations_while_decoding(
+        &wire,
+        |buf| matches!(codec.decode(buf), Ok(Some(received)) if received.body.is_ok()),
+    );
     assert_eq!(decoded, FRAMES);
     assert_eq!(allocs, 0);
 }

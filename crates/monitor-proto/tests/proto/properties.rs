@@ -26,15 +26,27 @@ fn uuid() -> impl Strategy<Value = Uuid> {
 }
 
 fn frame() -> impl Strategy<Value = Frame> {
-    (msg_type(), any::<bool>(), any::<bool>(), uuid(), prop::collection::vec(any::<u8>(), 0..600))
+    (
+        msg_type(),
+        any::<bool>(),
+        any::<bool>(),
+        uuid(),
+        prop::collection::vec(any::<u8>(), 0..600),
+    )
         .prop_map(|(t, cipher, compress, uuid, body)| {
-            let header = Header::new(t, uuid).with_cipher(cipher).with_compress(compress);
+            let header = Header::new(t, uuid)
+                .with_cipher(cipher)
+                .with_compress(compress);
             Frame::new(header, Bytes::from(body))
         })
 }
 
 /// Feeds `wire` to `codec` in chunks of the given sizes (cycled), collecting everything.
-fn decode_chunked<D: Decoder>(codec: &mut D, wire: &[u8], chunks: &[usize]) -> Result<Vec<D::Item>, D::Error> {
+fn decode_chunked<D: Decoder>(
+    codec: &mut D,
+    wire: &[u8],
+    chunks: &[usize],
+) -> Result<Vec<D::Item>, D::Error> {
     let mut buf = BytesMut::new();
     let mut out = Vec::new();
     let mut rest = wire;

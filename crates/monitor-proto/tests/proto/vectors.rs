@@ -21,7 +21,9 @@ struct Vector {
 
 impl Vector {
     fn hex(&self, key: &str) -> Vec<u8> {
-        hex(self.fields[key].as_str().unwrap_or_else(|| panic!("{}: no {key}", self.name)))
+        hex(self.fields[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}: no {key}", self.name)))
     }
 
     fn num(&self, key: &str) -> u64 {
@@ -58,7 +60,11 @@ fn vectors() -> Vec<Vector> {
             }
         })
         .collect();
-    assert_eq!(all.len(), 16, "php-frames.jsonl changed: review these tests");
+    assert_eq!(
+        all.len(),
+        16,
+        "php-frames.jsonl changed: review these tests"
+    );
     all
 }
 
@@ -82,7 +88,12 @@ fn every_vector_decodes_to_its_fields_and_encodes_back_byte_for_byte() {
     for v in vectors() {
         let frame = decode_one(&v.wire);
         let h = frame.header;
-        assert_eq!(u64::from(h.msg_type.as_u8()), v.num("msg_type"), "{}", v.name);
+        assert_eq!(
+            u64::from(h.msg_type.as_u8()),
+            v.num("msg_type"),
+            "{}",
+            v.name
+        );
         assert_eq!(v.num("version"), 1);
         assert_eq!(u64::from(h.cipher), v.num("cipher"), "{}", v.name);
         assert_eq!(u64::from(h.compress), v.num("compress"), "{}", v.name);
@@ -94,12 +105,16 @@ fn every_vector_decodes_to_its_fields_and_encodes_back_byte_for_byte() {
         assert_eq!(frame.body[..], v.hex("body_hex")[..], "{}", v.name);
 
         // From the fields alone (not the decoded frame) back to the same bytes.
-        let fields_header = Header::new(MsgType::from_u8(v.num("msg_type") as u8).unwrap(), v.uuid())
-            .with_cipher(v.num("cipher") == 1)
-            .with_compress(v.num("compress") == 1);
+        let fields_header =
+            Header::new(MsgType::from_u8(v.num("msg_type") as u8).unwrap(), v.uuid())
+                .with_cipher(v.num("cipher") == 1)
+                .with_compress(v.num("compress") == 1);
         let mut out = BytesMut::new();
         FrameCodec::new()
-            .encode(Frame::new(fields_header, Bytes::from(v.hex("body_hex"))), &mut out)
+            .encode(
+                Frame::new(fields_header, Bytes::from(v.hex("body_hex"))),
+                &mut out,
+            )
             .unwrap();
         assert_eq!(out[..], v.wire[..], "{}: re-encoded bytes differ", v.name);
     }
@@ -128,9 +143,18 @@ fn plaintext_bodies_match_json_text() {
 
 #[test]
 fn our_reply_bodies_are_the_php_bytes() {
-    assert_eq!(&reply::heartbeat(1_700_000_000)[..], vector("reply_heartbeat").json_text());
-    assert_eq!(&reply::report_ack(3)[..], vector("reply_report_ack").json_text());
-    assert_eq!(&reply::report_ack(1)[..], vector("reply_ack_encrypted_legacy").json_text());
+    assert_eq!(
+        &reply::heartbeat(1_700_000_000)[..],
+        vector("reply_heartbeat").json_text()
+    );
+    assert_eq!(
+        &reply::report_ack(3)[..],
+        vector("reply_report_ack").json_text()
+    );
+    assert_eq!(
+        &reply::report_ack(1)[..],
+        vector("reply_ack_encrypted_legacy").json_text()
+    );
     assert_eq!(
         &reply::error("malformed body: missing code")[..],
         vector("reply_error").json_text()
@@ -141,23 +165,45 @@ fn our_reply_bodies_are_the_php_bytes() {
         vector("reply_subscribe_ack").json_text()
     );
     let report = vector("report_request");
-    assert_eq!(&reply::push(report.json_text())[..], vector("reply_push").json_text());
-    assert_eq!(&reply::push(report.json_text())[..], vector("reply_push_encrypted").json_text());
+    assert_eq!(
+        &reply::push(report.json_text())[..],
+        vector("reply_push").json_text()
+    );
+    assert_eq!(
+        &reply::push(report.json_text())[..],
+        vector("reply_push_encrypted").json_text()
+    );
 
     let legacy = vector("key_reply_legacy");
     let data: KeyReplyData = Reply::parse(legacy.json_text()).unwrap().data_as().unwrap();
-    assert_eq!(&reply::key_legacy(data.cipher_key.as_deref().unwrap())[..], legacy.json_text());
+    assert_eq!(
+        &reply::key_legacy(data.cipher_key.as_deref().unwrap())[..],
+        legacy.json_text()
+    );
     let x = vector("key_reply_x25519");
     let data: KeyReplyData = Reply::parse(x.json_text()).unwrap().data_as().unwrap();
-    assert_eq!(&reply::key_pubkey(data.pubkey.as_deref().unwrap())[..], x.json_text());
+    assert_eq!(
+        &reply::key_pubkey(data.pubkey.as_deref().unwrap())[..],
+        x.json_text()
+    );
 }
 
 #[test]
 fn server_codec_reads_php_requests() {
-    for name in ["heartbeat_request", "subscribe_request", "report_request", "report_request_compressed", "empty_body_key_request", "key_request_x25519"] {
+    for name in [
+        "heartbeat_request",
+        "subscribe_request",
+        "report_request",
+        "report_request_compressed",
+        "empty_body_key_request",
+        "key_request_x25519",
+    ] {
         let v = vector(name);
         let mut buf = BytesMut::from(&v.wire[..]);
-        let received = MessageCodec::new(Role::Server).decode(&mut buf).unwrap().unwrap();
+        let received = MessageCodec::new(Role::Server)
+            .decode(&mut buf)
+            .unwrap()
+            .unwrap();
         let body = received.body.unwrap();
         assert_eq!(&body[..], v.json_text(), "{name}");
         let request = Request::parse(received.header.msg_type, body).unwrap();
@@ -187,7 +233,11 @@ fn compressed_report_is_plain_zlib() {
     // deflate output is not part of the protocol.
     let ours = deflate(v.json_text());
     assert_eq!(&inflate(&ours, 1 << 20).unwrap()[..], v.json_text());
-    assert_eq!(&v.hex("body_hex")[..2], &[0x78, 0x9c], "zlib header, default level");
+    assert_eq!(
+        &v.hex("body_hex")[..2],
+        &[0x78, 0x9c],
+        "zlib header, default level"
+    );
     assert_eq!(&ours[..2], &[0x78, 0x9c]);
 }
 
@@ -209,7 +259,10 @@ fn x25519_exchange_matches_libsodium_and_hkdf() {
     assert_eq!(&reply::key_pubkey(&server_pub)[..], rep.json_text());
 
     let shared: [u8; 32] = req.hex("shared_hex").try_into().unwrap();
-    assert_eq!(derive_key_bytes(&shared, &uuid)[..], req.hex("session_key_hex")[..]);
+    assert_eq!(
+        derive_key_bytes(&shared, &uuid)[..],
+        req.hex("session_key_hex")[..]
+    );
     let client_key = client.finish(&server_pub, &uuid).unwrap();
 
     // Both derived keys open PHP's encrypted pushes, through the client codec.
@@ -227,14 +280,22 @@ fn x25519_exchange_matches_libsodium_and_hkdf() {
 
 #[test]
 fn sealing_with_the_vector_nonce_gives_php_bytes() {
-    for name in ["reply_push_encrypted", "reply_push_encrypted_compressed", "reply_ack_encrypted_legacy"] {
+    for name in [
+        "reply_push_encrypted",
+        "reply_push_encrypted_compressed",
+        "reply_ack_encrypted_legacy",
+    ] {
         let v = vector(name);
         let frame = decode_one(&v.wire);
         let key = SessionKey::from_bytes(&v.hex("key_hex").try_into().unwrap());
         let aad = frame.header.to_bytes();
         let plain = key.open(&aad, &frame.body).unwrap();
         let nonce: [u8; 12] = v.hex("nonce_hex").try_into().unwrap();
-        assert_eq!(key.seal_with_nonce(&aad, &nonce, &plain), frame.body, "{name}");
+        assert_eq!(
+            key.seal_with_nonce(&aad, &nonce, &plain),
+            frame.body,
+            "{name}"
+        );
     }
 }
 

@@ -1,0 +1,249 @@
+//! The `monitor-server` command line: flags, config loading, signals.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use tracing::{error, info, warn};
+
+use crate::config::{Config, ConfigError, ListenAddress, ListenerConfig};
+use crate::server::Server;
+
+/// The monitor push/report server.
+///
+/// Reporters send reports (type 7); push receivers subscribe (type 5) and get every
+/// matching report, fanned out in memory. With no arguments it serves TCP 0.0.0.0:9503.
+///
+/// Signals: SIGINT/SIGTERM shut down gracefully (queued pushes are delivered, bounded by
+/// drain_timeout_secs); SIGHUP re-reads --config and applies what can change live.
+/// Logging: RUST_LOG (e.g. RUST_LOG=debug, RUST_LOG=monitor_server=trace).
+#[derive(Debug, Parser)]
+#[command(name = "monitor-server", version, about, long_about)]
+pub struct Args {
+    /// Read settings from this TOML file (flags below override it).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Listen on ADDR (host:port, or unix:/path); repeat for several. Replaces the
+    /// config file's listeners.
+    #[arg(long = "listen", value_name = "ADDR")]
+    pub listen: Vec<ListenAddress>,
+    /// Close a connection after SECS without a complete frame from it.
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout: Option<u64>,
+    /// Largest frame accepted, header included.
+    #[arg(long, value_name = "BYTES")]
+    pub max_frame_len: Option<u32>,
+    /// Largest size a compressed body may inflate to.
+    #[arg(long, value_name = "BYTES")]
+    pub max_inflated_len: Option<usize>,
+    /// Allow the legacy key exchange, which sends keys in the clear (for PHP clients).
+    #[arg(long)]
+    pub legacy_key_exchange: bool,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Check the configuration and exit (status 0 if valid, 2 if not).
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+impl Args {
+    /// The configuration: defaults, then the file, then the flags.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file, key or flag at fault.
+    pub fn config(&self) -> Result<Config, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if !self.listen.is_empty() {
+            config.listeners = self
+                .listen
+                .iter()
+                .enumerate()
+                .map(|(i, address)| ListenerConfig {
+                    name: if i == 0 {
+                        "server".into()
+                    } else {
+                        format!("server{}", i + 1)
+                    },
+                    address: address.clone(),
+                })
+                .collect();
+        }
+        let s = &mut config.server;
+        if let Some(v) = self.idle_timeout {
+            s.idle_timeout_secs = v;
+        }
+        if let Some(v) = self.max_frame_len {
+            s.max_frame_len = v;
+        }
+        if let Some(v) = self.max_inflated_len {
+            s.max_inflated_len = v;
+        }
+        if self.legacy_key_exchange {
+            s.legacy_key_exchange = true;
+        }
+        config.validate().map_err(|e| match e {
+            ConfigError::Invalid { key, reason } => ConfigError::Invalid {
+                key: match flag_for(&key) {
+                    Some(flag) => format!("{flag} (or {key})"),
+                    None => key,
+                },
+                reason,
+            },
+            other => other,
+        })?;
+        Ok(config)
+    }
+}
+
+fn flag_for(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "server.idle_timeout_secs" => "--idle-timeout",
+        "server.max_frame_len" => "--max-frame-len",
+        "server.max_inflated_len" => "--max-inflated-len",
+        "listener" | "listener.address" => "--listen",
+        _ => return None,
+    })
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match args.config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("monitor-server: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return std::process::ExitCode::SUCCESS;
+    }
+    if args.check_config {
+        eprintln!("monitor-server: configuration is valid");
+        return std::process::ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("monitor-server: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(args, config))
+}
+
+async fn serve(args: Args, config: Config) -> std::process::ExitCode {
+    let server = match Server::bind(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            error!("{e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let handle = server.handle();
+    let signals = tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            error!("cannot install signal handlers");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => { info!("SIGTERM received"); break; }
+                _ = int.recv() => { info!("SIGINT received"); break; }
+                _ = hup.recv() => reload(&args, &handle),
+            }
+        }
+        handle.shutdown();
+    });
+    server.run().await;
+    signals.abort();
+    std::process::ExitCode::SUCCESS
+}
+
+fn reload(args: &Args, handle: &crate::ServerHandle) {
+    if args.config.is_none() {
+        warn!("SIGHUP: no --config file to re-read");
+        return;
+    }
+    match args.config() {
+        Ok(new) => {
+            let diff = handle.reload(new);
+            if diff.applied.is_empty() && diff.needs_restart.is_empty() {
+                info!("SIGHUP: configuration unchanged");
+            }
+            for change in &diff.applied {
+                info!(change = %change, "SIGHUP: applied");
+            }
+            for change in &diff.needs_restart {
+                warn!(change = %change, "SIGHUP: needs a restart to take effect");
+            }
+        }
+        Err(e) => error!("SIGHUP: configuration not reloaded: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let args =
+            Args::try_parse_from(std::iter::once("monitor-server").chain(args.iter().copied()))
+                .map_err(|e| e.to_string())?;
+        args.config().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn flags_override() {
+        let c = parse(&[
+            "--listen",
+            "127.0.0.1:1",
+            "--listen",
+            "unix:/tmp/x.sock",
+            "--idle-timeout",
+            "7",
+            "--legacy-key-exchange",
+        ])
+        .unwrap();
+        assert_eq!(c.listeners.len(), 2);
+        assert_eq!(c.listeners[1].name, "server2");
+        assert_eq!(c.server.idle_timeout_secs, 7);
+        assert!(c.server.legacy_key_exchange);
+        assert_eq!(parse(&[]).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn bad_flags_name_the_flag() {
+        let err = parse(&["--max-frame-len", "3"]).unwrap_err();
+        assert!(
+            err.starts_with("--max-frame-len (or server.max_frame_len)"),
+            "{err}"
+        );
+        let err = parse(&["--listen", "bogus"]).unwrap_err();
+        assert!(
+            err.contains("--listen") && err.contains("neither host:port"),
+            "{err}"
+        );
+        let err = parse(&["--config", "/nonexistent/monitor.toml"]).unwrap_err();
+        assert!(err.contains("/nonexistent/monitor.toml"), "{err}");
+    }
+}

@@ -1,0 +1,463 @@
+//! Configuration: the TOML file, its defaults, and the command-line overrides.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration: `[server]` settings and one or more `[[listener]]`s.
+///
+/// Every key is optional; [`Config::default`] is what `monitor-server` runs with when given
+/// nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Limits and policies.
+    pub server: Settings,
+    /// Where to accept connections.
+    #[serde(rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: Settings::default(),
+            listeners: vec![ListenerConfig::default()],
+        }
+    }
+}
+
+/// The `[server]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// A connection that sends no complete frame for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// Largest frame accepted, header included; larger ones close the connection after
+    /// their first 12 bytes.
+    pub max_frame_len: u32,
+    /// Largest size a compressed body may inflate to.
+    pub max_inflated_len: usize,
+    /// Server bodies longer than this are compressed.
+    pub compress_threshold: usize,
+    /// Connections over this number are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Pushes queued per subscriber before the slow-consumer policy applies.
+    pub subscriber_queue: usize,
+    /// What happens to a subscriber whose queue is full.
+    pub slow_consumer: SlowConsumer,
+    /// Allow the legacy key exchange (the key travels in the clear).
+    pub legacy_key_exchange: bool,
+    /// On shutdown, how long to keep delivering what is already queued.
+    pub drain_timeout_secs: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            idle_timeout_secs: 120,
+            max_frame_len: monitor_proto::codec::DEFAULT_MAX_FRAME_LEN,
+            max_inflated_len: monitor_proto::codec::DEFAULT_MAX_INFLATED_LEN,
+            compress_threshold: monitor_proto::codec::DEFAULT_COMPRESS_THRESHOLD,
+            max_connections: 100_000,
+            subscriber_queue: 1024,
+            slow_consumer: SlowConsumer::Drop,
+            legacy_key_exchange: false,
+            drain_timeout_secs: 5,
+        }
+    }
+}
+
+impl Settings {
+    /// The message codec settings these imply.
+    pub(crate) fn codec_builder(&self) -> monitor_proto::Builder {
+        let mut b = monitor_proto::Builder::new();
+        b.max_frame_len(self.max_frame_len)
+            .max_inflated_len(self.max_inflated_len)
+            .compress_threshold(self.compress_threshold);
+        b
+    }
+}
+
+/// The policy for a subscriber that does not keep up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlowConsumer {
+    /// Drop the push for that subscriber, and count it.
+    Drop,
+    /// Close that subscriber's connection.
+    Disconnect,
+}
+
+impl fmt::Display for SlowConsumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SlowConsumer::Drop => "drop",
+            SlowConsumer::Disconnect => "disconnect",
+        })
+    }
+}
+
+/// One `[[listener]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// A name for the logs (the PHP server had `server`, `server2`, ...).
+    #[serde(default = "default_listener_name")]
+    pub name: String,
+    /// `host:port`, or `unix:/path/to/socket`.
+    pub address: ListenAddress,
+}
+
+fn default_listener_name() -> String {
+    "server".into()
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig {
+            name: default_listener_name(),
+            address: ListenAddress::Tcp(SocketAddr::from(([0, 0, 0, 0], 9503))),
+        }
+    }
+}
+
+/// Where a listener accepts connections.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum ListenAddress {
+    /// A TCP address; port 0 picks a free port.
+    Tcp(SocketAddr),
+    /// A Unix socket path, for same-host clients.
+    Unix(PathBuf),
+}
+
+impl FromStr for ListenAddress {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("unix: needs a socket path, e.g. unix:/run/monitor.sock".into());
+            }
+            return Ok(ListenAddress::Unix(PathBuf::from(path)));
+        }
+        s.parse::<SocketAddr>()
+            .map(ListenAddress::Tcp)
+            .map_err(|_| format!("`{s}` is neither host:port (e.g. 0.0.0.0:9503) nor unix:/path"))
+    }
+}
+
+impl TryFrom<String> for ListenAddress {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<ListenAddress> for String {
+    fn from(a: ListenAddress) -> String {
+        a.to_string()
+    }
+}
+
+impl fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddress::Tcp(addr) => write!(f, "{addr}"),
+            ListenAddress::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// A configuration that cannot be used; the message names the file, key or flag at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of the expected shape.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line, column and key.
+        message: String,
+    },
+    /// A value out of its range.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// The key (`server.max_frame_len`) or flag (`--max-frame-len`).
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file and the key at fault.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config = Config::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            ConfigError::Invalid { key, reason } => ConfigError::Invalid {
+                key: format!("{}: {key}", path.display()),
+                reason,
+            },
+            other => other,
+        })?;
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] or [`ConfigError::Invalid`].
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot print the config: {e}\n"))
+    }
+
+    /// Checks every value's range.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the first bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        let invalid = |key: &str, reason: String| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                reason,
+            })
+        };
+        if s.idle_timeout_secs == 0 {
+            return invalid("server.idle_timeout_secs", "must be at least 1".into());
+        }
+        if (s.max_frame_len as usize) < monitor_proto::HEADER_LEN {
+            return invalid(
+                "server.max_frame_len",
+                format!("{} is less than the 45-byte header", s.max_frame_len),
+            );
+        }
+        if s.max_inflated_len == 0 {
+            return invalid("server.max_inflated_len", "must be at least 1".into());
+        }
+        if s.max_connections == 0 {
+            return invalid("server.max_connections", "must be at least 1".into());
+        }
+        if s.subscriber_queue == 0 {
+            return invalid("server.subscriber_queue", "must be at least 1".into());
+        }
+        if self.listeners.is_empty() {
+            return invalid("listener", "at least one [[listener]] is needed".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for l in &self.listeners {
+            if !seen.insert(&l.address) {
+                return invalid("listener.address", format!("{} is listed twice", l.address));
+            }
+        }
+        Ok(())
+    }
+
+    /// Which changes from `self` to `new` can be applied to a running server, and which
+    /// need a restart. Each entry is `key: old -> new`.
+    pub fn diff(&self, new: &Config) -> ConfigDiff {
+        let (a, b) = (&self.server, &new.server);
+        let mut diff = ConfigDiff::default();
+        let mut check = |key: &str, old: String, new: String, live: bool| {
+            if old != new {
+                let line = format!("{key}: {old} -> {new}");
+                if live {
+                    diff.applied.push(line);
+                } else {
+                    diff.needs_restart.push(line);
+                }
+            }
+        };
+        check(
+            "server.idle_timeout_secs",
+            a.idle_timeout_secs.to_string(),
+            b.idle_timeout_secs.to_string(),
+            true,
+        );
+        check(
+            "server.max_frame_len",
+            a.max_frame_len.to_string(),
+            b.max_frame_len.to_string(),
+            true,
+        );
+        check(
+            "server.max_inflated_len",
+            a.max_inflated_len.to_string(),
+            b.max_inflated_len.to_string(),
+            true,
+        );
+        check(
+            "server.compress_threshold",
+            a.compress_threshold.to_string(),
+            b.compress_threshold.to_string(),
+            true,
+        );
+        check(
+            "server.slow_consumer",
+            a.slow_consumer.to_string(),
+            b.slow_consumer.to_string(),
+            true,
+        );
+        check(
+            "server.legacy_key_exchange",
+            a.legacy_key_exchange.to_string(),
+            b.legacy_key_exchange.to_string(),
+            true,
+        );
+        check(
+            "server.drain_timeout_secs",
+            a.drain_timeout_secs.to_string(),
+            b.drain_timeout_secs.to_string(),
+            true,
+        );
+        check(
+            "server.max_connections",
+            a.max_connections.to_string(),
+            b.max_connections.to_string(),
+            false,
+        );
+        check(
+            "server.subscriber_queue",
+            a.subscriber_queue.to_string(),
+            b.subscriber_queue.to_string(),
+            false,
+        );
+        let listeners = |c: &Config| {
+            c.listeners
+                .iter()
+                .map(|l| format!("{}={}", l.name, l.address))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        check("listener", listeners(self), listeners(new), false);
+        diff
+    }
+}
+
+/// The outcome of comparing two configurations (see [`Config::diff`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigDiff {
+    /// Changes a running server applies at once.
+    pub applied: Vec<String>,
+    /// Changes that take effect only after a restart.
+    pub needs_restart: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_sample() {
+        let sample = r#"
+            [server]
+            idle_timeout_secs = 120
+            max_frame_len = 1048576
+            max_inflated_len = 8388608
+            compress_threshold = 81920
+            max_connections = 100000
+            subscriber_queue = 1024
+            slow_consumer = "drop"
+            legacy_key_exchange = false
+            drain_timeout_secs = 5
+
+            [[listener]]
+            name = "server"
+            address = "0.0.0.0:9503"
+        "#;
+        assert_eq!(Config::from_toml(sample).unwrap(), Config::default());
+        assert_eq!(Config::from_toml("").unwrap(), Config::default());
+        let printed = Config::default().to_toml();
+        assert_eq!(Config::from_toml(&printed).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn several_listeners_and_unix_sockets() {
+        let c = Config::from_toml(
+            r#"
+            [[listener]]
+            address = "127.0.0.1:0"
+            [[listener]]
+            name = "local"
+            address = "unix:/tmp/m.sock"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.listeners.len(), 2);
+        assert_eq!(
+            c.listeners[1].address,
+            ListenAddress::Unix("/tmp/m.sock".into())
+        );
+        assert_eq!(c.listeners[1].address.to_string(), "unix:/tmp/m.sock");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = Config::from_toml("[server]\nmax_frame_len = 10\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "server.max_frame_len: 10 is less than the 45-byte header"
+        );
+        let err = Config::from_toml("[server]\nidle_timeout = 5\n").unwrap_err();
+        assert!(err.to_string().contains("idle_timeout"), "{err}");
+        let err = Config::from_toml("[server]\nslow_consumer = \"wait\"\n").unwrap_err();
+        assert!(err.to_string().contains("slow_consumer"), "{err}");
+        let err = Config::from_toml("[[listener]]\naddress = \"nowhere\"\n").unwrap_err();
+        assert!(err.to_string().contains("neither host:port"), "{err}");
+        let err = Config::from_toml("listener = []\n").unwrap_err();
+        assert!(err.to_string().starts_with("listener:"), "{err}");
+    }
+
+    #[test]
+    fn diff_splits_live_and_restart_changes() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.server.idle_timeout_secs = 30;
+        new.server.slow_consumer = SlowConsumer::Disconnect;
+        new.server.max_connections = 5;
+        let d = old.diff(&new);
+        assert_eq!(
+            d.applied,
+            [
+                "server.idle_timeout_secs: 120 -> 30",
+                "server.slow_consumer: drop -> disconnect"
+            ]
+        );
+        assert_eq!(d.needs_restart, ["server.max_connections: 100000 -> 5"]);
+        assert_eq!(old.diff(&old), ConfigDiff::default());
+    }
+}

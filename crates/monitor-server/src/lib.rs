@@ -1,0 +1,61 @@
+//! The monitor server: accepts reporters and push receivers over TCP or Unix sockets and
+//! fans every report out, in memory, to the matching subscribers.
+//!
+//! # Layout
+//! - [`config`]: the TOML configuration, defaults and validation.
+//! - [`server`]: listeners, accept loops, `max_connections`, graceful shutdown, live reload.
+//! - `conn`: one task per connection: requests, replies, pushes, the idle timeout.
+//! - [`hub`]: subscriptions and the fan-out of reports (one shared body per report,
+//!   bounded queues, the slow-consumer policy).
+//! - [`stats`]: counters.
+//! - [`cli`]: the `monitor-server` command line.
+//!
+//! `docs/server.md` explains the design and the reasons for its limits.
+//!
+//! # Example
+//! Serve on a free port, report once, and read the acknowledgement:
+//! ```
+//! use futures::{SinkExt, StreamExt};
+//! use monitor_proto::message::reply::{Reply, ReportAckData};
+//! use monitor_proto::{MessageCodec, MsgType, Outgoing, Role, Uuid};
+//! use monitor_server::{BoundAddress, Config, Server};
+//! use tokio_util::codec::Framed;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut config = Config::default();
+//! config.listeners[0].address = "127.0.0.1:0".parse()?;
+//! let server = Server::bind(config).await?;
+//! let BoundAddress::Tcp(addr) = server.local_addrs()[0].clone() else { unreachable!() };
+//! let handle = server.handle();
+//! let running = tokio::spawn(server.run());
+//!
+//! let stream = tokio::net::TcpStream::connect(addr).await?;
+//! let mut client = Framed::new(stream, MessageCodec::new(Role::Client));
+//! let uuid = Uuid(*b"0123456789abcdef0123456789abcdef0");
+//! client.send(Outgoing::new(MsgType::Report, uuid, r#"{"code":"demo"}"#)).await?;
+//! let ack = client.next().await.expect("an ack")?;
+//! let ack = Reply::parse(&ack.body?)?;
+//! assert_eq!(ack.data_as::<ReportAckData>()?.delivered, 0); // nobody subscribed yet
+//!
+//! handle.shutdown();
+//! running.await?;
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod cli;
+pub mod config;
+mod conn;
+pub mod hub;
+pub mod server;
+pub mod stats;
+
+pub use config::{
+    Config, ConfigDiff, ConfigError, ListenAddress, ListenerConfig, Settings, SlowConsumer,
+};
+pub use server::{BoundAddress, Server, ServerError, ServerHandle};
+pub use stats::StatsSnapshot;

@@ -1,0 +1,345 @@
+//! Listeners, the accept loops, shared state, and the shutdown sequence.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::{Config, ConfigDiff, ListenAddress, Settings};
+use crate::conn;
+use crate::hub::Hub;
+use crate::stats::{Stats, StatsSnapshot};
+
+/// State shared by every task of one server.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) hub: Hub,
+    pub(crate) stats: Stats,
+    settings: watch::Sender<Arc<Settings>>,
+    next_id: AtomicU64,
+    connection_slots: Arc<Semaphore>,
+}
+
+impl Shared {
+    pub(crate) fn next_conn_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Relaxed)
+    }
+
+    pub(crate) fn settings_receiver(&self) -> watch::Receiver<Arc<Settings>> {
+        self.settings.subscribe()
+    }
+}
+
+/// A listener that could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Binding failed (address in use, permission, ...).
+    #[error("listener {name}: cannot bind {address}: {source}")]
+    Bind {
+        /// The listener's name.
+        name: String,
+        /// The configured address.
+        address: ListenAddress,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The address a listener actually bound (with the real port when the config said 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BoundAddress {
+    /// A TCP listener.
+    Tcp(std::net::SocketAddr),
+    /// A Unix socket listener.
+    Unix(PathBuf),
+}
+
+impl fmt::Display for BoundAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BoundAddress::Tcp(a) => write!(f, "{a}"),
+            BoundAddress::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+struct BoundListener {
+    name: String,
+    listener: Listener,
+    address: BoundAddress,
+}
+
+/// A server with its listeners bound, ready to [`run`](Server::run).
+///
+/// # Example
+/// ```no_run
+/// # async fn example() -> Result<(), monitor_server::ServerError> {
+/// use monitor_server::{Config, Server};
+/// let server = Server::bind(Config::default()).await?;
+/// let handle = server.handle();
+/// tokio::spawn(async move {
+///     tokio::signal::ctrl_c().await.ok();
+///     handle.shutdown();
+/// });
+/// server.run().await;
+/// # Ok(())
+/// # }
+/// ```
+pub struct Server {
+    listeners: Vec<BoundListener>,
+    shared: Arc<Shared>,
+    token: CancellationToken,
+    config: Arc<Mutex<Config>>,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("listeners", &self.local_addrs())
+            .finish()
+    }
+}
+
+/// Controls a running server from other tasks: stats, shutdown, live reconfiguration.
+#[derive(Debug, Clone)]
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+    token: CancellationToken,
+    config: Arc<Mutex<Config>>,
+}
+
+impl ServerHandle {
+    /// The server's counters now.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.shared.stats.snapshot()
+    }
+
+    /// Number of subscribed connections.
+    pub fn subscribers(&self) -> usize {
+        self.shared.hub.subscriber_count()
+    }
+
+    /// Starts a graceful shutdown: stop accepting, stop reading, deliver what is queued
+    /// (bounded by `drain_timeout_secs`), close. [`Server::run`] returns when done.
+    pub fn shutdown(&self) {
+        self.token.cancel();
+    }
+
+    /// Applies the settings of `new` that can change live (limits, timeouts, the legacy
+    /// switch, the slow-consumer policy) to every connection; returns what changed and
+    /// what needs a restart (listeners, `max_connections`, `subscriber_queue`).
+    pub fn reload(&self, new: Config) -> ConfigDiff {
+        let mut current = self.config.lock().unwrap_or_else(|e| e.into_inner());
+        let diff = current.diff(&new);
+        let mut live = new.server.clone();
+        // Settings that need a restart keep their running values.
+        live.max_connections = current.server.max_connections;
+        live.subscriber_queue = current.server.subscriber_queue;
+        current.server = live.clone();
+        self.shared.settings.send_replace(Arc::new(live));
+        diff
+    }
+}
+
+impl Server {
+    /// Binds every listener of `config`. A Unix socket path left by an earlier run is
+    /// replaced.
+    ///
+    /// # Errors
+    /// [`ServerError::Bind`] naming the listener that failed.
+    pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let mut listeners = Vec::new();
+        for l in &config.listeners {
+            let bind_err = |source| ServerError::Bind {
+                name: l.name.clone(),
+                address: l.address.clone(),
+                source,
+            };
+            let (listener, address) = match &l.address {
+                ListenAddress::Tcp(addr) => {
+                    let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
+                    let local = listener.local_addr().map_err(bind_err)?;
+                    (Listener::Tcp(listener), BoundAddress::Tcp(local))
+                }
+                ListenAddress::Unix(path) => {
+                    remove_stale_socket(path);
+                    let listener = UnixListener::bind(path).map_err(bind_err)?;
+                    (
+                        Listener::Unix(listener, path.clone()),
+                        BoundAddress::Unix(path.clone()),
+                    )
+                }
+            };
+            info!(listener = %l.name, address = %address, "listening");
+            listeners.push(BoundListener {
+                name: l.name.clone(),
+                listener,
+                address,
+            });
+        }
+        let (settings, _) = watch::channel(Arc::new(config.server.clone()));
+        let shared = Arc::new(Shared {
+            hub: Hub::default(),
+            stats: Stats::default(),
+            settings,
+            next_id: AtomicU64::new(1),
+            connection_slots: Arc::new(Semaphore::new(config.server.max_connections)),
+        });
+        Ok(Server {
+            listeners,
+            shared,
+            token: CancellationToken::new(),
+            config: Arc::new(Mutex::new(config)),
+        })
+    }
+
+    /// The addresses actually bound, in listener order.
+    pub fn local_addrs(&self) -> Vec<BoundAddress> {
+        self.listeners.iter().map(|l| l.address.clone()).collect()
+    }
+
+    /// A handle for stats, shutdown and reload.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            shared: Arc::clone(&self.shared),
+            token: self.token.clone(),
+            config: Arc::clone(&self.config),
+        }
+    }
+
+    /// Serves until [`ServerHandle::shutdown`], then drains and returns.
+    pub async fn run(self) {
+        let tracker = TaskTracker::new();
+        let mut unix_paths = Vec::new();
+        for l in self.listeners {
+            if let Listener::Unix(_, path) = &l.listener {
+                unix_paths.push(path.clone());
+            }
+            tracker.spawn(accept_loop(
+                l,
+                Arc::clone(&self.shared),
+                self.token.clone(),
+                tracker.clone(),
+            ));
+        }
+        self.token.cancelled().await;
+        let drain = self.shared.settings.borrow().drain_timeout_secs;
+        info!(
+            open = self.shared.stats.connections_open.load(Relaxed),
+            drain_timeout_secs = drain,
+            "shutting down: accepting no more connections, delivering queued pushes"
+        );
+        tracker.close();
+        // Connections stop at the drain deadline; allow for their final flush and close.
+        let grace = Duration::from_secs(drain) + Duration::from_secs(5);
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            warn!(
+                open = self.shared.stats.connections_open.load(Relaxed),
+                "connections still open after the drain timeout; exiting anyway"
+            );
+        }
+        for path in unix_paths {
+            let _ = std::fs::remove_file(path);
+        }
+        info!("shutdown complete");
+    }
+}
+
+fn remove_stale_socket(path: &std::path::Path) {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() && std::fs::remove_file(path).is_ok() {
+            info!(path = %path.display(), "removed a stale socket file");
+        }
+    }
+}
+
+/// Decrements the open-connection count when a connection task ends, however it ends.
+struct OpenConnection {
+    shared: Arc<Shared>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.shared.stats.connections_open.fetch_sub(1, Relaxed);
+    }
+}
+
+async fn accept_loop(
+    l: BoundListener,
+    shared: Arc<Shared>,
+    token: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let accepted = tokio::select! {
+            () = token.cancelled() => break,
+            accepted = accept(&l.listener) => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(10);
+                shared.stats.connections_accepted.fetch_add(1, Relaxed);
+                let Ok(slot) = Arc::clone(&shared.connection_slots).try_acquire_owned() else {
+                    shared.stats.connections_refused.fetch_add(1, Relaxed);
+                    warn!(listener = %l.name, peer = %peer, "max_connections reached: connection closed");
+                    drop(stream);
+                    continue;
+                };
+                shared.stats.connections_open.fetch_add(1, Relaxed);
+                let guard = OpenConnection {
+                    shared: Arc::clone(&shared),
+                    _slot: slot,
+                };
+                let (shared, token) = (Arc::clone(&shared), token.clone());
+                tracker.spawn(async move {
+                    let _guard = guard;
+                    match stream {
+                        Accepted::Tcp(s) => conn::serve(s, peer, shared, token).await,
+                        Accepted::Unix(s) => conn::serve(s, peer, shared, token).await,
+                    }
+                });
+            }
+            Err(e) => {
+                // Usually out of file descriptors: back off instead of spinning.
+                warn!(listener = %l.name, error = %e, "accept failed; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+enum Accepted {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &Listener) -> std::io::Result<(Accepted, String)> {
+    match listener {
+        Listener::Tcp(l) => {
+            let (stream, peer) = l.accept().await?;
+            // Pushes are small and latency matters: no Nagle delay.
+            stream.set_nodelay(true)?;
+            Ok((Accepted::Tcp(stream), peer.to_string()))
+        }
+        Listener::Unix(l, path) => {
+            let (stream, _) = l.accept().await?;
+            Ok((Accepted::Unix(stream), format!("unix:{}", path.display())))
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! Server-wide counters. Connections add their frame counts in batches, not per frame, so
+//! the hot path does not contend on shared cache lines.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Live counters, shared by every task of a server.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub(crate) connections_accepted: AtomicU64,
+    pub(crate) connections_open: AtomicU64,
+    pub(crate) connections_refused: AtomicU64,
+    pub(crate) frames_in: AtomicU64,
+    pub(crate) frames_out: AtomicU64,
+    pub(crate) reports: AtomicU64,
+    pub(crate) pushes_queued: AtomicU64,
+    pub(crate) pushes_dropped: AtomicU64,
+    pub(crate) slow_consumers_disconnected: AtomicU64,
+    pub(crate) protocol_errors: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Connections accepted since start.
+    pub connections_accepted: u64,
+    /// Connections open now.
+    pub connections_open: u64,
+    /// Connections closed at once because `max_connections` was reached.
+    pub connections_refused: u64,
+    /// Complete frames received.
+    pub frames_in: u64,
+    /// Frames written (replies and pushes).
+    pub frames_out: u64,
+    /// Reports fanned out.
+    pub reports: u64,
+    /// Pushes queued for subscribers (the sum of every report's `delivered`).
+    pub pushes_queued: u64,
+    /// Pushes dropped because a subscriber's queue was full (`slow_consumer = "drop"`).
+    pub pushes_dropped: u64,
+    /// Subscribers disconnected because their queue was full (`slow_consumer = "disconnect"`).
+    pub slow_consumers_disconnected: u64,
+    /// Connections closed for breaking the protocol (bad header, wrong message type, ...).
+    pub protocol_errors: u64,
+}
+
+impl Stats {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            connections_accepted: self.connections_accepted.load(Relaxed),
+            connections_open: self.connections_open.load(Relaxed),
+            connections_refused: self.connections_refused.load(Relaxed),
+            frames_in: self.frames_in.load(Relaxed),
+            frames_out: self.frames_out.load(Relaxed),
+            reports: self.reports.load(Relaxed),
+            pushes_queued: self.pushes_queued.load(Relaxed),
+            pushes_dropped: self.pushes_dropped.load(Relaxed),
+            slow_consumers_disconnected: self.slow_consumers_disconnected.load(Relaxed),
+            protocol_errors: self.protocol_errors.load(Relaxed),
+        }
+    }
+
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        if n != 0 {
+            counter.fetch_add(n, Relaxed);
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Listeners, shutdown, reload and the binary itself.
+
+use std::time::Duration;
+
+use monitor_proto::MsgType;
+use monitor_server::{BoundAddress, Config};
+use serde_json::Value;
+
+use crate::support::{start, Client, WAIT};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_delivers_queued_pushes() {
+    const REPORTS: u64 = 60;
+    let server = start(|c| c.server.drain_timeout_secs = 10).await;
+    let pad = "q".repeat(64 * 1024);
+    // Not reading yet: pushes pile up in its socket, its write buffer and its queue.
+    let mut sub = Client::connect(server.addr(), "late-reader").await;
+    sub.subscribe("q", &[]).await;
+    let mut reporter = Client::connect(server.addr(), "reporter").await;
+    for n in 0..REPORTS {
+        assert_eq!(
+            reporter
+                .report(&format!(r#"{{"code":"q","n":{n},"pad":"{pad}"}}"#))
+                .await,
+            1
+        );
+    }
+    let handle = server.handle.clone();
+    let stopping = tokio::spawn(server.stop());
+    // Give the shutdown a moment to start, then read everything that was acknowledged.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for n in 0..REPORTS {
+        let v: Value = serde_json::from_str(&sub.push().await).unwrap();
+        assert_eq!(v["n"].as_u64(), Some(n));
+    }
+    sub.expect_closed().await;
+    tokio::time::timeout(WAIT, stopping)
+        .await
+        .expect("run() returned")
+        .unwrap();
+    assert_eq!(handle.stats().pushes_dropped, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_accepting() {
+    let server = start(|_| {}).await;
+    let addr = server.addr();
+    server.stop().await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the listener is closed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_listeners_including_a_unix_socket() {
+    let dir = std::env::temp_dir().join(format!("monitor-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("monitor.sock");
+    let sock_for_config = sock.clone();
+    let server = start(move |c| {
+        c.listeners.push(monitor_server::ListenerConfig {
+            name: "second".into(),
+            address: "127.0.0.1:0".parse().unwrap(),
+        });
+        c.listeners.push(monitor_server::ListenerConfig {
+            name: "local".into(),
+            address: monitor_server::ListenAddress::Unix(sock_for_config),
+        });
+    })
+    .await;
+    assert_eq!(server.addrs.len(), 3);
+    let BoundAddress::Tcp(second) = server.addrs[1] else {
+        panic!()
+    };
+    assert_eq!(server.addrs[2], BoundAddress::Unix(sock.clone()));
+
+    let mut unix_sub = Client::connect_unix(&sock, "unix").await;
+    unix_sub.subscribe("l", &[]).await;
+    let mut tcp_sub = Client::connect(server.addr(), "tcp").await;
+    tcp_sub.subscribe("l", &[]).await;
+    let mut reporter = Client::connect(second, "reporter").await;
+    assert_eq!(reporter.report(r#"{"code":"l"}"#).await, 2);
+    assert_eq!(unix_sub.push().await, r#"{"code":"l"}"#);
+    assert_eq!(tcp_sub.push().await, r#"{"code":"l"}"#);
+    server.stop().await;
+    assert!(!sock.exists(), "the socket file is removed on shutdown");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_applies_live_settings_to_open_connections() {
+    let server = start(|_| {}).await;
+    let mut c = Client::connect(server.addr(), "php").await;
+    c.send(MsgType::KeyRequest, "", false, false).await;
+    assert_eq!(c.reply(MsgType::KeyReply).await.1.err_code, -1);
+
+    let mut new = Config::default();
+    new.server.legacy_key_exchange = true;
+    new.server.max_connections = 7;
+    let diff = server.handle.reload(new);
+    assert_eq!(diff.applied, ["server.legacy_key_exchange: false -> true"]);
+    assert!(diff
+        .needs_restart
+        .iter()
+        .any(|l| l.starts_with("server.max_connections")));
+    assert!(diff.needs_restart.iter().any(|l| l.starts_with("listener")));
+
+    // The same, still open connection now gets a legacy key.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    c.send(MsgType::KeyRequest, "", false, false).await;
+    assert!(c.reply(MsgType::KeyReply).await.1.is_success());
+    server.stop().await;
+}
+
+fn binary() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_monitor-server"))
+}
+
+#[test]
+fn cli_prints_and_checks_config() {
+    let out = binary()
+        .args(["--print-config", "--idle-timeout", "9"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let config = Config::from_toml(&printed).unwrap();
+    assert_eq!(config.server.idle_timeout_secs, 9);
+    assert_eq!(config.listeners[0].address.to_string(), "0.0.0.0:9503");
+
+    let out = binary()
+        .args(["--check-config", "--max-frame-len", "10"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("--max-frame-len"), "{err}");
+
+    let dir = std::env::temp_dir().join(format!("monitor-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "[server]\nslow_consumer = \"wait\"\n").unwrap();
+    let out = binary()
+        .arg("--check-config")
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("bad.toml") && err.contains("slow_consumer"),
+        "{err}"
+    );
+
+    let out = binary().arg("--no-such-flag").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn binary_serves_and_exits_zero_on_sigterm() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut child = binary()
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    let addr = loop {
+        line.clear();
+        assert!(std::time::Instant::now() < deadline, "no 'listening' line");
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "server exited early"
+        );
+        if line.contains("listening") {
+            let at = line.find("address=").expect("address field") + "address=".len();
+            break line[at..].split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    // A heartbeat over a plain socket.
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let hb = monitor_proto::Header::new(MsgType::Heartbeat, crate::support::uuid("cli")).to_bytes();
+    s.write_all(&hb).unwrap();
+    let mut reply = [0u8; 45];
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(reply[1], MsgType::HeartbeatReply.as_u8());
+
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert!(
+        rest.contains("SIGTERM received") && rest.contains("shutdown complete"),
+        "{rest}"
+    );
+}

@@ -5,7 +5,7 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use crate::error::Error;
 use crate::header::{
-    check_prefix, Direction, Header, HeaderLimits, MsgType, Uuid, HEADER_LEN, PREFIX_LEN, UUID_LEN,
+    check_prefix, Direction, Header, HeaderLimits, Prefix, Uuid, HEADER_LEN, PREFIX_LEN, UUID_LEN,
 };
 use crate::message::{MessageCodec, Role};
 
@@ -156,8 +156,8 @@ impl Builder {
 enum State {
     /// Waiting for the 12 bytes that judge the next frame.
     Prefix,
-    /// The prefix is judged; waiting for the whole frame of `length` bytes.
-    Rest { length: usize },
+    /// The prefix is judged; waiting for the whole frame.
+    Rest(Prefix),
 }
 
 /// Decodes and encodes [`Frame`]s. Bodies are passed through untouched.
@@ -213,24 +213,31 @@ impl FrameCodec {
     ) -> Result<(), Error> {
         let header = self.sized_header(header, body.len())?;
         dst.reserve(HEADER_LEN + body.len());
-        header.write(dst);
+        dst.put_slice(&header.to_bytes());
         dst.put_slice(body);
         Ok(())
     }
 
     /// `header` with its length set for a body of `body_len` bytes, if that fits the limit.
+    #[inline]
     pub(crate) fn sized_header(&self, header: &Header, body_len: usize) -> Result<Header, Error> {
-        let length = HEADER_LEN as u64 + body_len as u64;
-        if length > u64::from(self.limits.max_frame_len) {
-            return Err(Error::FrameTooLong {
-                length,
-                max: self.limits.max_frame_len,
-            });
+        match body_len.checked_add(HEADER_LEN) {
+            // Fits in u32: max_frame_len is a u32.
+            Some(length) if length <= self.limits.max_frame_len as usize => {
+                let mut header = *header;
+                header.length = length as u32;
+                Ok(header)
+            }
+            _ => Err(self.too_long(body_len)),
         }
-        let mut header = *header;
-        // Fits: max_frame_len is a u32.
-        header.length = length as u32;
-        Ok(header)
+    }
+
+    #[cold]
+    fn too_long(&self, body_len: usize) -> Error {
+        Error::FrameTooLong {
+            length: HEADER_LEN as u64 + body_len as u64,
+            max: self.limits.max_frame_len,
+        }
     }
 }
 
@@ -239,35 +246,32 @@ impl Decoder for FrameCodec {
     type Error = Error;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Error> {
-        let length = match self.state {
-            State::Rest { length } => length,
+        let prefix = match self.state {
+            State::Rest(prefix) => prefix,
             State::Prefix => {
                 if src.len() < PREFIX_LEN {
                     return Ok(None);
                 }
                 // Judge the frame before buffering it: a bad or oversized header is refused
                 // here, after 12 bytes, whatever it announces.
-                let length = check_prefix(&src[..PREFIX_LEN], &self.limits)?.length as usize;
-                if src.len() < length {
-                    src.reserve(length - src.len());
-                }
-                self.state = State::Rest { length };
-                length
+                check_prefix(&src[..PREFIX_LEN], &self.limits)?
             }
         };
+        let length = prefix.length as usize;
         if src.len() < length {
+            // Room for the whole frame, reserved once.
+            src.reserve(length - src.len());
+            self.state = State::Rest(prefix);
             return Ok(None);
         }
         self.state = State::Prefix;
-        // The prefix was checked when it arrived, so only the fields are read here.
-        let msg_type = MsgType::from_u8(src[1]).ok_or(Error::BadMsgType { msg_type: src[1] })?;
         let mut uuid = [0u8; UUID_LEN];
         uuid.copy_from_slice(&src[PREFIX_LEN..HEADER_LEN]);
         let header = Header {
-            msg_type,
-            cipher: src[2] == 1,
-            compress: src[3] == 1,
-            length: length as u32,
+            msg_type: prefix.msg_type,
+            cipher: prefix.cipher,
+            compress: prefix.compress,
+            length: prefix.length,
             uuid: Uuid(uuid),
         };
         src.advance(HEADER_LEN);
@@ -295,6 +299,7 @@ impl Encoder<&Frame> for FrameCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::header::MsgType;
 
     const UUID: Uuid = Uuid(*b"0123456789abcdef0123456789abcdef0");
 

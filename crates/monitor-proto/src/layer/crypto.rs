@@ -143,12 +143,32 @@ impl SessionKey {
     }
 }
 
-/// 12 bytes from the thread-local CSPRNG (ChaCha, seeded from the OS), which costs a few
-/// nanoseconds where a `getrandom` system call per frame would cost far more.
+/// Nonces drawn per refill of the per-thread pool.
+const POOLED_NONCES: usize = 64;
+
+thread_local! {
+    static NONCE_POOL: std::cell::RefCell<([u8; NONCE_LEN * POOLED_NONCES], usize)> =
+        const { std::cell::RefCell::new(([0; NONCE_LEN * POOLED_NONCES], NONCE_LEN * POOLED_NONCES)) };
+}
+
+/// 12 fresh random bytes. They come from the thread-local CSPRNG (ChaCha, seeded from the
+/// OS) in blocks of 64 nonces: a nonce is public and only has to be unpredictable and
+/// unique, so drawing them ahead is as good as drawing them one by one, and it keeps the
+/// per-frame cost to a copy (a `getrandom` call per frame would cost more than sealing
+/// a small body).
 fn random_nonce() -> [u8; NONCE_LEN] {
-    let mut nonce = [0u8; NONCE_LEN];
-    rand::thread_rng().fill_bytes(&mut nonce);
-    nonce
+    NONCE_POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let (bytes, used) = &mut *pool;
+        if *used == bytes.len() {
+            rand::thread_rng().fill_bytes(bytes);
+            *used = 0;
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&bytes[*used..*used + NONCE_LEN]);
+        *used += NONCE_LEN;
+        nonce
+    })
 }
 
 #[cfg(test)]
@@ -179,6 +199,9 @@ mod tests {
     fn nonces_differ() {
         let aad = header_for(2).to_bytes();
         assert_ne!(key().seal(&aad, b"{}"), key().seal(&aad, b"{}"));
+        // Across pool refills too.
+        let nonces: std::collections::HashSet<_> = (0..1000).map(|_| random_nonce()).collect();
+        assert_eq!(nonces.len(), 1000);
     }
 
     #[test]

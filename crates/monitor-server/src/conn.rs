@@ -312,19 +312,15 @@ impl Conn {
         if let Some(rx) = self.pushes.as_mut() {
             rx.close();
         }
-        loop {
-            let Some(rx) = self.pushes.as_mut() else {
-                break;
-            };
-            let Ok(push) = rx.try_recv() else { break };
+        while let Some(Ok(push)) = self.pushes.as_mut().map(mpsc::Receiver::try_recv) {
             self.encode_push(&push);
-            if self.wbuf.len() >= WRITE_HIGH_WATER {
-                if tokio::time::timeout_at(deadline, writer.write_all_buf(&mut self.wbuf))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
+            if self.wbuf.len() >= WRITE_HIGH_WATER
+                && !matches!(
+                    tokio::time::timeout_at(deadline, writer.write_all_buf(&mut self.wbuf)).await,
+                    Ok(Ok(()))
+                )
+            {
+                return;
             }
         }
         let _ = tokio::time::timeout_at(deadline, async {

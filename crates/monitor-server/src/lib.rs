@@ -7,7 +7,7 @@
 //! - `conn`: one task per connection: requests, replies, pushes, the idle timeout.
 //! - [`hub`]: subscriptions and the fan-out of reports (one shared body per report,
 //!   bounded queues, the slow-consumer policy).
-//! - [`stats`]: counters.
+//! - [`stats`]: the server's counters.
 //! - [`cli`]: the `monitor-server` command line.
 //!
 //! `docs/server.md` explains the design and the reasons for its limits.

@@ -157,7 +157,7 @@ pub(crate) async fn serve<T: Transport>(
     let mut settings_rx = shared.settings_receiver();
     let settings = settings_rx.borrow_and_update().clone();
     let codec = settings.codec_builder().message_codec(Role::Server);
-    debug!(peer = %peer, id, "connection opened");
+    info!(peer = %peer, id, "connection opened");
     let mut conn = Conn {
         shared,
         id,
@@ -352,7 +352,7 @@ impl Conn {
         if self.frames_in > before {
             self.last_frame = Instant::now();
         }
-        // An idle connection keeps no read buffer.
+        // A buffer grown for one large frame is given back once it is empty.
         if self.rbuf.is_empty() && self.rbuf.capacity() > READ_CHUNK {
             self.rbuf = BytesMut::new();
         }

@@ -159,6 +159,72 @@ fn cli_prints_and_checks_config() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Reads the server's stderr until a line containing `needle`; returns that line.
+fn wait_for_line(stderr: &mut impl std::io::BufRead, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no line with {needle:?}"
+        );
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "server exited before {needle:?}"
+        );
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
+#[test]
+fn binary_reloads_its_config_on_sighup() {
+    use std::io::BufReader;
+    let dir = std::env::temp_dir().join(format!("monitor-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("monitor.toml");
+    let config = "[server]\nidle_timeout_secs = 120\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n";
+    std::fs::write(&file, config).unwrap();
+    let mut child = binary()
+        .arg("--config")
+        .arg(&file)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    wait_for_line(&mut stderr, "listening");
+    std::fs::write(
+        &file,
+        config
+            .replace("120", "30")
+            .replace("[server]", "[server]\nmax_connections = 5"),
+    )
+    .unwrap();
+    signal(&child, "-HUP");
+    let applied = wait_for_line(&mut stderr, "SIGHUP: applied");
+    assert!(
+        applied.contains("server.idle_timeout_secs: 120 -> 30"),
+        "{applied}"
+    );
+    let restart = wait_for_line(&mut stderr, "needs a restart");
+    assert!(restart.contains("server.max_connections"), "{restart}");
+    signal(&child, "-TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn binary_serves_and_exits_zero_on_sigterm() {
     use std::io::{BufRead, BufReader, Read, Write};

@@ -63,7 +63,7 @@ impl Default for Settings {
             max_inflated_len: monitor_proto::codec::DEFAULT_MAX_INFLATED_LEN,
             compress_threshold: monitor_proto::codec::DEFAULT_COMPRESS_THRESHOLD,
             max_connections: 100_000,
-            subscriber_queue: 1024,
+            subscriber_queue: 8192,
             slow_consumer: SlowConsumer::Drop,
             legacy_key_exchange: false,
             drain_timeout_secs: 5,
@@ -390,7 +390,7 @@ mod tests {
             max_inflated_len = 8388608
             compress_threshold = 81920
             max_connections = 100000
-            subscriber_queue = 1024
+            subscriber_queue = 8192
             slow_consumer = "drop"
             legacy_key_exchange = false
             drain_timeout_secs = 5

@@ -20,15 +20,17 @@ use monitor_proto::{
     Error as ProtoError, Header, MessageCodec, MsgType, Outgoing, Received, Report, Role,
     SessionKey, Subscribe, Uuid,
 };
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use std::collections::VecDeque;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::Settings;
-use crate::hub::{Push, PushReceiver};
+use crate::hub::{Push, PushQueue};
 use crate::server::Shared;
 use crate::stats::Stats;
 
@@ -39,15 +41,14 @@ pub const WRITE_HIGH_WATER: usize = 256 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 /// How long a closing connection may take to flush its last replies.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
-/// Pushes taken from the queue per wake-up, so one busy subscriber cannot starve its
-/// own requests.
-const PUSH_BATCH: usize = 512;
+/// A drained batch buffer larger than this many pushes is released rather than kept.
+const BATCH_KEEP: usize = 64;
 
 /// A byte stream that can be split into borrowed read and write halves, so one task can
 /// wait on both at once without locks.
 pub trait Transport: Send + 'static {
     /// The read half.
-    type Reader<'a>: AsyncRead + Unpin + Send
+    type Reader<'a>: ReadReady + Send
     where
         Self: 'a;
     /// The write half.
@@ -58,21 +59,39 @@ pub trait Transport: Send + 'static {
     fn halves(&mut self) -> (Self::Reader<'_>, Self::Writer<'_>);
 }
 
-impl Transport for tokio::net::TcpStream {
-    type Reader<'a> = tokio::net::tcp::ReadHalf<'a>;
-    type Writer<'a> = tokio::net::tcp::WriteHalf<'a>;
-    fn halves(&mut self) -> (Self::Reader<'_>, Self::Writer<'_>) {
-        self.split()
-    }
+/// A read half that can wait for data without a buffer, so an idle connection holds no
+/// read buffer at all: it is allocated when bytes arrive and released once they are
+/// decoded.
+pub trait ReadReady {
+    /// Waits until a read would not block (data, EOF or an error).
+    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send;
+    /// Reads what is available into `buf`'s spare capacity, without waiting.
+    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize>;
 }
 
-impl Transport for tokio::net::UnixStream {
-    type Reader<'a> = tokio::net::unix::ReadHalf<'a>;
-    type Writer<'a> = tokio::net::unix::WriteHalf<'a>;
-    fn halves(&mut self) -> (Self::Reader<'_>, Self::Writer<'_>) {
-        self.split()
-    }
+macro_rules! transport {
+    ($stream:ty, $module:ident) => {
+        impl Transport for $stream {
+            type Reader<'a> = tokio::net::$module::ReadHalf<'a>;
+            type Writer<'a> = tokio::net::$module::WriteHalf<'a>;
+            fn halves(&mut self) -> (Self::Reader<'_>, Self::Writer<'_>) {
+                self.split()
+            }
+        }
+
+        impl ReadReady for tokio::net::$module::ReadHalf<'_> {
+            fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send {
+                tokio::net::$module::ReadHalf::readable(self)
+            }
+            fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+                tokio::net::$module::ReadHalf::try_read_buf(self, buf)
+            }
+        }
+    };
 }
+
+transport!(tokio::net::TcpStream, tcp);
+transport!(tokio::net::UnixStream, unix);
 
 /// Why a connection ended.
 #[derive(Debug)]
@@ -127,13 +146,15 @@ struct Conn {
     id: u64,
     peer: String,
     settings: Arc<Settings>,
+    settings_rx: watch::Receiver<Arc<Settings>>,
     codec: MessageCodec,
     rbuf: BytesMut,
     wbuf: BytesMut,
     subscription: Option<Subscription>,
-    pushes: Option<PushReceiver>,
-    /// The hub holds the only strong sender, so eviction closes the queue.
-    push_sender: Option<mpsc::WeakSender<Arc<Push>>>,
+    /// This connection's push queue, once it has subscribed.
+    queue: Option<Arc<PushQueue>>,
+    /// Pushes taken from the queue and not yet encoded, oldest first.
+    batch: VecDeque<Arc<Push>>,
     reported: bool,
     uuid: Option<Uuid>,
     frames_in: u64,
@@ -163,12 +184,13 @@ pub(crate) async fn serve<T: Transport>(
         id,
         peer,
         settings,
+        settings_rx,
         codec,
         rbuf: BytesMut::new(),
         wbuf: BytesMut::new(),
         subscription: None,
-        pushes: None,
-        push_sender: None,
+        queue: None,
+        batch: VecDeque::new(),
         reported: false,
         uuid: None,
         frames_in: 0,
@@ -178,7 +200,7 @@ pub(crate) async fn serve<T: Transport>(
         last_frame: started,
         closing: None,
     };
-    let reason = conn.run(&mut stream, &token, &mut settings_rx).await;
+    let reason = conn.run(&mut stream, &token).await;
     conn.shared.hub.unsubscribe(id);
     conn.flush_stats();
     let role = match (conn.subscription.is_some(), conn.reported) {
@@ -205,10 +227,11 @@ pub(crate) async fn serve<T: Transport>(
     }
 }
 
-/// The next push, or never if this connection has not subscribed.
-async fn next_push(pushes: &mut Option<PushReceiver>) -> Option<Arc<Push>> {
-    match pushes {
-        Some(rx) => rx.recv().await,
+/// Waits until `batch` holds pushes (`true`) or the queue is closed and drained
+/// (`false`); never, if this connection has not subscribed.
+async fn take_pushes(queue: &Option<Arc<PushQueue>>, batch: &mut VecDeque<Arc<Push>>) -> bool {
+    match queue {
+        Some(queue) => std::future::poll_fn(|cx| queue.poll_take(cx, batch)).await,
         None => std::future::pending().await,
     }
 }
@@ -228,45 +251,57 @@ fn malformed(e: &ProtoError) -> String {
 }
 
 impl Conn {
-    async fn run<T: Transport>(
-        &mut self,
-        stream: &mut T,
-        token: &CancellationToken,
-        settings_rx: &mut watch::Receiver<Arc<Settings>>,
-    ) -> Close {
-        let (mut reader, mut writer) = stream.halves();
+    async fn run<T: Transport>(&mut self, stream: &mut T, token: &CancellationToken) -> Close {
+        let (reader, mut writer) = stream.halves();
         let idle = sleep_until(self.idle_deadline());
         tokio::pin!(idle);
-        let mut settings_live = true;
         let reason = loop {
             if let Some(reason) = self.closing.take() {
                 break reason;
             }
-            let room = self.wbuf.len() < WRITE_HIGH_WATER;
-            if room && self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
-                self.rbuf.reserve(READ_CHUNK);
+            if self.refresh_settings() {
+                idle.as_mut().reset(self.idle_deadline());
             }
+            let room = self.wbuf.len() < WRITE_HIGH_WATER;
             tokio::select! {
                 biased;
                 () = token.cancelled() => {
-                    self.drain(&mut writer).await;
+                    // Boxed: shutdown-only state should not make every idle task bigger.
+                    Box::pin(self.drain(&mut writer)).await;
                     return Close::Shutdown;
                 }
                 written = writer.write_buf(&mut self.wbuf), if !self.wbuf.is_empty() => match written {
                     Ok(0) => break Close::Io(io::ErrorKind::WriteZero.into()),
-                    Ok(_) => self.flush_stats_if_idle(),
+                    Ok(_) => self.after_write(),
                     Err(e) => break Close::Io(e),
                 },
-                read = tokio::io::AsyncReadExt::read_buf(&mut reader, &mut self.rbuf), if room => match read {
-                    Ok(0) if self.rbuf.is_empty() => break Close::Eof,
-                    Ok(0) => break Close::EofMidFrame(self.rbuf.len()),
-                    Ok(_) => self.on_read(),
-                    Err(e) => break Close::Io(e),
+                ready = reader.readable(), if room => {
+                    if let Err(e) = ready {
+                        break Close::Io(e);
+                    }
+                    if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+                        self.rbuf.reserve(READ_CHUNK);
+                    }
+                    match reader.try_read_buf(&mut self.rbuf) {
+                        Ok(0) if self.rbuf.is_empty() => break Close::Eof,
+                        Ok(0) => break Close::EofMidFrame(self.rbuf.len()),
+                        Ok(_) => self.on_read(),
+                        // Readiness can be stale (a new socket reports it once): keep no
+                        // buffer for a read that found nothing.
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            if self.rbuf.is_empty() {
+                                self.rbuf = BytesMut::new();
+                            }
+                        }
+                        Err(e) => break Close::Io(e),
+                    }
                 },
-                push = next_push(&mut self.pushes), if room => match push {
-                    Some(push) => self.on_pushes(push),
-                    None => break Close::SlowConsumer,
-                },
+                more = take_pushes(&self.queue, &mut self.batch), if room => {
+                    if !more {
+                        break Close::SlowConsumer;
+                    }
+                    self.encode_batch();
+                }
                 () = &mut idle => {
                     let deadline = self.idle_deadline();
                     if Instant::now() >= deadline {
@@ -274,27 +309,36 @@ impl Conn {
                     }
                     idle.as_mut().reset(deadline);
                 }
-                changed = settings_rx.changed(), if settings_live => {
-                    if changed.is_ok() {
-                        let settings = settings_rx.borrow_and_update().clone();
-                        self.apply(settings);
-                        idle.as_mut().reset(self.idle_deadline());
-                    } else {
-                        settings_live = false;
-                    }
-                }
             }
         };
-        // Last words (an error reply before a close) are worth a bounded wait.
+        Box::pin(self.finish(&mut writer, &reason)).await;
+        reason
+    }
+
+    /// Last words (an error reply before a close) are worth a bounded wait.
+    async fn finish<W: AsyncWrite + Unpin>(&mut self, writer: &mut W, reason: &Close) {
         if !self.wbuf.is_empty() && !matches!(reason, Close::Io(_)) {
             let _ = timeout(CLOSE_FLUSH_TIMEOUT, writer.write_all_buf(&mut self.wbuf)).await;
         }
         let _ = timeout(CLOSE_FLUSH_TIMEOUT, writer.shutdown()).await;
-        reason
     }
 
     fn idle_deadline(&self) -> Instant {
         self.last_frame + Duration::from_secs(self.settings.idle_timeout_secs)
+    }
+
+    /// Applies a reloaded configuration, if there is one; returns whether there was.
+    ///
+    /// A reload takes effect at this connection's next event: a frame (checked before it
+    /// is handled), a push, or its idle timer. Checking is one atomic load, and an idle
+    /// task carries no waiting future for it.
+    fn refresh_settings(&mut self) -> bool {
+        if !self.settings_rx.has_changed().unwrap_or(false) {
+            return false;
+        }
+        let settings = self.settings_rx.borrow_and_update().clone();
+        self.apply(settings);
+        true
     }
 
     fn apply(&mut self, settings: Arc<Settings>) {
@@ -309,10 +353,11 @@ impl Conn {
     /// Shutdown: stop reading, write what is already queued, bounded by the drain timeout.
     async fn drain<W: AsyncWrite + Unpin>(&mut self, writer: &mut W) {
         let deadline = Instant::now() + Duration::from_secs(self.settings.drain_timeout_secs);
-        if let Some(rx) = self.pushes.as_mut() {
-            rx.close();
+        if let Some(queue) = &self.queue {
+            queue.close();
+            queue.take_now(&mut self.batch);
         }
-        while let Some(Ok(push)) = self.pushes.as_mut().map(mpsc::Receiver::try_recv) {
+        while let Some(push) = self.batch.pop_front() {
             self.encode_push(&push);
             if self.wbuf.len() >= WRITE_HIGH_WATER
                 && !matches!(
@@ -331,6 +376,7 @@ impl Conn {
     }
 
     fn on_read(&mut self) {
+        self.refresh_settings();
         let before = self.frames_in;
         while self.closing.is_none() {
             match self.codec.decode(&mut self.rbuf) {
@@ -352,8 +398,8 @@ impl Conn {
         if self.frames_in > before {
             self.last_frame = Instant::now();
         }
-        // A buffer grown for one large frame is given back once it is empty.
-        if self.rbuf.is_empty() && self.rbuf.capacity() > READ_CHUNK {
+        // Between bursts a connection keeps no read buffer (see `ReadReady`).
+        if self.rbuf.is_empty() {
             self.rbuf = BytesMut::new();
         }
     }
@@ -465,19 +511,10 @@ impl Conn {
                 return;
             }
         };
-        let sender = self
-            .push_sender
-            .as_ref()
-            .and_then(mpsc::WeakSender::upgrade);
-        let sender = match sender {
-            Some(tx) => tx,
-            None => {
-                let (tx, rx) = mpsc::channel(self.settings.subscriber_queue);
-                self.push_sender = Some(tx.downgrade());
-                self.pushes = Some(rx);
-                tx
-            }
-        };
+        let queue = Arc::clone(
+            self.queue
+                .get_or_insert_with(|| PushQueue::new(self.settings.subscriber_queue)),
+        );
         self.subscription = Some(Subscription {
             uuid: header.uuid,
             compress: header.compress,
@@ -490,7 +527,7 @@ impl Conn {
             reply::success_raw(&subscribe.raw),
             header.cipher,
         );
-        self.shared.hub.subscribe(self.id, subscribe.topics, sender);
+        self.shared.hub.subscribe(self.id, subscribe.topics, queue);
     }
 
     fn report(&mut self, header: &Header, body: Result<Bytes, ProtoError>) {
@@ -522,17 +559,26 @@ impl Conn {
         push_len > self.settings.max_frame_len as usize
     }
 
-    /// Encodes the push just received and whatever else is already queued, up to a batch.
-    fn on_pushes(&mut self, first: Arc<Push>) {
-        self.encode_push(&first);
-        for _ in 1..PUSH_BATCH {
-            if self.wbuf.len() >= WRITE_HIGH_WATER {
-                break;
-            }
-            let Some(Ok(push)) = self.pushes.as_mut().map(mpsc::Receiver::try_recv) else {
+    /// Encodes taken pushes, oldest first, until the batch is empty or the write buffer
+    /// is full; the rest wait in the batch, in order.
+    fn encode_batch(&mut self) {
+        if self.wbuf.capacity() == 0 {
+            // One allocation for the batch instead of doubling up from nothing.
+            let frame = self
+                .batch
+                .front()
+                .map_or(0, |p| monitor_proto::HEADER_LEN + p.json().len());
+            self.wbuf
+                .reserve((self.batch.len() * frame).clamp(4096, WRITE_HIGH_WATER));
+        }
+        while self.wbuf.len() < WRITE_HIGH_WATER {
+            let Some(push) = self.batch.pop_front() else {
                 break;
             };
             self.encode_push(&push);
+        }
+        if self.batch.is_empty() && self.batch.capacity() > BATCH_KEEP {
+            self.batch = VecDeque::new();
         }
     }
 
@@ -553,8 +599,11 @@ impl Conn {
         }
     }
 
-    fn flush_stats_if_idle(&mut self) {
+    /// Once everything is written, the counts go to the shared stats and the write
+    /// buffer is released: an idle connection holds no buffers.
+    fn after_write(&mut self) {
         if self.wbuf.is_empty() {
+            self.wbuf = BytesMut::new();
             self.flush_stats();
         }
     }

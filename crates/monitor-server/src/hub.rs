@@ -2,17 +2,18 @@
 //!
 //! A report's push body is built once and shared by every subscriber (`Arc<Push>`, whose
 //! `Bytes` are never copied); its compressed form is made at most once, by the first
-//! subscriber that wants it. Each subscriber has a bounded queue, filled with `try_send`:
-//! publishing never waits for a subscriber, so a slow one costs the others nothing.
+//! subscriber that wants it. Each subscriber has a bounded [`PushQueue`], filled with
+//! [`PushQueue::try_push`]: publishing never waits for a subscriber, so a slow one costs
+//! the others nothing.
 
-use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use monitor_proto::layer::compress::deflate;
 use monitor_proto::message::reply;
 use monitor_proto::{Report, TopicPattern};
-use tokio::sync::mpsc;
 
 use crate::config::SlowConsumer;
 use crate::stats::Stats;
@@ -44,14 +45,131 @@ impl Push {
     }
 }
 
-/// The sending side of a subscriber's queue.
-pub type PushSender = mpsc::Sender<Arc<Push>>;
-/// The receiving side of a subscriber's queue, read by its connection's writer.
-pub type PushReceiver = mpsc::Receiver<Arc<Push>>;
+/// Why [`PushQueue::try_push`] refused a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// The subscriber has `capacity` pushes it has not written yet.
+    Full,
+    /// The queue was closed (the connection is gone, or it was evicted).
+    Closed,
+}
+
+/// One subscriber's bounded queue of pushes: many publishers, one consumer (its
+/// connection task).
+///
+/// It is a mutex around a `VecDeque` and a waker, rather than a channel, because an idle
+/// subscriber should cost almost nothing: about 100 bytes and no allocation until the first
+/// push, where a general-purpose channel preallocates a block and cache-padded state. The
+/// consumer takes everything queued in one lock (by swapping buffers), so a burst costs one
+/// lock and at most one wake-up on its side.
+#[derive(Debug)]
+pub struct PushQueue {
+    state: Mutex<QueueState>,
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    items: VecDeque<Arc<Push>>,
+    /// Pushes the consumer has taken but not yet written; they count against the capacity.
+    taken: usize,
+    waker: Option<Waker>,
+    closed: bool,
+}
+
+impl PushQueue {
+    /// A queue that holds at most `capacity` unwritten pushes.
+    pub fn new(capacity: usize) -> Arc<PushQueue> {
+        Arc::new(PushQueue {
+            state: Mutex::new(QueueState::default()),
+            capacity,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // Every critical section is a few field updates that cannot panic halfway.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a push without waiting; wakes the consumer if it was waiting.
+    ///
+    /// # Errors
+    /// [`PushError::Full`] or [`PushError::Closed`]; the push is not queued.
+    pub fn try_push(&self, push: &Arc<Push>) -> Result<(), PushError> {
+        let waker = {
+            let mut state = self.lock();
+            if state.closed {
+                return Err(PushError::Closed);
+            }
+            if state.items.len() + state.taken >= self.capacity {
+                return Err(PushError::Full);
+            }
+            state.items.push_back(Arc::clone(push));
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Closes the queue: pushes are refused, and the consumer sees the end once it has
+    /// taken what was queued.
+    pub fn close(&self) {
+        let waker = {
+            let mut state = self.lock();
+            state.closed = true;
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Whether the queue was closed.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Consumer side: appends everything queued to `batch`, the consumer's unwritten
+    /// pushes (its length is what still counts against the capacity). Ready with `true`
+    /// when `batch` has pushes, `false` when the queue is closed and drained; pending
+    /// (with the waker registered) when there is nothing to do.
+    pub fn poll_take(&self, cx: &mut Context<'_>, batch: &mut VecDeque<Arc<Push>>) -> Poll<bool> {
+        let mut state = self.lock();
+        Self::move_into(&mut state, batch);
+        if !batch.is_empty() {
+            return Poll::Ready(true);
+        }
+        if state.closed {
+            return Poll::Ready(false);
+        }
+        match &state.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => state.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Consumer side, without waiting: like [`PushQueue::poll_take`].
+    pub fn take_now(&self, batch: &mut VecDeque<Arc<Push>>) {
+        Self::move_into(&mut self.lock(), batch);
+    }
+
+    fn move_into(state: &mut QueueState, batch: &mut VecDeque<Arc<Push>>) {
+        if batch.is_empty() {
+            // O(1), and the consumer's spent buffer becomes the queue's next one.
+            std::mem::swap(&mut state.items, batch);
+        } else {
+            batch.extend(state.items.drain(..));
+        }
+        state.taken = batch.len();
+    }
+}
 
 struct Subscriber {
     topics: Vec<TopicPattern>,
-    tx: PushSender,
+    queue: Arc<PushQueue>,
 }
 
 /// Subscriptions, by connection id.
@@ -70,13 +188,15 @@ impl std::fmt::Debug for Hub {
 
 impl Hub {
     /// Adds or replaces connection `id`'s subscription.
-    pub fn subscribe(&self, id: u64, topics: Vec<TopicPattern>, tx: PushSender) {
-        self.write().insert(id, Subscriber { topics, tx });
+    pub fn subscribe(&self, id: u64, topics: Vec<TopicPattern>, queue: Arc<PushQueue>) {
+        self.write().insert(id, Subscriber { topics, queue });
     }
 
-    /// Removes connection `id`'s subscription, if any.
+    /// Removes connection `id`'s subscription, if any, and closes its queue.
     pub fn unsubscribe(&self, id: u64) {
-        self.write().remove(&id);
+        if let Some(sub) = self.write().remove(&id) {
+            sub.queue.close();
+        }
     }
 
     /// Number of subscribed connections.
@@ -101,27 +221,25 @@ impl Hub {
                 if !TopicPattern::any_matches(&sub.topics, code) {
                     continue;
                 }
-                match sub.tx.try_send(Arc::clone(&push)) {
+                match sub.queue.try_push(&push) {
                     Ok(()) => delivered += 1,
-                    Err(mpsc::error::TrySendError::Full(_)) => match policy {
+                    Err(PushError::Full) => match policy {
                         SlowConsumer::Drop => dropped += 1,
                         SlowConsumer::Disconnect => evict.push(id),
                     },
-                    Err(mpsc::error::TrySendError::Closed(_)) => evict.push(id),
+                    Err(PushError::Closed) => evict.push(id),
                 }
             }
         }
         if !evict.is_empty() {
             let mut subscribers = self.write();
             for id in &evict {
-                if let Some(sub) = subscribers.get(id) {
-                    // Only evict for fullness under the disconnect policy; a closed queue
-                    // means the connection is already gone.
-                    if sub.tx.is_closed() || policy == SlowConsumer::Disconnect {
-                        if !sub.tx.is_closed() {
-                            Stats::add(&stats.slow_consumers_disconnected, 1);
-                        }
-                        subscribers.remove(id);
+                if let Some(sub) = subscribers.remove(id) {
+                    // A closed queue means the connection is already gone; an open one was
+                    // full under the disconnect policy: closing it ends that connection.
+                    if !sub.queue.is_closed() {
+                        Stats::add(&stats.slow_consumers_disconnected, 1);
+                        sub.queue.close();
                     }
                 }
             }
@@ -155,17 +273,17 @@ mod tests {
     fn fan_out_shares_one_body() {
         let hub = Hub::default();
         let stats = Stats::default();
-        let mut rxs = Vec::new();
+        let mut queues = Vec::new();
         for id in 0..3 {
-            let (tx, rx) = mpsc::channel(4);
-            hub.subscribe(id, Vec::new(), tx);
-            rxs.push(rx);
+            let q = PushQueue::new(4);
+            hub.subscribe(id, Vec::new(), Arc::clone(&q));
+            queues.push(q);
         }
         assert_eq!(
             hub.publish(&report(r#"{"code":"a"}"#), SlowConsumer::Drop, &stats),
             3
         );
-        let pushes: Vec<_> = rxs.iter_mut().map(|rx| rx.try_recv().unwrap()).collect();
+        let pushes: Vec<_> = queues.iter().map(|q| take(q)[0].clone()).collect();
         assert_eq!(
             &pushes[0].json()[..],
             br#"{"errCode":0,"msg":"success","data":{"code":"a"}}"#
@@ -181,8 +299,8 @@ mod tests {
     fn topics_filter() {
         let hub = Hub::default();
         let stats = Stats::default();
-        let (tx, mut rx) = mpsc::channel(4);
-        hub.subscribe(1, vec![TopicPattern::parse("host.*")], tx);
+        let q = PushQueue::new(4);
+        hub.subscribe(1, vec![TopicPattern::parse("host.*")], Arc::clone(&q));
         assert_eq!(
             hub.publish(&report(r#"{"code":"db.x"}"#), SlowConsumer::Drop, &stats),
             0
@@ -191,15 +309,15 @@ mod tests {
             hub.publish(&report(r#"{"code":"host.x"}"#), SlowConsumer::Drop, &stats),
             1
         );
-        assert!(rx.try_recv().is_ok() && rx.try_recv().is_err());
+        assert_eq!(take(&q).len(), 1);
     }
 
     #[test]
     fn full_queue_drop_and_disconnect() {
         let hub = Hub::default();
         let stats = Stats::default();
-        let (tx, _rx) = mpsc::channel(1);
-        hub.subscribe(1, Vec::new(), tx);
+        let q = PushQueue::new(1);
+        hub.subscribe(1, Vec::new(), Arc::clone(&q));
         let r = report("{}");
         assert_eq!(hub.publish(&r, SlowConsumer::Drop, &stats), 1);
         assert_eq!(hub.publish(&r, SlowConsumer::Drop, &stats), 0);
@@ -208,16 +326,75 @@ mod tests {
         assert_eq!(hub.publish(&r, SlowConsumer::Disconnect, &stats), 0);
         assert_eq!(hub.subscriber_count(), 0);
         assert_eq!(stats.snapshot().slow_consumers_disconnected, 1);
+        assert!(q.is_closed());
     }
 
     #[test]
     fn closed_queues_are_removed() {
         let hub = Hub::default();
         let stats = Stats::default();
-        let (tx, rx) = mpsc::channel(1);
-        hub.subscribe(1, Vec::new(), tx);
-        drop(rx);
+        let q = PushQueue::new(1);
+        hub.subscribe(1, Vec::new(), Arc::clone(&q));
+        q.close();
         assert_eq!(hub.publish(&report("{}"), SlowConsumer::Drop, &stats), 0);
         assert_eq!(hub.subscriber_count(), 0);
+        assert_eq!(stats.snapshot().slow_consumers_disconnected, 0);
+    }
+
+    #[test]
+    fn taken_pushes_count_until_written_and_order_holds() {
+        let q = PushQueue::new(3);
+        let pushes: Vec<_> = (0..5)
+            .map(|i| Arc::new(Push::new(format!("{{\"n\":{i}}}").as_bytes())))
+            .collect();
+        for p in &pushes[..3] {
+            q.try_push(p).unwrap();
+        }
+        assert_eq!(q.try_push(&pushes[3]), Err(PushError::Full));
+        let mut batch = VecDeque::new();
+        q.take_now(&mut batch);
+        assert_eq!(batch.len(), 3);
+        assert_eq!(
+            q.try_push(&pushes[3]),
+            Err(PushError::Full),
+            "taken but unwritten still counts"
+        );
+        batch.pop_front();
+        q.take_now(&mut batch);
+        q.try_push(&pushes[3]).unwrap();
+        q.take_now(&mut batch);
+        let order: Vec<_> = batch.iter().map(|p| p.json().clone()).collect();
+        let want: Vec<_> = pushes[1..4].iter().map(|p| p.json().clone()).collect();
+        assert_eq!(order, want);
+        q.close();
+        assert_eq!(q.try_push(&pushes[4]), Err(PushError::Closed));
+    }
+
+    #[test]
+    fn a_waiting_consumer_is_woken() {
+        struct Flag(std::sync::atomic::AtomicBool);
+        impl std::task::Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let flag = Arc::new(Flag(false.into()));
+        let waker = Waker::from(Arc::clone(&flag));
+        let mut cx = Context::from_waker(&waker);
+        let q = PushQueue::new(8);
+        let mut batch = VecDeque::new();
+        assert!(q.poll_take(&mut cx, &mut batch).is_pending());
+        q.try_push(&Arc::new(Push::new(b"{}"))).unwrap();
+        assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(q.poll_take(&mut cx, &mut batch), Poll::Ready(true));
+        batch.clear();
+        q.close();
+        assert_eq!(q.poll_take(&mut cx, &mut batch), Poll::Ready(false));
+    }
+
+    fn take(q: &PushQueue) -> VecDeque<Arc<Push>> {
+        let mut batch = VecDeque::new();
+        q.take_now(&mut batch);
+        batch
     }
 }

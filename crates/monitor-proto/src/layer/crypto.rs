@@ -28,9 +28,12 @@ pub const LEGACY_KEY_LEN: usize = 32;
 /// A connection's AES-256-GCM session key, with its key schedule expanded once.
 ///
 /// `Debug` never shows the key.
+///
+/// The expanded key is large (the AES round keys in both hardware and software layouts),
+/// so it lives on the heap: a codec or connection without a key stays small.
 #[derive(Clone)]
 pub struct SessionKey {
-    cipher: Aes256Gcm,
+    cipher: Box<Aes256Gcm>,
 }
 
 impl fmt::Debug for SessionKey {
@@ -43,7 +46,7 @@ impl SessionKey {
     /// A key from its 32 raw bytes (e.g. the HKDF output of the X25519 exchange).
     pub fn from_bytes(key: &[u8; KEY_LEN]) -> SessionKey {
         SessionKey {
-            cipher: Aes256Gcm::new(key.into()),
+            cipher: Box::new(Aes256Gcm::new(key.into())),
         }
     }
 
@@ -241,6 +244,14 @@ mod tests {
             key().open(&aad, &body[..27]),
             Err(Error::EncryptedBodyTooShort { len: 27 })
         ));
+    }
+
+    #[test]
+    fn a_key_is_pointer_sized() {
+        assert_eq!(
+            std::mem::size_of::<Option<SessionKey>>(),
+            std::mem::size_of::<usize>()
+        );
     }
 
     #[test]

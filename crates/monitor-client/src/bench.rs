@@ -1,0 +1,1105 @@
+//! The load generator behind `monitor-client bench`: R reporters → server → N subscribers.
+//!
+//! It measures the way `shared/tools/fanout-bench` does, so the two agree:
+//!
+//! ```text
+//! connect+subscribe all N ─ settle ─ reporters start ─ warmup ─┬─ measured window ─┬─ drain
+//!                                                            start              end
+//! ```
+//!
+//! - Each report is `{"code":"bench","seq":<n>,"ts":<ns since the run's start>,"pad":"x…"}`,
+//!   padded to exactly `size` bytes. `seq` is global over the reporters.
+//! - A subscriber takes one clock reading per socket read and records `read time − ts` for
+//!   each push in that read whose `ts` falls in the measured window.
+//! - `pub_msgs_per_s`: reports completely written, stamped inside the window, ÷ window;
+//!   `deliv_msgs_per_s`: pushes read inside the window (all subscribers) ÷ window;
+//!   `deliv_mb_per_s` = `deliv_msgs_per_s × size / 10⁶` (payload only).
+//! - `expected` = reports written (warmup included) × N; `delivered` = pushes read by the
+//!   end of the drain; `lost` = the difference.
+//! - `rate = 0`: the reporters write ~32 KiB batches back to back, but stay at most `window`
+//!   reports ahead of the subscribers' average progress (highest `seq` seen); without a
+//!   bound the loopback socket buffers fill with a backlog and the figures measure buffer
+//!   filling. `rate > 0`: every 1 ms tick the reporters send what is due by then.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use monitor_proto::message::reply::{Reply, SUCCESS_PREFIX};
+use monitor_proto::{FrameCodec, Header, MessageCodec, MsgType, Subscribe, Uuid};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::codec::Decoder;
+
+use crate::config::{random_uuid, ServerAddr, DEFAULT_MAX_FRAME_LEN};
+use crate::connection::{open_transport, BoxRead, BoxWrite};
+use crate::error::{Error, Result};
+
+/// The `code` of every bench report, and the subscribers' only topic.
+pub const BENCH_CODE: &str = "bench";
+/// Below this size a payload comes out larger than asked: its keys and numbers alone
+/// take up to 64 bytes.
+pub const MIN_SIZE: usize = 64;
+/// Largest `size` accepted (the server's default `max_frame_len` is 1 MiB; raise it there
+/// for larger payloads).
+pub const MAX_SIZE: usize = 16 * 1024 * 1024;
+
+const HIST_SHARDS: usize = 16;
+/// Highest latency tracked (100 s, in ns); larger values are clamped.
+const HIST_MAX_NS: u64 = 100_000_000_000;
+/// Target size of one reporter write at max rate.
+const PUB_BATCH_BYTES: usize = 32 * 1024;
+const READ_CHUNK: usize = 64 * 1024;
+const READ_MIN_FREE: usize = 16 * 1024;
+const CONNECT_ATTEMPTS: u32 = 3;
+const CONNECT_CONCURRENCY: usize = 128;
+/// Progress value of a subscriber that has gone away (ignored by the window).
+const GONE: u64 = u64::MAX;
+
+/// The default window at max rate for `n` subscribers: up to 1000 reports ahead of the
+/// average subscriber, and at most ~200k deliveries in flight in all.
+pub fn default_window(n: usize) -> u64 {
+    (200_000 / n.max(1) as u64).clamp(10, 1000)
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct BenchConfig {
+    /// The server.
+    pub server: ServerAddr,
+    /// Subscriber connections.
+    pub subscribers: usize,
+    /// Reporter connections.
+    pub reporters: usize,
+    /// Report size in bytes.
+    pub size: usize,
+    /// The measured window.
+    pub duration: Duration,
+    /// Reports per second over all reporters; 0 = as fast as the window allows.
+    pub rate: u64,
+    /// At rate 0: how far (in reports) the reporters may run ahead of the subscribers'
+    /// average progress; `Some(0)` = no bound. `None` = [`default_window`].
+    pub window: Option<u64>,
+    /// Reporting before the measured window opens.
+    pub warmup: Duration,
+    /// Pause between "all subscribed" and the first report.
+    pub settle: Duration,
+    /// Longest wait for deliveries still in flight after the last report.
+    pub drain: Duration,
+    /// Limit on each connection's connect and handshake.
+    pub connect_timeout: Duration,
+    /// Heartbeat interval of every connection (the server closes idle ones).
+    pub heartbeat_interval: Duration,
+    /// Draw a progress bar on stderr (only when it is a terminal).
+    pub progress: bool,
+}
+
+impl BenchConfig {
+    /// The defaults of `monitor-client bench` against `server`: 1 subscriber, 1 reporter,
+    /// 200 bytes, 10 s measured after 2 s of warmup, max rate.
+    pub fn new(server: ServerAddr) -> BenchConfig {
+        BenchConfig {
+            server,
+            subscribers: 1,
+            reporters: 1,
+            size: 200,
+            duration: Duration::from_secs(10),
+            rate: 0,
+            window: None,
+            warmup: Duration::from_secs(2),
+            settle: Duration::from_millis(500),
+            drain: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(30),
+            progress: true,
+        }
+    }
+
+    /// Checks the ranges.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &'static str, reason: &str| {
+            Err(Error::Config {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.subscribers == 0 {
+            return bad("subscribers", "must be at least 1");
+        }
+        if self.reporters == 0 {
+            return bad("reporters", "must be at least 1");
+        }
+        if self.size > MAX_SIZE {
+            return bad("size", "must be at most 16 MiB");
+        }
+        if self.duration.is_zero() {
+            return bad("duration", "must be more than zero");
+        }
+        if self.duration > Duration::from_secs(3600)
+            || self.warmup > Duration::from_secs(600)
+            || self.drain > Duration::from_secs(600)
+        {
+            return bad(
+                "duration",
+                "duration is capped at 3600 s, warmup and drain at 600 s",
+            );
+        }
+        if self.heartbeat_interval.is_zero() || self.connect_timeout.is_zero() {
+            return bad("heartbeat_interval", "timeouts must be more than zero");
+        }
+        Ok(())
+    }
+
+    fn window(&self) -> u64 {
+        if self.rate > 0 {
+            0
+        } else {
+            self.window
+                .unwrap_or_else(|| default_window(self.subscribers))
+        }
+    }
+}
+
+/// The outcome, as printed by `monitor-client bench --json`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct BenchReport {
+    /// Subscriber connections.
+    pub subscribers: usize,
+    /// Reporter connections.
+    pub reporters: usize,
+    /// Report size actually used, bytes.
+    pub size: usize,
+    /// Measured window, seconds.
+    pub duration_s: f64,
+    /// Warmup, seconds.
+    pub warmup_s: f64,
+    /// Target rate (0 = max).
+    pub rate: u64,
+    /// Flow-control window at max rate (0 = none or fixed rate).
+    pub window: u64,
+    /// Reports completely written, whole run.
+    pub published: u64,
+    /// Reports written inside the window, per second.
+    pub pub_msgs_per_s: f64,
+    /// Pushes read inside the window, all subscribers, per second.
+    pub deliv_msgs_per_s: f64,
+    /// `deliv_msgs_per_s × size`, 10⁶ bytes per second.
+    pub deliv_mb_per_s: f64,
+    /// Latency percentiles of reports sent inside the window, µs.
+    pub lat_p50_us: f64,
+    /// 99th percentile, µs.
+    pub lat_p99_us: f64,
+    /// 99.9th percentile, µs.
+    pub lat_p999_us: f64,
+    /// Largest, µs.
+    pub lat_max_us: f64,
+    /// Latency samples recorded.
+    pub lat_samples: u64,
+    /// `published × subscribers`.
+    pub expected: u64,
+    /// Pushes read by the end of the drain.
+    pub delivered: u64,
+    /// `expected − delivered`.
+    pub lost: i64,
+    /// Time from the last report until everything arrived (or the drain gave up).
+    pub drain_s: f64,
+    /// Acknowledgements the reporters read.
+    pub report_acks: u64,
+    /// Sum of their `delivered`.
+    pub report_ack_delivered_sum: u64,
+    /// Refusals among them.
+    pub report_ack_errors: u64,
+    /// Subscriber connections that ended before the run did.
+    pub sub_disconnects: u64,
+    /// Pushes without a readable timestamp.
+    pub no_timestamp: u64,
+    /// A max-rate reporter's last write was cut at the window's end.
+    pub pub_truncated: bool,
+}
+
+/// Appends the decimal form of `v`.
+fn push_u64(out: &mut Vec<u8>, mut v: u64) {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&tmp[i..]);
+}
+
+const PAYLOAD_HEAD: &[u8] = b"{\"code\":\"bench\",\"seq\":";
+
+/// Appends one report of exactly `size` bytes (or the minimum its numbers need).
+pub fn write_payload(out: &mut Vec<u8>, size: usize, seq: u64, ts_ns: u64) {
+    let start = out.len();
+    out.extend_from_slice(PAYLOAD_HEAD);
+    push_u64(out, seq);
+    out.extend_from_slice(b",\"ts\":");
+    push_u64(out, ts_ns);
+    out.extend_from_slice(b",\"pad\":\"");
+    let used = out.len() - start + 2; // + the closing `"}`
+    if size > used {
+        out.resize(out.len() + (size - used), b'x');
+    }
+    out.extend_from_slice(b"\"}");
+}
+
+fn parse_digits(p: &[u8]) -> Option<(u64, usize)> {
+    let mut v: u64 = 0;
+    let mut i = 0;
+    while i < p.len() && p[i].is_ascii_digit() {
+        v = v.checked_mul(10)?.checked_add(u64::from(p[i] - b'0'))?;
+        i += 1;
+    }
+    (i > 0).then_some((v, i))
+}
+
+/// `(seq, ts)` of a push body that wraps a bench report. The server forwards the report
+/// byte for byte, so both numbers sit at known places.
+pub fn parse_push(body: &[u8]) -> Option<(u64, u64)> {
+    let report = body.strip_prefix(SUCCESS_PREFIX)?;
+    let rest = report.strip_prefix(PAYLOAD_HEAD)?;
+    let (seq, n) = parse_digits(rest)?;
+    let rest = rest[n..].strip_prefix(b",\"ts\":")?;
+    let (ts, _) = parse_digits(rest)?;
+    Some((seq, ts))
+}
+
+/// One subscriber's progress on its own cache line.
+#[repr(align(64))]
+struct Slot(AtomicU64);
+
+struct Shared {
+    cfg: BenchConfig,
+    t0: Instant,
+    window_start: AtomicU64,
+    window_end: AtomicU64,
+    delivered: AtomicU64,
+    delivered_in_window: AtomicU64,
+    no_ts: AtomicU64,
+    disconnects: AtomicU64,
+    hist: Vec<Mutex<Histogram<u64>>>,
+    progress: Vec<Slot>,
+    pub_waiting: AtomicBool,
+    pub_wake: Notify,
+    /// Next sequence number, shared by the reporters.
+    seq: AtomicU64,
+    published: AtomicU64,
+    published_in_window: AtomicU64,
+    truncated: AtomicBool,
+    acks: AtomicU64,
+    ack_delivered: AtomicU64,
+    ack_errors: AtomicU64,
+    connect_gate: Semaphore,
+}
+
+impl Shared {
+    fn new(cfg: BenchConfig) -> Result<Arc<Shared>> {
+        let mut hist = Vec::with_capacity(HIST_SHARDS);
+        for _ in 0..HIST_SHARDS {
+            let h = Histogram::new_with_bounds(1, HIST_MAX_NS, 3).map_err(|e| Error::Config {
+                field: "histogram",
+                reason: e.to_string(),
+            })?;
+            hist.push(Mutex::new(h));
+        }
+        Ok(Arc::new(Shared {
+            progress: (0..cfg.subscribers)
+                .map(|_| Slot(AtomicU64::new(0)))
+                .collect(),
+            cfg,
+            t0: Instant::now(),
+            window_start: AtomicU64::new(u64::MAX),
+            window_end: AtomicU64::new(u64::MAX),
+            delivered: AtomicU64::new(0),
+            delivered_in_window: AtomicU64::new(0),
+            no_ts: AtomicU64::new(0),
+            disconnects: AtomicU64::new(0),
+            hist,
+            pub_waiting: AtomicBool::new(false),
+            pub_wake: Notify::new(),
+            seq: AtomicU64::new(0),
+            published: AtomicU64::new(0),
+            published_in_window: AtomicU64::new(0),
+            truncated: AtomicBool::new(false),
+            acks: AtomicU64::new(0),
+            ack_delivered: AtomicU64::new(0),
+            ack_errors: AtomicU64::new(0),
+            connect_gate: Semaphore::new(CONNECT_CONCURRENCY),
+        }))
+    }
+
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.t0.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn deadline(&self, ns: u64) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.t0 + Duration::from_nanos(ns))
+    }
+
+    /// Average progress of the subscribers still connected (GONE if none is).
+    fn avg_progress(&self) -> u64 {
+        let (mut sum, mut live) = (0u128, 0u128);
+        for s in &self.progress {
+            let p = s.0.load(SeqCst);
+            if p != GONE {
+                sum += u128::from(p);
+                live += 1;
+            }
+        }
+        sum.checked_div(live)
+            .map_or(GONE, |v| u64::try_from(v).unwrap_or(GONE))
+    }
+
+    fn record(&self, shard: usize, samples: &[u64]) {
+        if samples.is_empty() {
+            return;
+        }
+        let mut h = self.hist[shard % HIST_SHARDS]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for &v in samples {
+            h.saturating_record(v.max(1));
+        }
+    }
+}
+
+fn encode_frame(dst: &mut BytesMut, msg_type: MsgType, uuid: Uuid, body: &[u8]) -> Result<()> {
+    let mut frames = FrameCodec::builder();
+    frames.max_frame_len(DEFAULT_MAX_FRAME_LEN);
+    frames
+        .frame_codec()
+        .encode_parts(&Header::new(msg_type, uuid), body, dst)?;
+    Ok(())
+}
+
+fn client_codec() -> MessageCodec {
+    let mut b = monitor_proto::Builder::new();
+    b.max_frame_len(DEFAULT_MAX_FRAME_LEN)
+        .max_inflated_len(DEFAULT_MAX_FRAME_LEN as usize);
+    b.message_codec(monitor_proto::Role::Client)
+}
+
+/// A connection with its first reply read: the subscribe ack (type 6) or the heartbeat
+/// reply (type 4).
+struct Opened {
+    reader: BoxRead,
+    writer: BoxWrite,
+    buf: BytesMut,
+    codec: MessageCodec,
+    uuid: Uuid,
+}
+
+async fn open_once(
+    server: &ServerAddr,
+    hello_type: MsgType,
+    hello: &[u8],
+    letter: u8,
+) -> Result<Opened> {
+    let (mut reader, mut writer) = open_transport(server).await?;
+    let uuid = random_uuid(letter);
+    let mut out = BytesMut::new();
+    encode_frame(&mut out, hello_type, uuid, hello)?;
+    writer
+        .write_all(&out)
+        .await
+        .map_err(|e| Error::Proto(e.into()))?;
+    let mut codec = client_codec();
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let want = hello_type.reply_type();
+    loop {
+        while let Some(received) = codec.decode(&mut buf)? {
+            if Some(received.header.msg_type) != want {
+                continue;
+            }
+            let reply = Reply::parse(&received.body?).map_err(|e| Error::BadReply {
+                reason: e.to_string(),
+            })?;
+            if !reply.is_success() {
+                return Err(Error::SubscribeRefused { msg: reply.msg });
+            }
+            return Ok(Opened {
+                reader,
+                writer,
+                buf,
+                codec,
+                uuid,
+            });
+        }
+        let n = reader
+            .read_buf(&mut buf)
+            .await
+            .map_err(|e| Error::Proto(e.into()))?;
+        if n == 0 {
+            return Err(Error::ClosedDuringHandshake {
+                during: if hello_type == MsgType::Subscribe {
+                    "subscribe"
+                } else {
+                    "heartbeat"
+                },
+            });
+        }
+    }
+}
+
+async fn open_with_retry(
+    sh: &Shared,
+    hello_type: MsgType,
+    hello: &[u8],
+    letter: u8,
+) -> Result<Opened> {
+    let mut last = None;
+    for attempt in 0..CONNECT_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+        }
+        let timeout = sh.cfg.connect_timeout;
+        match tokio::time::timeout(
+            timeout,
+            open_once(&sh.cfg.server, hello_type, hello, letter),
+        )
+        .await
+        {
+            Ok(Ok(opened)) => return Ok(opened),
+            Ok(Err(e)) if matches!(e, Error::SubscribeRefused { .. }) => return Err(e),
+            Ok(Err(e)) => last = Some(e),
+            Err(_) => {
+                last = Some(Error::ConnectTimeout {
+                    address: sh.cfg.server.to_string(),
+                    after: timeout,
+                })
+            }
+        }
+    }
+    Err(last.unwrap_or(Error::Closed))
+}
+
+/// One subscriber: subscribe, report readiness, then count and time pushes until stopped.
+async fn subscriber(
+    id: usize,
+    sh: Arc<Shared>,
+    ready: mpsc::UnboundedSender<Result<()>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let hello = Subscribe::body(&format!("bench-subscriber-{id}"), &[BENCH_CODE]);
+    let opened = {
+        let _permit = sh.connect_gate.acquire().await;
+        open_with_retry(&sh, MsgType::Subscribe, &hello, b's').await
+    };
+    let Opened {
+        mut reader,
+        mut writer,
+        mut buf,
+        mut codec,
+        uuid,
+    } = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            sh.progress[id].0.store(GONE, SeqCst);
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    drop(ready);
+
+    let mut heartbeat = BytesMut::new();
+    let _ = encode_frame(&mut heartbeat, MsgType::Heartbeat, uuid, b"");
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + sh.cfg.heartbeat_interval,
+        sh.cfg.heartbeat_interval,
+    );
+    let mut samples: Vec<u64> = Vec::with_capacity(512);
+    let mut next_seq = 0u64;
+    loop {
+        if buf.capacity() - buf.len() < READ_MIN_FREE {
+            buf.reserve(READ_CHUNK);
+        }
+        let read = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            _ = tick.tick() => {
+                if writer.write_all(&heartbeat).await.is_err() {
+                    sh.disconnects.fetch_add(1, Relaxed);
+                    break;
+                }
+                continue;
+            }
+            read = reader.read_buf(&mut buf) => read,
+        };
+        if !matches!(read, Ok(n) if n > 0) {
+            if !*stop.borrow() {
+                sh.disconnects.fetch_add(1, Relaxed);
+                tracing::warn!(subscriber = id, result = ?read, "bench subscriber lost its connection");
+            }
+            break;
+        }
+        // One clock reading per read: every push in this read had arrived by now.
+        let now = sh.now_ns();
+        let (ws, we) = (sh.window_start.load(Relaxed), sh.window_end.load(Relaxed));
+        let (mut n, mut no_ts, mut max_seq) = (0u64, 0u64, None);
+        let mut failed = None;
+        loop {
+            match codec.decode(&mut buf) {
+                Ok(Some(received)) => {
+                    if received.header.msg_type != MsgType::Push {
+                        continue;
+                    }
+                    n += 1;
+                    match received.body.as_deref().ok().and_then(parse_push) {
+                        Some((seq, ts)) => {
+                            if ts >= ws && ts < we {
+                                samples.push(now.saturating_sub(ts));
+                            }
+                            max_seq = max_seq.max(Some(seq));
+                        }
+                        None => no_ts += 1,
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if n > 0 {
+            sh.delivered.fetch_add(n, Relaxed);
+            if now >= ws && now < we {
+                sh.delivered_in_window.fetch_add(n, Relaxed);
+            }
+        }
+        if let Some(seq) = max_seq {
+            if seq + 1 > next_seq {
+                next_seq = seq + 1;
+                sh.progress[id].0.store(next_seq, SeqCst);
+                if sh.pub_waiting.load(SeqCst) {
+                    sh.pub_wake.notify_waiters();
+                }
+            }
+        }
+        if no_ts > 0 {
+            sh.no_ts.fetch_add(no_ts, Relaxed);
+        }
+        sh.record(id, &samples);
+        samples.clear();
+        if let Some(e) = failed {
+            sh.disconnects.fetch_add(1, Relaxed);
+            tracing::warn!(subscriber = id, error = %e, "bench subscriber: protocol error");
+            break;
+        }
+    }
+    // A subscriber that is gone must not hold the reporters' window shut.
+    sh.progress[id].0.store(GONE, SeqCst);
+    sh.pub_wake.notify_waiters();
+}
+
+/// Waits until a reporter about to claim `seq` may send more without running more than
+/// `window` reports ahead of the subscribers' average. Once it has had to wait, it waits for
+/// half the window, so it resumes with a sizeable batch. Returns how many it may send, or
+/// 0 if `deadline` passed first.
+async fn wait_for_window(sh: &Shared, window: u64, deadline: tokio::time::Instant) -> u64 {
+    let seq = sh.seq.load(SeqCst);
+    let limit = sh.avg_progress().saturating_add(window);
+    if seq < limit {
+        return limit - seq;
+    }
+    let want = window.div_ceil(2);
+    loop {
+        let notified = sh.pub_wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        sh.pub_waiting.store(true, SeqCst);
+        let seq = sh.seq.load(SeqCst);
+        let limit = sh.avg_progress().saturating_add(window);
+        if seq.saturating_add(want) <= limit {
+            sh.pub_waiting.store(false, SeqCst);
+            return limit - seq;
+        }
+        let until = deadline.min(tokio::time::Instant::now() + Duration::from_millis(5));
+        let _ = tokio::time::timeout_at(until, notified).await;
+        if tokio::time::Instant::now() >= deadline {
+            sh.pub_waiting.store(false, SeqCst);
+            return 0;
+        }
+    }
+}
+
+/// Writes `buf` until done or until `deadline`; returns the bytes written.
+async fn write_until(
+    wr: &mut BoxWrite,
+    buf: &[u8],
+    deadline: tokio::time::Instant,
+) -> Result<usize> {
+    let mut off = 0;
+    while off < buf.len() {
+        match tokio::time::timeout_at(deadline, wr.write(&buf[off..])).await {
+            Ok(Ok(0)) => {
+                return Err(Error::Proto(
+                    std::io::Error::from(std::io::ErrorKind::WriteZero).into(),
+                ))
+            }
+            Ok(Ok(n)) => off += n,
+            Ok(Err(e)) => return Err(Error::Proto(e.into())),
+            Err(_) => break,
+        }
+    }
+    Ok(off)
+}
+
+/// Reads a reporter's acknowledgements until the connection closes.
+async fn read_acks(
+    sh: Arc<Shared>,
+    mut reader: BoxRead,
+    mut buf: BytesMut,
+    mut codec: MessageCodec,
+) {
+    loop {
+        loop {
+            match codec.decode(&mut buf) {
+                Ok(Some(received)) if received.header.msg_type == MsgType::ReportAck => {
+                    sh.acks.fetch_add(1, Relaxed);
+                    let delivered = received.body.as_deref().ok().and_then(|b| {
+                        let data = b.strip_prefix(SUCCESS_PREFIX)?;
+                        let data = data.strip_prefix(b"{\"delivered\":")?;
+                        parse_digits(data).map(|(v, _)| v)
+                    });
+                    match delivered {
+                        Some(d) => {
+                            sh.ack_delivered.fetch_add(d, Relaxed);
+                        }
+                        None => {
+                            sh.ack_errors.fetch_add(1, Relaxed);
+                        }
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "bench reporter: protocol error");
+                    return;
+                }
+            }
+        }
+        if buf.capacity() - buf.len() < READ_MIN_FREE {
+            buf.reserve(READ_CHUNK);
+        }
+        match reader.read_buf(&mut buf).await {
+            Ok(n) if n > 0 => {}
+            _ => return,
+        }
+    }
+}
+
+/// One reporter: write reports until the window's end. Returns its connection's write
+/// half (kept open through the drain) and its ack reader.
+async fn reporter(sh: Arc<Shared>, rate_share: u64) -> Result<(BoxWrite, JoinHandle<()>)> {
+    let Opened {
+        reader,
+        mut writer,
+        buf,
+        codec,
+        uuid,
+    } = open_with_retry(&sh, MsgType::Heartbeat, b"", b'p').await?;
+    let acks = tokio::spawn(read_acks(Arc::clone(&sh), reader, buf, codec));
+    let cfg = &sh.cfg;
+    let window = cfg.window();
+    let start = sh
+        .window_start
+        .load(Relaxed)
+        .saturating_sub(cfg.warmup.as_nanos() as u64);
+    let (ws, we) = (sh.window_start.load(Relaxed), sh.window_end.load(Relaxed));
+    let end = sh.deadline(we);
+    let frames = {
+        let mut b = FrameCodec::builder();
+        b.max_frame_len(DEFAULT_MAX_FRAME_LEN);
+        b.frame_codec()
+    };
+    let report_header = Header::new(MsgType::Report, uuid);
+    let heartbeat_header = Header::new(MsgType::Heartbeat, uuid);
+    let mut payload = Vec::with_capacity(cfg.size + 64);
+    let mut batch = BytesMut::with_capacity(PUB_BATCH_BYTES + cfg.size + 256);
+    let mut ends: Vec<(usize, bool)> = Vec::with_capacity(PUB_BATCH_BYTES / 16);
+    let mut sent = 0u64;
+    let mut last_heartbeat = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        let allowed = if cfg.rate == 0 {
+            if sh.now_ns() >= we {
+                break;
+            }
+            if window == 0 {
+                u64::MAX
+            } else {
+                match wait_for_window(&sh, window, end).await {
+                    0 => break,
+                    n => n,
+                }
+            }
+        } else {
+            tick.tick().await;
+            let now = sh.now_ns();
+            if now >= we {
+                break;
+            }
+            let due = u64::try_from(
+                u128::from(now.saturating_sub(start)) * u128::from(rate_share) / 1_000_000_000,
+            )
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+            due.saturating_sub(sent)
+        };
+        batch.clear();
+        ends.clear();
+        if last_heartbeat.elapsed() >= cfg.heartbeat_interval {
+            frames.encode_parts(&heartbeat_header, b"", &mut batch)?;
+            last_heartbeat = tokio::time::Instant::now();
+        }
+        let byte_goal = if cfg.rate == 0 {
+            PUB_BATCH_BYTES
+        } else {
+            usize::MAX
+        };
+        while (ends.len() as u64) < allowed && batch.len() < byte_goal {
+            let seq = sh.seq.fetch_add(1, SeqCst);
+            let ts = sh.now_ns();
+            payload.clear();
+            write_payload(&mut payload, cfg.size, seq, ts);
+            frames.encode_parts(&report_header, &payload, &mut batch)?;
+            ends.push((batch.len(), ts >= ws && ts < we));
+            sent += 1;
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        // Never block past the window's end: an open-loop reporter can face a full socket.
+        let written = write_until(&mut writer, &batch, end).await?;
+        let (mut published, mut in_window) = (0u64, 0u64);
+        for &(e, w) in &ends {
+            if e > written {
+                break;
+            }
+            published += 1;
+            in_window += u64::from(w);
+        }
+        sh.published.fetch_add(published, Relaxed);
+        sh.published_in_window.fetch_add(in_window, Relaxed);
+        if written < batch.len() {
+            sh.truncated.store(true, Relaxed);
+            break;
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer.flush()).await;
+    Ok((writer, acks))
+}
+
+fn us(ns: u64) -> f64 {
+    (ns as f64 / 100.0).round() / 10.0
+}
+
+fn progress_bar(sh: &Arc<Shared>) -> Option<(ProgressBar, JoinHandle<()>)> {
+    if !sh.cfg.progress {
+        return None;
+    }
+    let total = sh.cfg.warmup + sh.cfg.duration;
+    let bar = ProgressBar::new(u64::try_from(total.as_millis()).unwrap_or(u64::MAX));
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {percent:>3}% {msg}")
+    {
+        bar.set_style(style);
+    }
+    let task = {
+        let (bar, sh) = (bar.clone(), Arc::clone(sh));
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let mut last = (started, 0u64, 0u64);
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                let now = tokio::time::Instant::now();
+                let (p, d) = (sh.published.load(Relaxed), sh.delivered.load(Relaxed));
+                let secs = (now - last.0).as_secs_f64().max(1e-3);
+                let phase = if sh.now_ns() < sh.window_start.load(Relaxed) {
+                    "warmup"
+                } else {
+                    "measuring"
+                };
+                bar.set_position(u64::try_from((now - started).as_millis()).unwrap_or(0));
+                bar.set_message(format!(
+                    "{phase}: {:.0} reports/s, {:.0} pushes/s",
+                    (p - last.1) as f64 / secs,
+                    (d - last.2) as f64 / secs
+                ));
+                last = (now, p, d);
+            }
+        })
+    };
+    Some((bar, task))
+}
+
+/// Runs the benchmark: subscribe every subscriber, report for `warmup + duration`, drain,
+/// and sum up.
+///
+/// # Errors
+/// [`Error::Config`]; a connection error if any subscriber or reporter cannot connect
+/// (after 3 attempts each).
+pub async fn run(cfg: BenchConfig) -> Result<BenchReport> {
+    cfg.validate()?;
+    let sh = Shared::new(cfg.clone())?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    // 1. Every subscriber subscribed (acknowledged) before anything is reported.
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+    let subscribers: Vec<JoinHandle<()>> = (0..cfg.subscribers)
+        .map(|i| {
+            tokio::spawn(subscriber(
+                i,
+                Arc::clone(&sh),
+                ready_tx.clone(),
+                stop_rx.clone(),
+            ))
+        })
+        .collect();
+    drop(ready_tx);
+    let mut first_error = None;
+    let mut ok = 0usize;
+    while let Some(result) = ready_rx.recv().await {
+        match result {
+            Ok(()) => ok += 1,
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let stop_all = |subs: Vec<JoinHandle<()>>| {
+        let _ = stop_tx.send(true);
+        async move {
+            let all = futures::future::join_all(subs);
+            let _ = tokio::time::timeout(Duration::from_secs(10), all).await;
+        }
+    };
+    if let Some(e) = first_error {
+        stop_all(subscribers).await;
+        return Err(Error::Bench {
+            reason: format!(
+                "{} of {} subscribers could not subscribe; first error: {e}",
+                cfg.subscribers - ok,
+                cfg.subscribers
+            ),
+        });
+    }
+    tracing::info!(
+        subscribers = ok,
+        secs = sh.t0.elapsed().as_secs_f64(),
+        "all subscribers subscribed"
+    );
+    tokio::time::sleep(cfg.settle).await;
+
+    // 2. Reporters, for warmup + duration.
+    let start = sh.now_ns();
+    let ws = start + u64::try_from(cfg.warmup.as_nanos()).unwrap_or(u64::MAX);
+    let we = ws.saturating_add(u64::try_from(cfg.duration.as_nanos()).unwrap_or(u64::MAX));
+    sh.window_start.store(ws, SeqCst);
+    sh.window_end.store(we, SeqCst);
+    let bar = progress_bar(&sh);
+    let reporters: Vec<_> = (0..cfg.reporters)
+        .map(|i| {
+            let extra = u64::from((i as u64) < cfg.rate % cfg.reporters as u64);
+            let share = cfg.rate / cfg.reporters as u64 + extra;
+            tokio::spawn(reporter(Arc::clone(&sh), share))
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    let mut reporter_error = None;
+    for r in futures::future::join_all(reporters).await {
+        match r {
+            Ok(Ok(o)) => outcomes.push(o),
+            Ok(Err(e)) => {
+                reporter_error.get_or_insert(e);
+            }
+            Err(e) => {
+                reporter_error.get_or_insert(Error::Bench {
+                    reason: format!("reporter task failed: {e}"),
+                });
+            }
+        }
+    }
+    if let Some((bar, task)) = bar {
+        task.abort();
+        bar.finish_and_clear();
+    }
+    let pub_done = sh.now_ns();
+    if let Some(e) = reporter_error {
+        for (_, acks) in outcomes {
+            acks.abort();
+        }
+        stop_all(subscribers).await;
+        return Err(e);
+    }
+
+    // 3. Drain: deliveries and acks still in flight; give up after `drain`, or after 1 s
+    //    without progress.
+    let n = cfg.subscribers as u64;
+    let published = sh.published.load(SeqCst);
+    let expected = published * n;
+    let drain_deadline = Instant::now() + cfg.drain;
+    let mut last = (u64::MAX, u64::MAX);
+    let mut last_change = Instant::now();
+    loop {
+        let d = sh.delivered.load(Relaxed);
+        let acks = sh.acks.load(Relaxed);
+        if (d >= expected && acks >= published) || Instant::now() >= drain_deadline {
+            break;
+        }
+        if (d, acks) != last {
+            last = (d, acks);
+            last_change = Instant::now();
+        } else if last_change.elapsed() > Duration::from_secs(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drain_s = (sh.now_ns() - pub_done) as f64 / 1e9;
+    stop_all(subscribers).await;
+    for (writer, acks) in outcomes {
+        acks.abort();
+        drop(writer);
+    }
+
+    // 4. Sum up.
+    let mut hist =
+        Histogram::<u64>::new_with_bounds(1, HIST_MAX_NS, 3).map_err(|e| Error::Config {
+            field: "histogram",
+            reason: e.to_string(),
+        })?;
+    for h in &sh.hist {
+        let h = h.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = hist.add(&*h);
+    }
+    let secs = cfg.duration.as_secs_f64();
+    let mut sample = Vec::new();
+    write_payload(&mut sample, cfg.size, 0, 0);
+    let size = cfg.size.max(sample.len());
+    let delivered = sh.delivered.load(SeqCst);
+    let deliv_per_s = sh.delivered_in_window.load(SeqCst) as f64 / secs;
+    Ok(BenchReport {
+        subscribers: cfg.subscribers,
+        reporters: cfg.reporters,
+        size,
+        duration_s: secs,
+        warmup_s: cfg.warmup.as_secs_f64(),
+        rate: cfg.rate,
+        window: cfg.window(),
+        published,
+        pub_msgs_per_s: (sh.published_in_window.load(SeqCst) as f64 / secs).round(),
+        deliv_msgs_per_s: deliv_per_s.round(),
+        deliv_mb_per_s: (deliv_per_s * size as f64 / 1e4).round() / 100.0,
+        lat_p50_us: us(hist.value_at_quantile(0.50)),
+        lat_p99_us: us(hist.value_at_quantile(0.99)),
+        lat_p999_us: us(hist.value_at_quantile(0.999)),
+        lat_max_us: us(hist.max()),
+        lat_samples: hist.len(),
+        expected,
+        delivered,
+        lost: i64::try_from(expected).unwrap_or(i64::MAX)
+            - i64::try_from(delivered).unwrap_or(i64::MAX),
+        drain_s: (drain_s * 100.0).round() / 100.0,
+        report_acks: sh.acks.load(SeqCst),
+        report_ack_delivered_sum: sh.ack_delivered.load(SeqCst),
+        report_ack_errors: sh.ack_errors.load(SeqCst),
+        sub_disconnects: sh.disconnects.load(SeqCst),
+        no_timestamp: sh.no_ts.load(SeqCst),
+        pub_truncated: sh.truncated.load(SeqCst),
+    })
+}
+
+impl BenchReport {
+    /// A few human-readable lines.
+    pub fn summary(&self) -> String {
+        let rate = if self.rate == 0 {
+            format!("max rate (window {})", self.window)
+        } else {
+            format!("{} reports/s", self.rate)
+        };
+        format!(
+            "{} subscribers, {} reporter(s), {}-byte reports, {:.1} s measured after {:.1} s warmup, {rate}\n\
+             published   {:>12.0} reports/s\n\
+             delivered   {:>12.0} pushes/s   ({:.2} MB/s of payload)\n\
+             latency     p50 {} µs   p99 {} µs   p99.9 {} µs   max {} µs   ({} samples)\n\
+             lost        {} of {} expected   (acks {}, refused {}, subscriber disconnects {}, drain {:.2} s)",
+            self.subscribers,
+            self.reporters,
+            self.size,
+            self.duration_s,
+            self.warmup_s,
+            self.pub_msgs_per_s,
+            self.deliv_msgs_per_s,
+            self.deliv_mb_per_s,
+            self.lat_p50_us,
+            self.lat_p99_us,
+            self.lat_p999_us,
+            self.lat_max_us,
+            self.lat_samples,
+            self.lost,
+            self.expected,
+            self.report_acks,
+            self.report_ack_errors,
+            self.sub_disconnects,
+            self.drain_s,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use monitor_proto::message::reply;
+
+    #[test]
+    fn payload_is_exact_and_parses_back_through_a_push() {
+        for size in [MIN_SIZE + 20, 200, 1000, 64 * 1024] {
+            let mut v = Vec::new();
+            write_payload(&mut v, size, 123_456, 9_876_543_210);
+            assert_eq!(v.len(), size);
+            let j: serde_json::Value = serde_json::from_slice(&v).unwrap();
+            assert_eq!(j["seq"], 123_456);
+            assert_eq!(j["ts"], 9_876_543_210u64);
+            assert_eq!(j["code"], BENCH_CODE);
+            let push = reply::push(&v);
+            assert_eq!(parse_push(&push), Some((123_456, 9_876_543_210)));
+        }
+        let mut v = Vec::new();
+        write_payload(&mut v, 1, 0, 0);
+        assert!(v.len() <= MIN_SIZE);
+        assert_eq!(parse_push(&reply::push(&v)), Some((0, 0)));
+        assert_eq!(parse_push(b"{}"), None);
+        assert_eq!(
+            parse_push(&reply::push(br#"{"code":"bench","seq":x}"#)),
+            None
+        );
+    }
+
+    #[test]
+    fn windows() {
+        assert_eq!(default_window(1), 1000);
+        assert_eq!(default_window(1000), 200);
+        assert_eq!(default_window(100_000), 10);
+    }
+}

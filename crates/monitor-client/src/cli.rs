@@ -1,0 +1,528 @@
+//! The `monitor-client` command line: `push`, `report` and `bench`.
+//!
+//! Exit codes: 0 success (or interrupted), 1 a runtime failure (server unreachable after
+//! the retries, a refused report or subscription, ...), 2 a usage error.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tracing::{error, info, warn};
+
+use crate::bench::{self, BenchConfig};
+use crate::config::{parse_uuid, ClientConfig, ServerAddr};
+use crate::error::Error;
+use crate::health::HealthProbe;
+use crate::receiver::{Event, PushReceiver, Subscription};
+use crate::reporter::Reporter;
+
+/// Success.
+pub const EXIT_OK: u8 = 0;
+/// A runtime failure.
+pub const EXIT_FAILURE: u8 = 1;
+/// A usage error.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Clients of the monitor push/report server.
+///
+/// `push` subscribes and prints every pushed report as one JSON line; `report` sends a report
+/// (or, with --health, this host's health every interval); `bench` is a fan-out load
+/// generator. Logs go to stderr (RUST_LOG=debug for more); data goes to stdout.
+///
+/// Exit codes: 0 ok, 1 runtime failure (e.g. server unreachable after the retries), 2 usage.
+#[derive(Debug, Parser)]
+#[command(name = "monitor-client", version, about, long_about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Subscribe and print each pushed report as one JSON line on stdout, until
+    /// interrupted. Reconnects and subscribes again by itself.
+    Push(PushArgs),
+    /// Send one report (--body) and print its acknowledgement, or run the host-health
+    /// agent (--health).
+    Report(ReportArgs),
+    /// Fan-out load generator: R reporters → server → N subscribers; prints throughput,
+    /// latency percentiles and losses.
+    Bench(BenchArgs),
+}
+
+/// Connection flags shared by `push` and `report`.
+#[derive(Debug, Args)]
+pub struct ConnArgs {
+    /// Server address: host:port, or unix:/path/to/socket.
+    #[arg(long, value_name = "ADDR", value_parser = parse_server)]
+    pub server: ServerAddr,
+    /// Exchange keys (X25519) and ask for encrypted replies and pushes.
+    #[arg(long)]
+    pub encrypt: bool,
+    /// Compress what is sent, and ask for compressed replies and pushes.
+    #[arg(long)]
+    pub compress: bool,
+    /// This client's 33-byte uuid (default: random, 32 hex characters and a letter).
+    #[arg(long, value_name = "UUID")]
+    pub uuid: Option<String>,
+    /// Seconds between heartbeats (keep it under the server's idle timeout, 120 s by
+    /// default).
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    pub heartbeat: Duration,
+    /// Seconds one connection attempt (connect, key exchange, handshake) may take.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub connect_timeout: Duration,
+    /// Seconds an acknowledgement may take.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub ack_timeout: Duration,
+    /// Failed connection attempts in a row before giving up with exit code 1; 0 = never
+    /// give up. Default: never for `push` and the health agent, 5 for a single report
+    /// and for `--health --count N`.
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+}
+
+impl ConnArgs {
+    fn config(&self, default_retries: Option<u32>) -> Result<ClientConfig, String> {
+        let mut config = ClientConfig::new(self.server.clone());
+        if let Some(uuid) = &self.uuid {
+            config.uuid = parse_uuid(uuid).map_err(|e| format!("--uuid: {e}"))?;
+        }
+        config.encrypt = self.encrypt;
+        config.compress = self.compress;
+        config.heartbeat_interval = self.heartbeat;
+        config.connect_timeout = self.connect_timeout;
+        config.ack_timeout = self.ack_timeout;
+        config.max_attempts = match self.retries {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => default_retries,
+        };
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+}
+
+/// `monitor-client push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Connection flags.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// The subscription's code (a name for this receiver).
+    #[arg(long, value_name = "CODE")]
+    pub code: String,
+    /// Only reports whose code matches: exact (`db.slow`), a prefix (`host.*`) or `*`.
+    /// Repeat for several; none = every report.
+    #[arg(long = "topic", value_name = "PATTERN")]
+    pub topics: Vec<String>,
+}
+
+/// `monitor-client report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Connection flags.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// The report: one JSON object, conventionally with a "code". Prints the
+    /// acknowledgement, {"delivered":N}, and exits.
+    #[arg(
+        long,
+        value_name = "JSON",
+        conflicts_with = "health",
+        required_unless_present = "health"
+    )]
+    pub body: Option<String>,
+    /// Report this host's health ({"code":"host.health",...}) every --interval seconds;
+    /// each report sent is printed as one JSON line.
+    #[arg(long)]
+    pub health: bool,
+    /// Seconds between health reports.
+    #[arg(long, value_name = "SECS", default_value = "10", requires = "health", value_parser = parse_secs)]
+    pub interval: Duration,
+    /// Stop after this many health reports (and their acknowledgements); default: run
+    /// until interrupted.
+    #[arg(long, value_name = "N", requires = "health")]
+    pub count: Option<u64>,
+}
+
+/// `monitor-client bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Server address: host:port, or unix:/path/to/socket.
+    #[arg(long, value_name = "ADDR", value_parser = parse_server)]
+    pub server: ServerAddr,
+    /// Subscriber connections; all are subscribed before reporting starts.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub subscribers: usize,
+    /// Report size in bytes (a JSON object padded to this size, carrying its send time).
+    #[arg(long, value_name = "BYTES", default_value_t = 200)]
+    pub size: usize,
+    /// Measured seconds (after the warmup).
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub duration: Duration,
+    /// Reports per second over all reporters; 0 = as fast as the flow-control window
+    /// allows.
+    #[arg(long, value_name = "MSGS_PER_SEC", default_value_t = 0)]
+    pub rate: u64,
+    /// Reporter connections.
+    #[arg(long, value_name = "R", default_value_t = 1)]
+    pub reporters: usize,
+    /// Print one JSON object instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds of reporting before the measured window opens.
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_secs)]
+    pub warmup: Duration,
+    /// Seconds between "all subscribed" and the first report.
+    #[arg(long, value_name = "SECS", default_value = "0.5", value_parser = parse_secs)]
+    pub settle: Duration,
+    /// Longest wait, in seconds, for deliveries still in flight after the last report.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub drain: Duration,
+    /// At --rate 0: how many reports the reporters may run ahead of the subscribers'
+    /// average progress; 0 = no bound. Default: min(1000, max(10, 200000 / N)).
+    #[arg(long, value_name = "MSGS")]
+    pub window: Option<u64>,
+    /// Allow a server that is not on this host (a load generator is refused anything but
+    /// loopback and Unix sockets unless told otherwise).
+    #[arg(long)]
+    pub allow_remote: bool,
+}
+
+fn parse_server(s: &str) -> Result<ServerAddr, String> {
+    s.parse::<ServerAddr>().map_err(|e| e.to_string())
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+        return Err(format!("`{s}` is not a number of seconds from 0 to 1e9"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses the arguments and runs; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(matches!(cli.command, Command::Bench(_)));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the runtime");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    ExitCode::from(runtime.block_on(run(cli)))
+}
+
+fn init_logging(quiet: bool) {
+    let default = if quiet {
+        "warn"
+    } else {
+        "warn,monitor_client=info"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Runs a parsed command line; returns the exit code.
+pub async fn run(cli: Cli) -> u8 {
+    match cli.command {
+        Command::Push(args) => push(args).await,
+        Command::Report(args) => match args.body.clone() {
+            Some(body) => report_once(args, body).await,
+            None => health(args).await,
+        },
+        Command::Bench(args) => run_bench(args).await,
+    }
+}
+
+fn usage(msg: &str) -> u8 {
+    eprintln!("monitor-client: {msg}");
+    EXIT_USAGE
+}
+
+fn failure(e: &Error) -> u8 {
+    error!(error = %e, "failed");
+    EXIT_FAILURE
+}
+
+/// Writes one line to stdout and flushes it; `false` if stdout is gone (e.g. a closed
+/// pipe), which ends the command quietly.
+fn print_line(line: &str) -> bool {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
+}
+
+/// A report as one line: its text as sent, unless that spans lines (pretty-printed JSON),
+/// then re-serialised compactly.
+fn one_line(json: &str) -> String {
+    if !json.contains(['\n', '\r']) {
+        return json.to_owned();
+    }
+    serde_json::from_str::<serde_json::Value>(json)
+        .map(|v| v.to_string())
+        .unwrap_or_else(|_| json.replace(['\n', '\r'], " "))
+}
+
+async fn push(args: PushArgs) -> u8 {
+    let config = match args.conn.config(None) {
+        Ok(c) => c,
+        Err(e) => return usage(&e),
+    };
+    if args.code.is_empty() {
+        return usage("--code must not be empty");
+    }
+    let subscription = Subscription {
+        code: args.code,
+        topics: args.topics,
+    };
+    let connecting = PushReceiver::connect(config, subscription.clone());
+    let mut receiver = tokio::select! {
+        r = connecting => match r {
+            Ok(r) => r,
+            Err(e) => return failure(&e),
+        },
+        _ = tokio::signal::ctrl_c() => return EXIT_OK,
+    };
+    info!(server = %args.conn.server, code = %subscription.code, topics = ?subscription.topics, "subscribed");
+    loop {
+        let event = tokio::select! {
+            e = receiver.recv() => e,
+            _ = tokio::signal::ctrl_c() => return EXIT_OK,
+        };
+        match event {
+            Some(Ok(Event::Push(push))) => {
+                if !print_line(&one_line(push.as_str())) {
+                    return EXIT_OK;
+                }
+            }
+            Some(Ok(Event::Reconnected { attempts, .. })) => {
+                info!(attempts, "subscribed again");
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return failure(&e),
+            None => return failure(&Error::Closed),
+        }
+    }
+}
+
+async fn report_once(args: ReportArgs, body: String) -> u8 {
+    match serde_json::from_str::<serde_json::Value>(&body) {
+        Ok(v) if v.is_object() => {}
+        Ok(_) => {
+            return usage(
+                "--body must be a JSON object, e.g. '{\"code\":\"deploy\",\"version\":\"1.2\"}'",
+            )
+        }
+        Err(e) => return usage(&format!("--body is not valid JSON: {e}")),
+    }
+    let config = match args.conn.config(Some(5)) {
+        Ok(c) => c,
+        Err(e) => return usage(&e),
+    };
+    let reporter = match Reporter::connect(config).await {
+        Ok(r) => r,
+        Err(e) => return failure(&e),
+    };
+    match reporter.report_raw(body).await {
+        Ok(delivered) => {
+            print_line(&serde_json::json!({ "delivered": delivered }).to_string());
+            EXIT_OK
+        }
+        Err(e) => failure(&e),
+    }
+}
+
+async fn health(args: ReportArgs) -> u8 {
+    let default_retries = args.count.map(|_| 5);
+    let config = match args.conn.config(default_retries) {
+        Ok(c) => c,
+        Err(e) => return usage(&e),
+    };
+    if args.interval.is_zero() {
+        return usage("--interval must be more than zero");
+    }
+    if args.count == Some(0) {
+        return EXIT_OK;
+    }
+    let ack_timeout = config.ack_timeout;
+    // Started without waiting: reports are buffered until the server is reachable.
+    let reporter = match Reporter::start(config) {
+        Ok(r) => r,
+        Err(e) => return usage(&e.to_string()),
+    };
+    let mut probe = HealthProbe::new();
+    // CPU use is measured between two readings.
+    tokio::time::sleep(HealthProbe::MIN_INTERVAL).await;
+    let mut tick = tokio::time::interval(args.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sent = 0u64;
+    let mut acks = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = tokio::signal::ctrl_c() => break,
+        }
+        let report = probe.report();
+        match reporter.send(&report) {
+            Ok(ack) => {
+                sent += 1;
+                if !print_line(&report.to_string()) {
+                    break;
+                }
+                acks.spawn(async move {
+                    match ack.await {
+                        Ok(delivered) => {
+                            info!(delivered, "health report acknowledged");
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    }
+                });
+            }
+            Err(e @ Error::BufferFull { .. }) => warn!(error = %e, "health report dropped"),
+            Err(e) => return failure(&e),
+        }
+        // Collect finished acknowledgements; a fatal one ends the agent.
+        while let Some(done) = acks.try_join_next() {
+            if let Ok(Err(e)) = done {
+                if !e.is_retryable() && !matches!(e, Error::ReportRefused { .. }) {
+                    return failure(&e);
+                }
+                warn!(error = %e, "health report not delivered");
+            }
+        }
+        if args.count.is_some_and(|n| sent >= n) {
+            break;
+        }
+    }
+    // Wait for what is still in flight, boundedly when interrupted.
+    let flushed = tokio::select! {
+        r = reporter.close() => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = tokio::time::sleep(ack_timeout * 3), if args.count.is_none() => Ok(()),
+    };
+    if let Err(e) = flushed {
+        return failure(&e);
+    }
+    let mut code = EXIT_OK;
+    while let Some(done) = acks.join_next().await {
+        if let Ok(Err(e)) = done {
+            error!(error = %e, "health report not delivered");
+            code = EXIT_FAILURE;
+        }
+    }
+    code
+}
+
+async fn run_bench(args: BenchArgs) -> u8 {
+    if !args.server.is_local() && !args.allow_remote {
+        return usage(&format!(
+            "{} is not on this host; a load generator only targets loopback addresses and Unix sockets unless given --allow-remote",
+            args.server
+        ));
+    }
+    let mut config = BenchConfig::new(args.server);
+    config.subscribers = args.subscribers;
+    config.reporters = args.reporters;
+    config.size = args.size;
+    config.duration = args.duration;
+    config.rate = args.rate;
+    config.window = args.window;
+    config.warmup = args.warmup;
+    config.settle = args.settle;
+    config.drain = args.drain;
+    if let Err(e) = config.validate() {
+        return usage(&e.to_string());
+    }
+    match bench::run(config).await {
+        Ok(report) => {
+            let text = if args.json {
+                serde_json::to_string(&report).unwrap_or_default()
+            } else {
+                report.summary()
+            };
+            print_line(&text);
+            EXIT_OK
+        }
+        Err(e) => failure(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn seconds() {
+        assert_eq!(parse_secs("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_secs("-1").is_err());
+        assert!(parse_secs("nan").is_err());
+        assert!(parse_secs("x").is_err());
+    }
+
+    #[test]
+    fn lines() {
+        assert_eq!(one_line(r#"{"a":1}"#), r#"{"a":1}"#);
+        assert_eq!(one_line("{\n  \"a\": 1\n}"), r#"{"a":1}"#);
+    }
+
+    #[test]
+    fn body_or_health() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args);
+        assert!(parse(&["m", "report", "--server", "127.0.0.1:1"]).is_err());
+        assert!(parse(&[
+            "m",
+            "report",
+            "--server",
+            "127.0.0.1:1",
+            "--body",
+            "{}",
+            "--health"
+        ])
+        .is_err());
+        assert!(parse(&[
+            "m",
+            "report",
+            "--server",
+            "127.0.0.1:1",
+            "--body",
+            "{}",
+            "--count",
+            "1"
+        ])
+        .is_err());
+        assert!(parse(&[
+            "m",
+            "report",
+            "--server",
+            "127.0.0.1:1",
+            "--health",
+            "--count",
+            "1"
+        ])
+        .is_ok());
+        assert!(parse(&["m", "push", "--server", "nope", "--code", "c"]).is_err());
+    }
+}

@@ -1,0 +1,382 @@
+//! [`ClientConfig`]: where the server is, who this client is, and every timeout, limit and
+//! policy of the push receiver and the reporter.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use monitor_proto::{Uuid, UUID_LEN};
+use rand::Rng;
+
+use crate::error::{Error, Result};
+
+/// Where the server listens: `host:port` (TCP) or `unix:/path` (a Unix socket).
+///
+/// ```
+/// use monitor_client::ServerAddr;
+/// let tcp: ServerAddr = "127.0.0.1:9503".parse().unwrap();
+/// assert_eq!(tcp, ServerAddr::Tcp("127.0.0.1:9503".into()));
+/// let unix: ServerAddr = "unix:/run/monitor.sock".parse().unwrap();
+/// assert_eq!(unix.to_string(), "unix:/run/monitor.sock");
+/// assert!("no-port".parse::<ServerAddr>().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ServerAddr {
+    /// `host:port`; the host may be a name, an IPv4 address or a bracketed IPv6 address.
+    /// Names are resolved at each connection attempt.
+    Tcp(String),
+    /// A Unix socket path.
+    Unix(PathBuf),
+}
+
+impl ServerAddr {
+    /// Whether this is a TCP address on the loopback network (or a Unix socket): the load
+    /// generator only targets such addresses unless told otherwise.
+    pub fn is_local(&self) -> bool {
+        match self {
+            ServerAddr::Unix(_) => true,
+            ServerAddr::Tcp(hostport) => {
+                let host = hostport
+                    .rsplit_once(':')
+                    .map_or(hostport.as_str(), |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                host.eq_ignore_ascii_case("localhost")
+                    || host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+        }
+    }
+}
+
+impl FromStr for ServerAddr {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<ServerAddr> {
+        let bad = |reason: &str| Error::BadAddress {
+            address: s.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(bad(
+                    "unix: needs a socket path, e.g. unix:/run/monitor.sock",
+                ));
+            }
+            return Ok(ServerAddr::Unix(PathBuf::from(path)));
+        }
+        let Some((host, port)) = s.rsplit_once(':') else {
+            return Err(bad(
+                "expected host:port (e.g. 127.0.0.1:9503) or unix:/path",
+            ));
+        };
+        if host.is_empty() {
+            return Err(bad("the host is missing"));
+        }
+        if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+            return Err(bad("an IPv6 host goes in brackets, e.g. [::1]:9503"));
+        }
+        if port.parse::<u16>().is_err() {
+            return Err(bad("the port must be a number from 0 to 65535"));
+        }
+        Ok(ServerAddr::Tcp(s.to_owned()))
+    }
+}
+
+impl fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerAddr::Tcp(hostport) => f.write_str(hostport),
+            ServerAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+impl From<std::net::SocketAddr> for ServerAddr {
+    fn from(addr: std::net::SocketAddr) -> ServerAddr {
+        ServerAddr::Tcp(addr.to_string())
+    }
+}
+
+/// What the reporter does with reports it wrote to a connection that dropped before their
+/// acknowledgement came. `docs/client.md` discusses the choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Delivery {
+    /// Send them again, first and in order, on the next connection. Nothing is lost while
+    /// the reporter keeps trying, but a report the server received just before the drop is
+    /// delivered twice.
+    #[default]
+    AtLeastOnce,
+    /// Fail them with [`Error::MaybeLost`]. Nothing is delivered twice, but such a report
+    /// may or may not have been delivered.
+    AtMostOnce,
+}
+
+/// Largest frame accepted from the server by default: 16 MiB plus 64 KiB of room for the
+/// push envelope and encryption around a report of up to 16 MiB.
+pub const DEFAULT_MAX_FRAME_LEN: u32 = 16 * 1024 * 1024 + 64 * 1024;
+/// Largest report frame sent by default: the server's default `max_frame_len` (1 MiB).
+pub const DEFAULT_MAX_REPORT_FRAME_LEN: u32 = monitor_proto::codec::DEFAULT_MAX_FRAME_LEN;
+
+/// Everything a [`PushReceiver`](crate::PushReceiver) or a [`Reporter`](crate::Reporter)
+/// needs. Build one with [`ClientConfig::new`] and change the public fields.
+///
+/// ```
+/// use std::time::Duration;
+/// use monitor_client::ClientConfig;
+/// let mut config = ClientConfig::new("127.0.0.1:9503".parse().unwrap());
+/// config.heartbeat_interval = Duration::from_secs(10);
+/// config.encrypt = true;
+/// config.validate().unwrap();
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// The server.
+    pub server: ServerAddr,
+    /// This client's 33-byte id, carried by every frame. [`ClientConfig::new`] makes a
+    /// random one shaped like the PHP clients' (32 hex characters and a letter).
+    pub uuid: Uuid,
+    /// A heartbeat is sent this often (default 30 s), well under the server's 120 s idle
+    /// timeout. A connection from which nothing arrives for `heartbeat_interval +
+    /// ack_timeout` is taken as dead and replaced.
+    pub heartbeat_interval: Duration,
+    /// Limit on one connection attempt: connect, key exchange, and the subscribe or first
+    /// heartbeat (default 10 s).
+    pub connect_timeout: Duration,
+    /// How long an acknowledgement may take once its report is written (default 10 s);
+    /// after that the connection is taken as dead and replaced. Also the limit of
+    /// [`Reporter::report`](crate::Reporter::report).
+    pub ack_timeout: Duration,
+    /// First reconnection delay (default 100 ms); it doubles per failed attempt.
+    pub backoff_min: Duration,
+    /// Longest reconnection delay (default 30 s). Each delay is drawn at random from its
+    /// upper half, so clients that lost the same server do not come back in step.
+    pub backoff_max: Duration,
+    /// Give up after this many failed connection attempts in a row (`None`, the default:
+    /// never). Giving up ends the receiver's stream with [`Error::Unreachable`] and fails
+    /// the reporter's waiting reports with it.
+    pub max_attempts: Option<u32>,
+    /// Reporter: reports accepted but not yet written (while disconnected, or faster than
+    /// the connection) are kept up to this many (default 1024). Past it,
+    /// [`Reporter::send`](crate::Reporter::send) fails with [`Error::BufferFull`].
+    pub buffer_size: usize,
+    /// Reporter: reports written but not yet acknowledged, at most (default 1024). When
+    /// this many are in flight the reporter waits for acknowledgements before writing
+    /// more.
+    pub max_in_flight: usize,
+    /// Reporter: what happens to written but unacknowledged reports when the connection
+    /// drops.
+    pub delivery: Delivery,
+    /// Receiver: events waiting to be taken from the stream (default 1024). When it is
+    /// full the receiver stops reading the socket, and the server's slow-consumer policy
+    /// applies to pushes beyond its own queue.
+    pub event_queue: usize,
+    /// Compress what this client sends, and ask for compressed replies and pushes.
+    pub compress: bool,
+    /// Do an X25519 key exchange on every connection and ask for encrypted replies and
+    /// pushes (what the client sends stays plaintext in protocol v1).
+    pub encrypt: bool,
+    /// Largest frame accepted from the server (default [`DEFAULT_MAX_FRAME_LEN`]). Pushes
+    /// are a report plus an envelope (and encryption), so this must be above the server's
+    /// own `max_frame_len`.
+    pub max_frame_len: u32,
+    /// Largest body a compressed frame from the server may inflate to (default 16 MiB +
+    /// 64 KiB).
+    pub max_inflated_len: usize,
+    /// Largest report frame the reporter sends (default 1 MiB, the server's default
+    /// `max_frame_len`): larger reports fail with [`Error::ReportTooLarge`] instead of
+    /// making the server close the connection.
+    pub max_report_frame_len: u32,
+}
+
+impl ClientConfig {
+    /// The defaults, for `server`, with a random uuid.
+    pub fn new(server: ServerAddr) -> ClientConfig {
+        ClientConfig {
+            server,
+            uuid: random_uuid(b'c'),
+            heartbeat_interval: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            ack_timeout: Duration::from_secs(10),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(30),
+            max_attempts: None,
+            buffer_size: 1024,
+            max_in_flight: 1024,
+            delivery: Delivery::AtLeastOnce,
+            event_queue: 1024,
+            compress: false,
+            encrypt: false,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            max_inflated_len: DEFAULT_MAX_FRAME_LEN as usize,
+            max_report_frame_len: DEFAULT_MAX_REPORT_FRAME_LEN,
+        }
+    }
+
+    /// Checks every value's range.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the first bad field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &'static str, reason: &str| {
+            Err(Error::Config {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
+        let positive = [
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("connect_timeout", self.connect_timeout),
+            ("ack_timeout", self.ack_timeout),
+            ("backoff_min", self.backoff_min),
+        ];
+        for (field, value) in positive {
+            if value.is_zero() {
+                return bad(field, "must be more than zero");
+            }
+        }
+        if self.backoff_max < self.backoff_min {
+            return bad("backoff_max", "must be at least backoff_min");
+        }
+        if self.max_attempts == Some(0) {
+            return bad(
+                "max_attempts",
+                "must be at least 1 (or None: never give up)",
+            );
+        }
+        for (field, value) in [
+            ("buffer_size", self.buffer_size),
+            ("max_in_flight", self.max_in_flight),
+            ("event_queue", self.event_queue),
+        ] {
+            if value == 0 {
+                return bad(field, "must be at least 1");
+            }
+        }
+        let min_frame = monitor_proto::HEADER_LEN as u32 + 2;
+        if self.max_frame_len < min_frame {
+            return bad("max_frame_len", "must leave room for a header and a body");
+        }
+        if self.max_report_frame_len < min_frame {
+            return bad(
+                "max_report_frame_len",
+                "must leave room for a header and a body",
+            );
+        }
+        if self.max_inflated_len == 0 {
+            return bad("max_inflated_len", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The client-role message codec these limits imply.
+    pub(crate) fn codec(&self) -> monitor_proto::MessageCodec {
+        let mut builder = monitor_proto::Builder::new();
+        builder
+            .max_frame_len(self.max_frame_len)
+            .max_inflated_len(self.max_inflated_len);
+        builder.message_codec(monitor_proto::Role::Client)
+    }
+}
+
+/// A random uuid shaped like the PHP clients': 32 lowercase hex characters and one letter.
+pub fn random_uuid(letter: u8) -> Uuid {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut rng = rand::thread_rng();
+    let mut bytes = [0u8; UUID_LEN];
+    for b in &mut bytes[..UUID_LEN - 1] {
+        *b = HEX[rng.gen_range(0..16)];
+    }
+    bytes[UUID_LEN - 1] = if letter.is_ascii_alphabetic() {
+        letter
+    } else {
+        b'c'
+    };
+    Uuid(bytes)
+}
+
+/// Parses a uuid given as text: exactly 33 bytes, used as they are.
+///
+/// # Errors
+/// [`Error::Config`] if `text` is not 33 bytes long.
+pub fn parse_uuid(text: &str) -> Result<Uuid> {
+    Uuid::from_slice(text.as_bytes()).ok_or_else(|| Error::Config {
+        field: "uuid",
+        reason: format!(
+            "must be exactly {UUID_LEN} bytes (e.g. 32 hex characters and a letter), got {}",
+            text.len()
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        for ok in [
+            "127.0.0.1:9503",
+            "localhost:1",
+            "[::1]:9503",
+            "host.example:0",
+        ] {
+            assert_eq!(
+                ok.parse::<ServerAddr>().unwrap(),
+                ServerAddr::Tcp(ok.into())
+            );
+        }
+        for bad in [
+            "",
+            "9503",
+            "host:",
+            ":9503",
+            "host:99999",
+            "::1:9503",
+            "unix:",
+        ] {
+            assert!(bad.parse::<ServerAddr>().is_err(), "{bad}");
+        }
+        assert!("127.0.0.2:1".parse::<ServerAddr>().unwrap().is_local());
+        assert!("[::1]:1".parse::<ServerAddr>().unwrap().is_local());
+        assert!("unix:/x".parse::<ServerAddr>().unwrap().is_local());
+        assert!(!"10.0.0.1:1".parse::<ServerAddr>().unwrap().is_local());
+    }
+
+    #[test]
+    fn uuids() {
+        let u = random_uuid(b'r');
+        assert!(u.0[..32].iter().all(u8::is_ascii_hexdigit));
+        assert_eq!(u.0[32], b'r');
+        assert_ne!(random_uuid(b'r'), u);
+        assert!(parse_uuid("short").is_err());
+        assert_eq!(
+            parse_uuid("0123456789abcdef0123456789abcdef0").unwrap(),
+            Uuid(*b"0123456789abcdef0123456789abcdef0")
+        );
+    }
+
+    #[test]
+    fn validation() {
+        let base = ClientConfig::new("127.0.0.1:1".parse().unwrap());
+        base.validate().unwrap();
+        let mut c = base.clone();
+        c.heartbeat_interval = Duration::ZERO;
+        assert!(matches!(
+            c.validate(),
+            Err(Error::Config {
+                field: "heartbeat_interval",
+                ..
+            })
+        ));
+        let mut c = base.clone();
+        c.backoff_max = Duration::from_millis(1);
+        assert!(c.validate().is_err());
+        let mut c = base;
+        c.buffer_size = 0;
+        assert!(c.validate().is_err());
+    }
+}

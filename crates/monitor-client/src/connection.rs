@@ -1,0 +1,415 @@
+//! What the push receiver and the reporter share: opening a connection (TCP or Unix), the
+//! X25519 key exchange, the first handshake, the reconnection loop with exponential backoff
+//! and jitter, and the [`Status`] they publish.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use monitor_proto::layer::kex::ClientHandshake;
+use monitor_proto::message::reply::{KeyReplyData, Reply};
+use monitor_proto::{MessageCodec, MsgType, Outgoing, Received, Uuid};
+use rand::Rng;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::codec::FramedRead;
+use tracing::{debug, info, warn};
+
+use crate::config::{ClientConfig, ServerAddr};
+use crate::error::{Error, Result};
+
+/// The read half of a connection.
+pub(crate) type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+/// The write half of a connection.
+pub(crate) type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Where a client stands. Read it with `status()` on a
+/// [`PushReceiver`](crate::PushReceiver) or a [`Reporter`](crate::Reporter), or watch it
+/// change with `status_watch()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Status {
+    /// Trying to connect. `attempt` counts the attempts of this outage (1 = the first);
+    /// `last_error` is why the previous one failed.
+    Connecting {
+        /// The attempt under way.
+        attempt: u32,
+        /// Why the previous attempt failed, if there was one.
+        last_error: Option<String>,
+    },
+    /// Connected and handshaken (subscribed, for a receiver). `connections` counts the
+    /// connections made so far: more than 1 means it has reconnected.
+    Connected {
+        /// Connections made since the client started.
+        connections: u64,
+    },
+    /// The connection dropped; a new attempt follows after a backoff delay.
+    Disconnected {
+        /// Why it dropped.
+        reason: String,
+    },
+    /// Stopped for good: closed by its owner, or it gave up (`max_attempts`).
+    Stopped {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Status {
+    /// Whether this is [`Status::Connected`].
+    pub fn is_connected(&self) -> bool {
+        matches!(self, Status::Connected { .. })
+    }
+}
+
+/// Opens a byte stream to `addr`.
+pub(crate) async fn open_transport(addr: &ServerAddr) -> Result<(BoxRead, BoxWrite)> {
+    let connect_err = |source| Error::Connect {
+        address: addr.to_string(),
+        source,
+    };
+    match addr {
+        ServerAddr::Tcp(hostport) => {
+            let stream = tokio::net::TcpStream::connect(hostport.as_str())
+                .await
+                .map_err(connect_err)?;
+            // Reports and heartbeats are small: send them now, not after Nagle's delay.
+            stream.set_nodelay(true).map_err(connect_err)?;
+            let (r, w) = stream.into_split();
+            Ok((Box::new(r), Box::new(w)))
+        }
+        ServerAddr::Unix(path) => {
+            let stream = tokio::net::UnixStream::connect(path)
+                .await
+                .map_err(connect_err)?;
+            let (r, w) = stream.into_split();
+            Ok((Box::new(r), Box::new(w)))
+        }
+    }
+}
+
+/// The handshake that proves a new connection works before it is used.
+#[derive(Debug, Clone)]
+pub(crate) enum Handshake {
+    /// Subscribe with this body and wait for the acknowledgement (a push receiver).
+    Subscribe(Bytes),
+    /// Send a heartbeat and wait for its reply (a reporter: a connection is not trusted
+    /// with reports until the server has answered on it).
+    Heartbeat,
+}
+
+/// One live connection: a framed reader (whose codec holds the session key) and a write
+/// buffer flushed by the owner's `select!` loop. The fields are separate so that a loop can
+/// wait on reading and writing at once.
+pub(crate) struct Connection {
+    /// Frames from the server, through the body layers.
+    pub(crate) reader: FramedRead<BoxRead, MessageCodec>,
+    /// The socket's write half.
+    pub(crate) writer: BoxWrite,
+    /// Encoded frames not yet written.
+    pub(crate) wbuf: BytesMut,
+    encoder: MessageCodec,
+    uuid: Uuid,
+    compress: bool,
+    encrypt: bool,
+    /// When the last frame arrived (or the connection was made).
+    pub(crate) last_rx: Instant,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("uuid", &self.uuid)
+            .field("unwritten", &self.wbuf.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// Connects, exchanges keys if `encrypt` is set, and does `handshake`, all within
+    /// `connect_timeout`.
+    pub(crate) async fn establish(cfg: &ClientConfig, handshake: &Handshake) -> Result<Connection> {
+        let attempt = async {
+            let (reader, writer) = open_transport(&cfg.server).await?;
+            let mut conn = Connection {
+                reader: FramedRead::new(reader, cfg.codec()),
+                writer,
+                wbuf: BytesMut::new(),
+                encoder: cfg.codec(),
+                uuid: cfg.uuid,
+                compress: cfg.compress,
+                encrypt: cfg.encrypt,
+                last_rx: Instant::now(),
+            };
+            if cfg.encrypt {
+                conn.key_exchange().await?;
+            }
+            match handshake {
+                Handshake::Subscribe(body) => {
+                    let ack = conn
+                        .request(MsgType::Subscribe, body.clone(), "subscribe")
+                        .await?;
+                    if !ack.is_success() {
+                        return Err(Error::SubscribeRefused { msg: ack.msg });
+                    }
+                }
+                Handshake::Heartbeat => {
+                    let reply = conn
+                        .request(MsgType::Heartbeat, Bytes::new(), "heartbeat")
+                        .await?;
+                    if !reply.is_success() {
+                        return Err(Error::BadReply {
+                            reason: format!("heartbeat refused: {}", reply.msg),
+                        });
+                    }
+                }
+            }
+            conn.last_rx = Instant::now();
+            Ok(conn)
+        };
+        match tokio::time::timeout(cfg.connect_timeout, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::ConnectTimeout {
+                address: cfg.server.to_string(),
+                after: cfg.connect_timeout,
+            }),
+        }
+    }
+
+    /// X25519: sends our public key, derives the session key from the server's, and
+    /// installs it in the reader so encrypted replies and pushes decrypt.
+    async fn key_exchange(&mut self) -> Result<()> {
+        let handshake = ClientHandshake::new();
+        let reply = self
+            .request(
+                MsgType::KeyRequest,
+                handshake.request_body(),
+                "key exchange",
+            )
+            .await?;
+        if !reply.is_success() {
+            return Err(Error::KeyExchange { reason: reply.msg });
+        }
+        let data: KeyReplyData = reply.data_as().map_err(|e| Error::KeyExchange {
+            reason: e.to_string(),
+        })?;
+        let pubkey = data.pubkey.ok_or_else(|| Error::KeyExchange {
+            reason: "the key reply has no pubkey".into(),
+        })?;
+        let key = handshake
+            .finish(&pubkey, &self.uuid)
+            .map_err(|e| Error::KeyExchange {
+                reason: e.to_string(),
+            })?;
+        self.reader.decoder_mut().set_session_key(Some(key));
+        Ok(())
+    }
+
+    /// Sends one request and reads until its reply type arrives (anything else is
+    /// skipped); returns the parsed envelope.
+    async fn request(
+        &mut self,
+        msg_type: MsgType,
+        body: Bytes,
+        during: &'static str,
+    ) -> Result<Reply> {
+        self.queue(msg_type, body)?;
+        self.flush().await?;
+        let want = msg_type.reply_type();
+        loop {
+            let received = match self.reader.next().await {
+                None => return Err(Error::ClosedDuringHandshake { during }),
+                Some(frame) => frame?,
+            };
+            if Some(received.header.msg_type) != want {
+                debug!(msg_type = %received.header.msg_type, during, "skipped a frame during a handshake");
+                continue;
+            }
+            let body = received.body?;
+            return Reply::parse(&body).map_err(|e| Error::BadReply {
+                reason: format!("{during} reply: {e}"),
+            });
+        }
+    }
+
+    /// Encodes a request into the write buffer. Subscribes and reports carry this client's
+    /// compress and encrypt flags; key requests and heartbeats ask for neither.
+    ///
+    /// # Errors
+    /// [`Error::Proto`] if the frame exceeds the codec's `max_frame_len`.
+    pub(crate) fn queue(&mut self, msg_type: MsgType, body: Bytes) -> Result<()> {
+        let flags = matches!(msg_type, MsgType::Subscribe | MsgType::Report);
+        let out = Outgoing::new(msg_type, self.uuid, body)
+            .with_compress(flags && self.compress)
+            .with_encrypt(flags && self.encrypt);
+        self.encoder.encode_message(out, &mut self.wbuf)?;
+        Ok(())
+    }
+
+    /// Queues a heartbeat.
+    pub(crate) fn queue_heartbeat(&mut self) {
+        // A heartbeat has no body: it always fits.
+        let _ = self.queue(MsgType::Heartbeat, Bytes::new());
+    }
+
+    /// Writes everything queued.
+    pub(crate) async fn flush(&mut self) -> Result<()> {
+        self.writer
+            .write_all_buf(&mut self.wbuf)
+            .await
+            .map_err(|e| Error::Proto(e.into()))
+    }
+
+    /// When the connection counts as dead if nothing more arrives: a heartbeat goes out
+    /// every `heartbeat_interval`, and its reply is due within `ack_timeout`.
+    pub(crate) fn silence_deadline(&self, cfg: &ClientConfig) -> Instant {
+        self.last_rx + cfg.heartbeat_interval + cfg.ack_timeout
+    }
+
+    /// Closes the write side, bounded so a dead peer cannot hold the caller.
+    pub(crate) async fn close(mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = self.writer.write_all_buf(&mut self.wbuf).await;
+            let _ = self.writer.shutdown().await;
+        })
+        .await;
+    }
+}
+
+/// Why a frame from the server is of no use, for a log line.
+pub(crate) fn describe_received(received: &Received) -> String {
+    format!(
+        "{} (cipher {}, compress {}, {} bytes)",
+        received.header.msg_type,
+        u8::from(received.header.cipher),
+        u8::from(received.header.compress),
+        received.header.length
+    )
+}
+
+/// Reconnection delays: exponential from `backoff_min`, capped at `backoff_max`, each
+/// drawn at random from the upper half of its range ("equal jitter").
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    min: Duration,
+    max: Duration,
+    failures: u32,
+}
+
+impl Backoff {
+    pub(crate) fn new(cfg: &ClientConfig) -> Backoff {
+        Backoff {
+            min: cfg.backoff_min,
+            max: cfg.backoff_max,
+            failures: 0,
+        }
+    }
+
+    /// The delay before the next attempt.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let factor = 1u32 << self.failures.min(20);
+        self.failures = self.failures.saturating_add(1);
+        let ceiling = self.min.saturating_mul(factor).min(self.max);
+        let floor = ceiling / 2;
+        if ceiling <= floor {
+            return ceiling;
+        }
+        rand::thread_rng().gen_range(floor..=ceiling)
+    }
+}
+
+/// Errors that no retry will fix: give up at once.
+fn is_permanent(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::SubscribeRefused { .. }
+            | Error::KeyExchange { .. }
+            | Error::Config { .. }
+            | Error::BadAddress { .. }
+    )
+}
+
+/// Connects with retries: the first attempt at once unless `delay_first`, then after
+/// backoff delays, until one succeeds, `max_attempts` fail in a row, a permanent error
+/// occurs, or `stop` completes (then [`Error::Closed`]). Publishes `Connecting` on
+/// `status`. Returns the connection and the attempts it took.
+pub(crate) async fn connect_with_retry(
+    cfg: &ClientConfig,
+    handshake: &Handshake,
+    status: &watch::Sender<Status>,
+    delay_first: bool,
+    stop: impl Future<Output = ()>,
+) -> Result<(Connection, u32)> {
+    tokio::pin!(stop);
+    let mut backoff = Backoff::new(cfg);
+    let mut last_error: Option<String> = None;
+    let mut attempt = 0u32;
+    loop {
+        attempt = attempt.saturating_add(1);
+        if attempt > 1 || delay_first {
+            let delay = backoff.next_delay();
+            debug!(
+                ?delay,
+                attempt, "waiting before the next connection attempt"
+            );
+            tokio::select! {
+                () = &mut stop => return Err(Error::Closed),
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+        status.send_replace(Status::Connecting {
+            attempt,
+            last_error: last_error.clone(),
+        });
+        let result = tokio::select! {
+            () = &mut stop => return Err(Error::Closed),
+            result = Connection::establish(cfg, handshake) => result,
+        };
+        match result {
+            Ok(conn) => {
+                info!(server = %cfg.server, attempt, "connected");
+                return Ok((conn, attempt));
+            }
+            Err(e) if is_permanent(&e) => {
+                warn!(server = %cfg.server, error = %e, "giving up: this will not succeed on retry");
+                return Err(e);
+            }
+            Err(e) => {
+                if cfg.max_attempts.is_some_and(|max| attempt >= max) {
+                    warn!(server = %cfg.server, attempt, error = %e, "giving up");
+                    return Err(Error::Unreachable {
+                        attempts: attempt,
+                        last_error: e.to_string(),
+                    });
+                }
+                warn!(server = %cfg.server, attempt, error = %e, "connection attempt failed; retrying");
+                last_error = Some(e.to_string());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_caps() {
+        let mut cfg = ClientConfig::new("127.0.0.1:1".parse().unwrap());
+        cfg.backoff_min = Duration::from_millis(100);
+        cfg.backoff_max = Duration::from_millis(1000);
+        let mut b = Backoff::new(&cfg);
+        let ceilings = [100u64, 200, 400, 800, 1000, 1000, 1000];
+        for ceiling in ceilings {
+            let d = b.next_delay();
+            let ceiling = Duration::from_millis(ceiling);
+            assert!(d <= ceiling && d >= ceiling / 2, "{d:?} vs {ceiling:?}");
+        }
+        for _ in 0..100 {
+            assert!(b.next_delay() <= cfg.backoff_max);
+        }
+    }
+}

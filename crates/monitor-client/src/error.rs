@@ -1,0 +1,172 @@
+//! The crate's one error type.
+
+use std::time::Duration;
+
+/// Everything a client call can fail with.
+///
+/// Variants carry the values that explain them (addresses, limits, the server's message),
+/// never keys or report bodies. [`Error::is_retryable`] tells connection trouble (the
+/// client retries it by itself) from a refusal or a misuse (retrying will not help).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration cannot be used.
+    #[error("invalid configuration: {field}: {reason}")]
+    Config {
+        /// The field at fault (`heartbeat_interval`, `server`, ...).
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A server address that is neither `host:port` nor `unix:/path`.
+    #[error("invalid server address `{address}`: {reason}")]
+    BadAddress {
+        /// What was given.
+        address: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Opening the connection failed (refused, unreachable, no such socket, ...).
+    #[error("cannot connect to {address}: {source}")]
+    Connect {
+        /// The server address.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+
+    /// Connecting and the handshake (key exchange, subscribe or first heartbeat) took longer
+    /// than `connect_timeout`.
+    #[error("connecting to {address} timed out after {after:?}")]
+    ConnectTimeout {
+        /// The server address.
+        address: String,
+        /// The configured `connect_timeout`.
+        after: Duration,
+    },
+
+    /// The server closed the connection during a handshake.
+    #[error("the server closed the connection during the {during}")]
+    ClosedDuringHandshake {
+        /// Which step: `"key exchange"`, `"subscribe"` or `"heartbeat"`.
+        during: &'static str,
+    },
+
+    /// The wire protocol failed: an I/O error, a bad frame from the server, or a body that
+    /// did not decrypt or inflate.
+    #[error(transparent)]
+    Proto(#[from] monitor_proto::Error),
+
+    /// The server refused the key exchange, or its answer was unusable.
+    #[error("key exchange failed: {reason}")]
+    KeyExchange {
+        /// The server's `msg`, or what was wrong with its reply.
+        reason: String,
+    },
+
+    /// The server refused the subscription (`errCode: -1` in the type-6 acknowledgement).
+    #[error("subscribe refused by the server: {msg}")]
+    SubscribeRefused {
+        /// The server's `msg`.
+        msg: String,
+    },
+
+    /// The server refused a report (`errCode: -1` in its type-8 acknowledgement). The
+    /// connection stays open and later reports are not affected.
+    #[error("report refused by the server: {msg}")]
+    ReportRefused {
+        /// The server's `msg`.
+        msg: String,
+    },
+
+    /// A reply the client could not understand (not a reply envelope, or unexpected data).
+    #[error("unexpected reply from the server: {reason}")]
+    BadReply {
+        /// What was wrong with it.
+        reason: String,
+    },
+
+    /// No acknowledgement within `ack_timeout`. The outcome is unknown: the report may
+    /// still be delivered later (see `docs/client.md`).
+    #[error("no acknowledgement within {after:?}")]
+    AckTimeout {
+        /// The configured `ack_timeout`.
+        after: Duration,
+    },
+
+    /// The reporter's buffer of unsent reports is full (the server is unreachable or slower
+    /// than the caller); the report was not taken.
+    #[error("report buffer full ({capacity} reports waiting); report not taken")]
+    BufferFull {
+        /// The configured `buffer_size`.
+        capacity: usize,
+    },
+
+    /// A report that is not a JSON object (the protocol requires one).
+    #[error("a report must be a JSON object: {reason}")]
+    NotAnObject {
+        /// What it is instead, or the JSON error.
+        reason: String,
+    },
+
+    /// A report too large for the server's `max_frame_len`; it was not sent.
+    #[error(
+        "report of {len} bytes does not fit max_report_frame_len {max} (with the 45-byte header)"
+    )]
+    ReportTooLarge {
+        /// The body's length.
+        len: usize,
+        /// The configured limit, header included.
+        max: u32,
+    },
+
+    /// A report written to a connection that dropped before its acknowledgement, under
+    /// [`Delivery::AtMostOnce`](crate::Delivery::AtMostOnce): the server may or may not
+    /// have received it, and it is not sent again.
+    #[error("connection lost before the acknowledgement; the report may or may not have been delivered: {reason}")]
+    MaybeLost {
+        /// Why the connection dropped.
+        reason: String,
+    },
+
+    /// The client gave up: `max_attempts` connection attempts in a row failed.
+    #[error("server unreachable after {attempts} attempts: {last_error}")]
+    Unreachable {
+        /// Attempts made in a row.
+        attempts: u32,
+        /// The last attempt's error.
+        last_error: String,
+    },
+
+    /// The load generator could not run (`monitor-client bench`).
+    #[error("bench: {reason}")]
+    Bench {
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// The client was closed (or dropped) before this could complete.
+    #[error("the client is closed")]
+    Closed,
+}
+
+impl Error {
+    /// Whether the failure is about the connection, which the client retries by itself
+    /// (connecting, a timeout, a dropped connection), rather than a refusal or a misuse.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Connect { .. }
+            | Error::ConnectTimeout { .. }
+            | Error::ClosedDuringHandshake { .. }
+            | Error::AckTimeout { .. }
+            | Error::BufferFull { .. } => true,
+            Error::Proto(e) => e.fault() == monitor_proto::Fault::Io,
+            _ => false,
+        }
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,165 @@
+//! This host's health as a report: CPU, load, memory, swap, disks and uptime, read with
+//! the `sysinfo` crate.
+//!
+//! ```no_run
+//! let mut probe = monitor_client::HealthProbe::new();
+//! std::thread::sleep(monitor_client::HealthProbe::MIN_INTERVAL); // CPU use needs two readings
+//! let report = probe.report();
+//! assert_eq!(report["code"], "host.health");
+//! ```
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::Value;
+use sysinfo::{Disks, System};
+
+/// The `code` of a health report.
+pub const HEALTH_CODE: &str = "host.health";
+
+/// One mounted file system in a health report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiskHealth {
+    /// Mount point.
+    pub mount: String,
+    /// File system type (`ext4`, `xfs`, ...).
+    pub fs: String,
+    /// Size, bytes.
+    pub total: u64,
+    /// Space available to unprivileged users, bytes.
+    pub available: u64,
+}
+
+/// A health report; serialises to
+/// `{"code":"host.health","host":…,"ts":…,"cpu_percent":…,"load":[…],"mem_used":…,
+/// "mem_total":…,"swap_used":…,"swap_total":…,"disks":[…],"uptime_secs":…}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthReport {
+    /// Always [`HEALTH_CODE`].
+    pub code: &'static str,
+    /// The host name (`"unknown"` if it cannot be read).
+    pub host: String,
+    /// When the reading was taken, unix seconds.
+    pub ts: u64,
+    /// CPU use over all cores since the previous reading, 0 to 100.
+    pub cpu_percent: f32,
+    /// Load average over 1, 5 and 15 minutes.
+    pub load: [f64; 3],
+    /// Memory in use, bytes.
+    pub mem_used: u64,
+    /// Memory installed, bytes.
+    pub mem_total: u64,
+    /// Swap in use, bytes.
+    pub swap_used: u64,
+    /// Swap configured, bytes.
+    pub swap_total: u64,
+    /// Mounted file systems.
+    pub disks: Vec<DiskHealth>,
+    /// Time since boot, seconds.
+    pub uptime_secs: u64,
+}
+
+/// Reads this host's health. Keep one and call [`HealthProbe::report`] at each interval:
+/// CPU use is measured between two readings.
+pub struct HealthProbe {
+    system: System,
+    disks: Disks,
+}
+
+impl std::fmt::Debug for HealthProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealthProbe").finish_non_exhaustive()
+    }
+}
+
+impl Default for HealthProbe {
+    fn default() -> Self {
+        HealthProbe::new()
+    }
+}
+
+impl HealthProbe {
+    /// The shortest useful time between two readings for the CPU figure.
+    pub const MIN_INTERVAL: Duration = sysinfo::MINIMUM_CPU_UPDATE_INTERVAL;
+
+    /// A probe, with a first CPU reading taken.
+    pub fn new() -> HealthProbe {
+        let mut system = System::new();
+        system.refresh_cpu_usage();
+        HealthProbe {
+            system,
+            disks: Disks::new_with_refreshed_list(),
+        }
+    }
+
+    /// A fresh reading, as a typed report.
+    pub fn snapshot(&mut self) -> HealthReport {
+        self.system.refresh_cpu_usage();
+        self.system.refresh_memory();
+        self.disks.refresh(true);
+        let load = System::load_average();
+        let cpu = self.system.global_cpu_usage();
+        HealthReport {
+            code: HEALTH_CODE,
+            host: System::host_name().unwrap_or_else(|| "unknown".into()),
+            ts: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            cpu_percent: if cpu.is_finite() {
+                (cpu * 10.0).round() / 10.0
+            } else {
+                0.0
+            },
+            load: [load.one, load.five, load.fifteen].map(|v| if v.is_finite() { v } else { 0.0 }),
+            mem_used: self.system.used_memory(),
+            mem_total: self.system.total_memory(),
+            swap_used: self.system.used_swap(),
+            swap_total: self.system.total_swap(),
+            disks: self
+                .disks
+                .list()
+                .iter()
+                .map(|d| DiskHealth {
+                    mount: d.mount_point().to_string_lossy().into_owned(),
+                    fs: d.file_system().to_string_lossy().into_owned(),
+                    total: d.total_space(),
+                    available: d.available_space(),
+                })
+                .collect(),
+            uptime_secs: System::uptime(),
+        }
+    }
+
+    /// A fresh reading, as the JSON object to report.
+    pub fn report(&mut self) -> Value {
+        serde_json::to_value(self.snapshot()).unwrap_or(Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_has_every_field() {
+        let mut probe = HealthProbe::new();
+        let report = probe.report();
+        for key in [
+            "code",
+            "host",
+            "ts",
+            "cpu_percent",
+            "load",
+            "mem_used",
+            "mem_total",
+            "swap_used",
+            "disks",
+            "uptime_secs",
+        ] {
+            assert!(report.get(key).is_some(), "{key} missing from {report}");
+        }
+        assert_eq!(report["code"], HEALTH_CODE);
+        assert_eq!(report["load"].as_array().map(Vec::len), Some(3));
+        assert!(report["mem_total"].as_u64().is_some_and(|m| m > 0));
+    }
+}

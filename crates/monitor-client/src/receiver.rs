@@ -1,0 +1,401 @@
+//! The push receiver: subscribes, then yields every matching report as a [`Stream`] of
+//! [`Event`]s, and keeps the subscription alive (heartbeats, reconnection, re-subscription).
+//!
+//! One background task owns the connection. It forwards pushes and connection events
+//! through a bounded channel; while the channel is full it stops reading the socket (so a
+//! slow consumer meets the server's slow-consumer policy, never an unbounded buffer here),
+//! but it keeps sending heartbeats.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures::Stream;
+use monitor_proto::message::reply::Reply;
+use monitor_proto::{MsgType, Received, Subscribe, Uuid};
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+use tokio::io::AsyncWriteExt as _;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, Instant, MissedTickBehavior};
+use tracing::{debug, info, warn};
+
+use crate::config::ClientConfig;
+use crate::connection::{connect_with_retry, describe_received, Connection, Handshake, Status};
+use crate::error::{Error, Result};
+
+/// What to subscribe to: a `code` (any non-empty name for this receiver) and topic patterns
+/// matched against each report's `code` (`"host.*"`, `"db"`, `"*"`; none = every report).
+///
+/// ```
+/// use monitor_client::Subscription;
+/// let sub = Subscription::new("dashboard").topic("host.*").topic("db.slow");
+/// assert_eq!(sub.topics, ["host.*", "db.slow"]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// The subscribe body's `code`.
+    pub code: String,
+    /// The topic patterns; empty means every report.
+    pub topics: Vec<String>,
+}
+
+impl Subscription {
+    /// A subscription to every report.
+    pub fn new(code: impl Into<String>) -> Subscription {
+        Subscription {
+            code: code.into(),
+            topics: Vec::new(),
+        }
+    }
+
+    /// Adds a topic pattern.
+    #[must_use]
+    pub fn topic(mut self, pattern: impl Into<String>) -> Subscription {
+        self.topics.push(pattern.into());
+        self
+    }
+
+    /// The type-5 body: `{"code":…,"topics":[…]}`.
+    pub fn body(&self) -> Bytes {
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        Subscribe::body(&self.code, &topics)
+    }
+}
+
+/// One pushed report.
+#[derive(Debug, Clone)]
+pub struct Push {
+    /// The report, the JSON object exactly as its reporter sent it.
+    pub report: Box<RawValue>,
+    /// When this client read it.
+    pub received_at: SystemTime,
+    /// Whether the push was encrypted on the wire.
+    pub encrypted: bool,
+}
+
+impl Push {
+    /// The report's JSON text.
+    pub fn as_str(&self) -> &str {
+        self.report.get()
+    }
+
+    /// The report's string `code`, if it has one.
+    pub fn code(&self) -> Option<String> {
+        #[derive(serde::Deserialize)]
+        struct Code {
+            code: Option<serde_json::Value>,
+        }
+        match serde_json::from_str::<Code>(self.report.get()) {
+            Ok(Code {
+                code: Some(serde_json::Value::String(code)),
+            }) => Some(code),
+            _ => None,
+        }
+    }
+
+    /// Parses the report into `T`.
+    ///
+    /// # Errors
+    /// The JSON error if the report does not fit `T`.
+    pub fn parse<T: DeserializeOwned>(&self) -> serde_json::Result<T> {
+        serde_json::from_str(self.report.get())
+    }
+}
+
+/// What a [`PushReceiver`] yields.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// A report pushed by the server.
+    Push(Push),
+    /// The connection dropped. Reports published until [`Event::Reconnected`] are not
+    /// delivered to this receiver: the server keeps no history.
+    Disconnected {
+        /// Why it dropped.
+        reason: String,
+    },
+    /// A new connection is up and subscribed again (with a new key exchange when
+    /// encrypting).
+    Reconnected {
+        /// Connection attempts it took.
+        attempts: u32,
+        /// Connections made since the receiver started (the first one counts).
+        connections: u64,
+    },
+}
+
+/// A subscription that survives disconnections: a [`Stream`] of
+/// `Result<`[`Event`]`, `[`Error`]`>`.
+///
+/// The stream ends after an `Err`, which only happens when the receiver gives up
+/// (`max_attempts` failed attempts in a row, or a subscription the server refuses).
+/// Dropping the receiver closes its connection.
+///
+/// # Example
+/// ```no_run
+/// use futures::StreamExt;
+/// use monitor_client::{ClientConfig, Event, PushReceiver, Subscription};
+///
+/// # async fn run() -> Result<(), monitor_client::Error> {
+/// let config = ClientConfig::new("127.0.0.1:9503".parse()?);
+/// let mut pushes = PushReceiver::connect(config, Subscription::new("me").topic("host.*")).await?;
+/// while let Some(event) = pushes.next().await {
+///     match event? {
+///         Event::Push(push) => println!("{}", push.as_str()),
+///         other => eprintln!("{other:?}"),
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct PushReceiver {
+    events: mpsc::Receiver<Result<Event>>,
+    status: watch::Receiver<Status>,
+    uuid: Uuid,
+    task: JoinHandle<()>,
+}
+
+impl PushReceiver {
+    /// Connects (retrying per the config), exchanges keys if `config.encrypt`, subscribes,
+    /// and returns once the server has acknowledged the subscription: every report
+    /// published after this returns is delivered (unless the connection drops).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a bad config or subscription; [`Error::SubscribeRefused`];
+    /// [`Error::Unreachable`] when `max_attempts` attempts failed.
+    pub async fn connect(config: ClientConfig, subscription: Subscription) -> Result<PushReceiver> {
+        config.validate()?;
+        if subscription.code.is_empty() {
+            return Err(Error::Config {
+                field: "subscription.code",
+                reason: "must not be empty".into(),
+            });
+        }
+        let handshake = Handshake::Subscribe(subscription.body());
+        let (status_tx, status_rx) = watch::channel(Status::Connecting {
+            attempt: 1,
+            last_error: None,
+        });
+        let (conn, _) = connect_with_retry(
+            &config,
+            &handshake,
+            &status_tx,
+            false,
+            std::future::pending(),
+        )
+        .await?;
+        status_tx.send_replace(Status::Connected { connections: 1 });
+        let (tx, rx) = mpsc::channel(config.event_queue);
+        let uuid = config.uuid;
+        let task = tokio::spawn(run(config, handshake, conn, tx, status_tx));
+        Ok(PushReceiver {
+            events: rx,
+            status: status_rx,
+            uuid,
+            task,
+        })
+    }
+
+    /// The next event; `None` once the receiver has stopped.
+    pub async fn recv(&mut self) -> Option<Result<Event>> {
+        self.events.recv().await
+    }
+
+    /// The next push, skipping connection events; `None` once the receiver has stopped.
+    pub async fn next_push(&mut self) -> Option<Result<Push>> {
+        loop {
+            match self.events.recv().await? {
+                Ok(Event::Push(push)) => return Some(Ok(push)),
+                Ok(_) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    /// Where the connection stands now.
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// A watch on the status, to wait for changes.
+    pub fn status_watch(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    /// This client's uuid.
+    pub fn uuid(&self) -> Uuid {
+        self.uuid
+    }
+}
+
+impl Stream for PushReceiver {
+    type Item = Result<Event>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Event>>> {
+        self.events.poll_recv(cx)
+    }
+}
+
+impl Drop for PushReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Why a session (one connection's life) ended.
+enum End {
+    /// The [`PushReceiver`] was dropped.
+    ReceiverGone,
+    /// The connection is lost; reconnect.
+    Lost(String),
+}
+
+/// The background task: sessions, and reconnections between them.
+async fn run(
+    cfg: ClientConfig,
+    handshake: Handshake,
+    mut conn: Connection,
+    tx: mpsc::Sender<Result<Event>>,
+    status: watch::Sender<Status>,
+) {
+    let mut connections = 1u64;
+    loop {
+        let reason = match session(&cfg, &mut conn, &tx).await {
+            End::ReceiverGone => {
+                conn.close().await;
+                return;
+            }
+            End::Lost(reason) => reason,
+        };
+        warn!(server = %cfg.server, reason = %reason, "push receiver disconnected; reconnecting");
+        status.send_replace(Status::Disconnected {
+            reason: reason.clone(),
+        });
+        if tx.send(Ok(Event::Disconnected { reason })).await.is_err() {
+            return;
+        }
+        match connect_with_retry(&cfg, &handshake, &status, true, tx.closed()).await {
+            Ok((new_conn, attempts)) => {
+                conn = new_conn;
+                connections += 1;
+                info!(server = %cfg.server, attempts, connections, "push receiver reconnected and subscribed");
+                status.send_replace(Status::Connected { connections });
+                let event = Event::Reconnected {
+                    attempts,
+                    connections,
+                };
+                if tx.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+            Err(Error::Closed) => return,
+            Err(e) => {
+                status.send_replace(Status::Stopped {
+                    reason: e.to_string(),
+                });
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        }
+    }
+}
+
+/// One connection's life: read pushes, forward them, send heartbeats, watch for silence.
+async fn session(
+    cfg: &ClientConfig,
+    conn: &mut Connection,
+    tx: &mpsc::Sender<Result<Event>>,
+) -> End {
+    let mut heartbeat = tokio::time::interval_at(
+        Instant::now() + cfg.heartbeat_interval,
+        cfg.heartbeat_interval,
+    );
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let silence = sleep_until(conn.silence_deadline(cfg));
+    tokio::pin!(silence);
+    // A push read but not yet taken by the consumer; while there is one, reading stops.
+    let mut pending: Option<Event> = None;
+    loop {
+        let reading = pending.is_none();
+        tokio::select! {
+            biased;
+            () = tx.closed() => return End::ReceiverGone,
+            permit = tx.reserve(), if pending.is_some() => match (permit, pending.take()) {
+                (Ok(permit), Some(event)) => {
+                    permit.send(Ok(event));
+                    // Time spent waiting for the consumer is not the server's silence.
+                    conn.last_rx = Instant::now();
+                }
+                _ => return End::ReceiverGone,
+            },
+            written = conn.writer.write_buf(&mut conn.wbuf), if !conn.wbuf.is_empty() => match written {
+                Ok(0) => return End::Lost("the connection refused more data".into()),
+                Ok(_) => {}
+                Err(e) => return End::Lost(format!("write failed: {e}")),
+            },
+            frame = futures::StreamExt::next(&mut conn.reader), if reading => match frame {
+                None => return End::Lost("closed by the server".into()),
+                Some(Err(e)) => return End::Lost(format!("protocol error: {e}")),
+                Some(Ok(received)) => {
+                    conn.last_rx = Instant::now();
+                    pending = on_frame(cfg, received);
+                }
+            },
+            _ = heartbeat.tick() => conn.queue_heartbeat(),
+            () = &mut silence, if reading => {
+                let deadline = conn.silence_deadline(cfg);
+                if Instant::now() >= deadline {
+                    return End::Lost(format!(
+                        "nothing received for {:?} (heartbeat unanswered)",
+                        cfg.heartbeat_interval + cfg.ack_timeout
+                    ));
+                }
+                silence.as_mut().reset(deadline);
+            }
+        }
+    }
+}
+
+/// Turns one frame into an event, or logs why it is not one. Never fails: a bad push is
+/// skipped, not a reason to drop the connection (the frame boundaries are intact).
+fn on_frame(cfg: &ClientConfig, received: Received) -> Option<Event> {
+    match received.header.msg_type {
+        MsgType::Push => {}
+        MsgType::HeartbeatReply => return None,
+        _ => {
+            debug!(frame = %describe_received(&received), "ignored an unexpected frame");
+            return None;
+        }
+    }
+    let encrypted = received.header.cipher;
+    if cfg.encrypt && !encrypted {
+        warn!(frame = %describe_received(&received), "dropped an unencrypted push on an encrypted subscription");
+        return None;
+    }
+    let body = match received.body {
+        Ok(body) => body,
+        Err(e) => {
+            warn!(error = %e, "dropped a push whose body could not be read");
+            return None;
+        }
+    };
+    match Reply::parse(&body) {
+        Ok(reply) if reply.is_success() => Some(Event::Push(Push {
+            report: reply.data,
+            received_at: SystemTime::now(),
+            encrypted,
+        })),
+        Ok(reply) => {
+            warn!(msg = %reply.msg, "the server sent an error push");
+            None
+        }
+        Err(e) => {
+            warn!(error = %e, "dropped a push that is not a reply envelope");
+            None
+        }
+    }
+}

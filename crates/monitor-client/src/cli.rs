@@ -141,11 +141,11 @@ pub struct ReportArgs {
     #[arg(long)]
     pub health: bool,
     /// Seconds between health reports.
-    #[arg(long, value_name = "SECS", default_value = "10", requires = "health", value_parser = parse_secs)]
+    #[arg(long, value_name = "SECS", default_value = "10", conflicts_with = "body", value_parser = parse_secs)]
     pub interval: Duration,
     /// Stop after this many health reports (and their acknowledgements); default: run
     /// until interrupted.
-    #[arg(long, value_name = "N", requires = "health")]
+    #[arg(long, value_name = "N", conflicts_with = "body")]
     pub count: Option<u64>,
 }
 
@@ -201,7 +201,7 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
         .map_err(|_| format!("`{s}` is not a number of seconds"))?;
-    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
         return Err(format!("`{s}` is not a number of seconds from 0 to 1e9"));
     }
     Ok(Duration::from_secs_f64(secs))

@@ -70,4 +70,4 @@ pub use header::{Direction, Header, MsgType, Uuid, HEADER_LEN, PREFIX_LEN, UUID_
 pub use layer::crypto::SessionKey;
 pub use message::request::{Report, Request, Subscribe, Token};
 pub use message::topic::TopicPattern;
-pub use message::{MessageCodec, Outgoing, Received, Role};
+pub use message::{MessageCodec, Outgoing, Received, Role, Wants};

@@ -584,13 +584,24 @@ impl Conn {
 
     fn encode_push(&mut self, push: &Push) {
         let Some(sub) = self.subscription else { return };
-        let mut out = Outgoing::new(MsgType::Push, sub.uuid, push.json().clone())
-            .with_compress(sub.compress)
-            .with_encrypt(sub.encrypt);
-        if self.codec.will_compress(&out) {
-            out = out.with_compressed(push.compressed().clone());
-        }
-        match self.codec.encode_message(out, &mut self.wbuf) {
+        let json = push.json();
+        // The shared compressed form, made once per report, only if this push needs it.
+        let compressed = self
+            .codec
+            .compresses(sub.compress, json.len())
+            .then(|| &push.compressed()[..]);
+        let wants = monitor_proto::Wants {
+            compress: sub.compress,
+            encrypt: sub.encrypt,
+        };
+        match self.codec.encode_body(
+            MsgType::Push,
+            sub.uuid,
+            wants,
+            json,
+            compressed,
+            &mut self.wbuf,
+        ) {
             Ok(()) => self.frames_out += 1,
             Err(e) => {
                 Stats::add(&self.shared.stats.pushes_dropped, 1);

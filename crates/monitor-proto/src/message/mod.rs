@@ -220,7 +220,14 @@ impl MessageCodec {
     /// in the server role when its body is over the compress threshold. A caller holding
     /// a shared compressed body supplies it ([`Outgoing::with_compressed`]) only then.
     pub fn will_compress(&self, msg: &Outgoing) -> bool {
-        msg.compress || (self.role == Role::Server && msg.json.len() > self.compress_threshold)
+        self.compresses(msg.compress, msg.json.len())
+    }
+
+    /// Whether a body of `json_len` bytes is compressed when the sender asks for
+    /// compression (`asked`) or not: when asked, and in the server role when the body is
+    /// over the compress threshold.
+    pub fn compresses(&self, asked: bool, json_len: usize) -> bool {
+        asked || (self.role == Role::Server && json_len > self.compress_threshold)
     }
 
     /// Writes `msg` as one frame, applying compression and encryption by the rules of
@@ -231,37 +238,81 @@ impl MessageCodec {
     /// [`Error::FrameTooLong`] if the result exceeds `max_frame_len`. Nothing is written
     /// on error.
     pub fn encode_message(&self, msg: Outgoing, dst: &mut BytesMut) -> Result<(), Error> {
-        let compress =
-            msg.compress || (self.role == Role::Server && msg.json.len() > self.compress_threshold);
+        let wants = Wants {
+            compress: msg.compress,
+            encrypt: msg.encrypt,
+        };
+        self.encode_body(
+            msg.msg_type,
+            msg.uuid,
+            wants,
+            &msg.json,
+            msg.compressed.as_deref(),
+            dst,
+        )
+    }
+
+    /// [`MessageCodec::encode_message`] from borrowed parts: nothing is cloned, which
+    /// matters when one shared body is encoded for many recipients.
+    ///
+    /// `compressed` is the zlib stream of `json` if the caller has it; it is used only if
+    /// the codec compresses (see [`MessageCodec::compresses`]), and made here otherwise.
+    ///
+    /// # Errors
+    /// As [`MessageCodec::encode_message`].
+    pub fn encode_body(
+        &self,
+        msg_type: MsgType,
+        uuid: Uuid,
+        wants: Wants,
+        json: &[u8],
+        compressed: Option<&[u8]>,
+        dst: &mut BytesMut,
+    ) -> Result<(), Error> {
+        let compress = self.compresses(wants.compress, json.len());
         let (encrypt, cipher_flag) = match self.role {
             Role::Server => {
-                let encrypt = msg.encrypt && !msg.msg_type.never_encrypted();
+                let encrypt = wants.encrypt && !msg_type.never_encrypted();
                 (encrypt, encrypt)
             }
-            Role::Client => (false, msg.encrypt),
+            Role::Client => (false, wants.encrypt),
         };
         let key = match (encrypt, &self.key) {
             (true, None) => return Err(Error::NoSessionKey),
             (true, Some(key)) => Some(key),
             (false, _) => None,
         };
-        let body = if compress {
-            msg.compressed.unwrap_or_else(|| deflate(&msg.json))
-        } else {
-            msg.json
+        let deflated;
+        let body: &[u8] = match (compress, compressed) {
+            (false, _) => json,
+            (true, Some(zlib)) => zlib,
+            (true, None) => {
+                deflated = deflate(json);
+                &deflated
+            }
         };
-        let header = Header::new(msg.msg_type, msg.uuid)
+        let header = Header::new(msg_type, uuid)
             .with_compress(compress)
             .with_cipher(cipher_flag);
         match key {
             Some(key) => {
                 self.frames.sized_header(&header, body.len() + OVERHEAD)?;
-                key.seal_frame(&header, &body, dst);
+                key.seal_frame(&header, body, dst);
                 Ok(())
             }
-            None => self.frames.encode_parts(&header, &body, dst),
+            None => self.frames.encode_parts(&header, body, dst),
         }
     }
+}
+
+/// What the sender of a message asks for (see [`Outgoing::compress`] and
+/// [`Outgoing::encrypt`]); the codec's role decides what that means.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wants {
+    /// Compress the body.
+    pub compress: bool,
+    /// Server: encrypt the body. Client: ask for encrypted replies.
+    pub encrypt: bool,
 }
 
 impl Decoder for MessageCodec {

@@ -378,11 +378,11 @@ async fn health(args: ReportArgs) -> u8 {
             _ = tick.tick() => {}
             _ = tokio::signal::ctrl_c() => break,
         }
-        let report = probe.report();
-        match reporter.send(&report) {
+        let report = probe.report_json();
+        match reporter.send_raw(report.clone()) {
             Ok(ack) => {
                 sent += 1;
-                if !print_line(&report.to_string()) {
+                if !print_line(&report) {
                     break;
                 }
                 acks.spawn(async move {
@@ -492,6 +492,7 @@ mod tests {
     fn body_or_health() {
         let parse = |args: &[&str]| Cli::try_parse_from(args);
         assert!(parse(&["m", "report", "--server", "127.0.0.1:1"]).is_err());
+        assert!(parse(&["m", "report", "--server", "127.0.0.1:1", "--body", "{}"]).is_ok());
         assert!(parse(&[
             "m",
             "report",

@@ -4,14 +4,14 @@
 //! ```no_run
 //! let mut probe = monitor_client::HealthProbe::new();
 //! std::thread::sleep(monitor_client::HealthProbe::MIN_INTERVAL); // CPU use needs two readings
-//! let report = probe.report();
-//! assert_eq!(report["code"], "host.health");
+//! let report = probe.snapshot();
+//! assert_eq!(report.code, "host.health");
+//! let json = serde_json::to_string(&report).unwrap(); // `{"code":"host.health","host":…`
 //! ```
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use serde_json::Value;
 use sysinfo::{Disks, System};
 
 /// The `code` of a health report.
@@ -41,8 +41,8 @@ pub struct HealthReport {
     pub host: String,
     /// When the reading was taken, unix seconds.
     pub ts: u64,
-    /// CPU use over all cores since the previous reading, 0 to 100.
-    pub cpu_percent: f32,
+    /// CPU use over all cores since the previous reading, 0 to 100, one decimal.
+    pub cpu_percent: f64,
     /// Load average over 1, 5 and 15 minutes.
     pub load: [f64; 3],
     /// Memory in use, bytes.
@@ -59,7 +59,7 @@ pub struct HealthReport {
     pub uptime_secs: u64,
 }
 
-/// Reads this host's health. Keep one and call [`HealthProbe::report`] at each interval:
+/// Reads this host's health. Keep one and call [`HealthProbe::snapshot`] (or [`HealthProbe::report_json`]) at each interval:
 /// CPU use is measured between two readings.
 pub struct HealthProbe {
     system: System,
@@ -106,7 +106,7 @@ impl HealthProbe {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             cpu_percent: if cpu.is_finite() {
-                (cpu * 10.0).round() / 10.0
+                (f64::from(cpu) * 10.0).round() / 10.0
             } else {
                 0.0
             },
@@ -130,9 +130,10 @@ impl HealthProbe {
         }
     }
 
-    /// A fresh reading, as the JSON object to report.
-    pub fn report(&mut self) -> Value {
-        serde_json::to_value(self.snapshot()).unwrap_or(Value::Null)
+    /// A fresh reading as JSON text, keys in the order of [`HealthReport`] (`code` first).
+    pub fn report_json(&mut self) -> String {
+        // Plain numbers and strings: serialising cannot fail.
+        serde_json::to_string(&self.snapshot()).unwrap_or_default()
     }
 }
 
@@ -143,7 +144,12 @@ mod tests {
     #[test]
     fn report_has_every_field() {
         let mut probe = HealthProbe::new();
-        let report = probe.report();
+        let text = probe.report_json();
+        assert!(
+            text.starts_with(r#"{"code":"host.health","host":"#),
+            "{text}"
+        );
+        let report: serde_json::Value = serde_json::from_str(&text).unwrap();
         for key in [
             "code",
             "host",

@@ -21,7 +21,7 @@
 //! - [`receiver`]: [`PushReceiver`], [`Subscription`], [`Event`], [`Push`].
 //! - [`reporter`]: [`Reporter`], [`AckFuture`], [`ReporterStats`].
 //! - [`health`]: this host's health as a `host.health` report (`sysinfo`).
-//! - [`bench`]: the fan-out load generator of `monitor-client bench`.
+//! - [`mod@bench`]: the fan-out load generator of `monitor-client bench`.
 //! - [`cli`]: the `monitor-client` command line.
 //! - [`error`]: the one [`Error`] type.
 //!

@@ -629,15 +629,21 @@ impl Task {
                 },
                 cmd = self.rx.recv(), if can_take => {
                     let mut next = cmd;
-                    for _ in 0..TAKE_BATCH {
-                        match next {
+                    let mut taken = 0;
+                    loop {
+                        match next.take() {
                             None => {
                                 self.rx_closed = true;
                                 break;
                             }
                             Some(cmd) => self.on_cmd(cmd, conn),
                         }
-                        if self.in_flight.len() >= cfg.max_in_flight || conn.wbuf.len() >= WRITE_HIGH_WATER {
+                        taken += 1;
+                        // Only take another command if it will be handled in this round.
+                        if taken >= TAKE_BATCH
+                            || self.in_flight.len() >= cfg.max_in_flight
+                            || conn.wbuf.len() >= WRITE_HIGH_WATER
+                        {
                             break;
                         }
                         match self.rx.try_recv() {

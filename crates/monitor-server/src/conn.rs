@@ -551,11 +551,17 @@ impl Conn {
         self.send(MsgType::ReportAck, header, json, header.cipher);
     }
 
-    /// Whether the plain push frame of `report` would exceed `max_frame_len`: every frame
-    /// this server sends respects the limit its peers are configured with.
+    /// Whether the push frame of `report` could exceed `max_frame_len`: every frame this
+    /// server sends respects the limit its peers are configured with. The check assumes
+    /// the largest form (encrypted, uncompressed), so that a report is refused the same
+    /// way whoever is subscribed, rather than acknowledged and then dropped for an
+    /// encrypting subscriber.
     fn push_too_large(&self, report: &Report) -> bool {
-        let push_len =
-            monitor_proto::HEADER_LEN + reply::SUCCESS_PREFIX.len() + report.raw.len() + 1;
+        let push_len = monitor_proto::HEADER_LEN
+            + monitor_proto::layer::crypto::OVERHEAD
+            + reply::SUCCESS_PREFIX.len()
+            + report.raw.len()
+            + 1;
         push_len > self.settings.max_frame_len as usize
     }
 

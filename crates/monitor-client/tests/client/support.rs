@@ -53,7 +53,10 @@ impl TestServer {
     /// Waits until the server has `n` subscribers.
     pub async fn wait_subscribers(&self, n: usize) {
         let handle = self.handle.clone();
-        eventually(&format!("{n} subscribers"), move || handle.subscribers() == n).await;
+        eventually(&format!("{n} subscribers"), move || {
+            handle.subscribers() == n
+        })
+        .await;
     }
 }
 

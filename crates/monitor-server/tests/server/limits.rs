@@ -293,3 +293,33 @@ async fn connections_over_max_connections_are_closed_at_once() {
     d.heartbeat().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_whose_push_could_exceed_max_frame_len_is_refused() {
+    // push = 45 header + 28 encryption + 36 envelope prefix + report + 1 must fit in 200.
+    let server = start(|c| c.server.max_frame_len = 200).await;
+    let mut sub = Client::connect(server.addr(), "enc").await;
+    sub.key_exchange().await;
+    let (_, ack) = sub.subscribe_with(r#"{"code":"big"}"#, false, true).await;
+    assert!(ack.is_success());
+    let mut reporter = Client::connect(server.addr(), "reporter").await;
+    let report = |len: usize| {
+        let head = r#"{"code":"big","pad":""#;
+        format!("{head}{}\"}}", "x".repeat(len - head.len() - 2))
+    };
+    let fits = report(200 - 45 - 28 - 36 - 1);
+    assert_eq!(reporter.report(&fits).await, 1);
+    assert_eq!(sub.push().await, fits);
+
+    reporter
+        .send(MsgType::Report, report(fits.len() + 1), false, false)
+        .await;
+    let (_, refused) = reporter.reply(MsgType::ReportAck).await;
+    assert_eq!(refused.err_code, -1);
+    assert_eq!(
+        refused.msg,
+        "report too large: its push would exceed max_frame_len 200"
+    );
+    assert_eq!(server.handle.stats().pushes_dropped, 0);
+    server.stop().await;
+}

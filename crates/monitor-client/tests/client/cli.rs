@@ -1,0 +1,301 @@
+//! The `monitor-client` binary end to end, against an in-process server.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use monitor_client::{PushReceiver, Reporter, Subscription};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::support::{config, next_push, TestServer, WAIT};
+
+fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_monitor-client"));
+    cmd.env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+struct Output {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+async fn run(args: &[&str]) -> Output {
+    let out = tokio::time::timeout(Duration::from_secs(60), bin().args(args).output())
+        .await
+        .expect("the command finished in time")
+        .expect("the command ran");
+    Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn json_line(stdout: &str) -> serde_json::Value {
+    let line = stdout.lines().next().expect("a line on stdout");
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"))
+}
+
+#[tokio::test]
+async fn push_prints_each_report_as_one_json_line() {
+    let server = TestServer::start().await;
+    let addr = server.addr.to_string();
+    let mut child: Child = bin()
+        .args([
+            "push",
+            "--server",
+            &addr,
+            "--code",
+            "cli",
+            "--topic",
+            "cli.*",
+            "--encrypt",
+        ])
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    server.wait_subscribers(1).await;
+
+    let reporter = Reporter::connect(config(server.addr)).await.unwrap();
+    let reports = [
+        r#"{"code":"cli.one","n":1}"#,
+        "{\n  \"code\": \"cli.two\",\n  \"nested\": {\"a\": [1, 2]}\n}",
+        r#"{"code":"not-for-cli"}"#,
+        r#"{"code":"cli.three","s":"line\nbreak"}"#,
+    ];
+    for r in reports {
+        reporter.report_raw(r).await.unwrap();
+    }
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("a line in time")
+            .unwrap()
+            .expect("stdout open");
+        got.push(line);
+    }
+    assert_eq!(got[0], reports[0], "printed as sent");
+    assert_eq!(
+        got[1], r#"{"code":"cli.two","nested":{"a":[1,2]}}"#,
+        "made one line"
+    );
+    assert_eq!(got[2], reports[3]);
+    for line in &got {
+        serde_json::from_str::<serde_json::Value>(line).unwrap();
+    }
+    child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn report_body_prints_the_ack() {
+    let server = TestServer::start().await;
+    let addr = server.addr.to_string();
+    let mut rx = PushReceiver::connect(config(server.addr), Subscription::new("r"))
+        .await
+        .unwrap();
+    let body = r#"{"code":"deploy","version":"1.2.3"}"#;
+    let out = run(&["report", "--server", &addr, "--body", body, "--compress"]).await;
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    assert_eq!(out.stdout.trim(), r#"{"delivered":1}"#);
+    assert_eq!(next_push(&mut rx).await.as_str(), body);
+}
+
+#[tokio::test]
+async fn report_health_count_1_reports_this_host() {
+    let server = TestServer::start().await;
+    let addr = server.addr.to_string();
+    let mut rx = PushReceiver::connect(config(server.addr), Subscription::new("h").topic("host.*"))
+        .await
+        .unwrap();
+    let out = run(&[
+        "report",
+        "--server",
+        &addr,
+        "--health",
+        "--count",
+        "1",
+        "--interval",
+        "0.2",
+    ])
+    .await;
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    assert!(
+        out.stdout.starts_with(r#"{"code":"host.health","host":"#),
+        "keys in the documented order: {}",
+        out.stdout
+    );
+    let printed = json_line(&out.stdout);
+    let push = next_push(&mut rx).await;
+    let report: serde_json::Value = push.parse().unwrap();
+    assert_eq!(report, printed, "stdout shows what was sent");
+    assert_eq!(report["code"], "host.health");
+    for key in [
+        "host",
+        "ts",
+        "cpu_percent",
+        "load",
+        "mem_used",
+        "mem_total",
+        "swap_used",
+        "disks",
+        "uptime_secs",
+    ] {
+        assert!(report.get(key).is_some(), "{key} missing: {report}");
+    }
+    assert!(report["host"].is_string());
+    assert_eq!(report["load"].as_array().unwrap().len(), 3);
+    assert!(report["disks"].is_array());
+    assert!(report["mem_total"].as_u64().unwrap() > 0);
+    assert!(report["cpu_percent"].as_f64().unwrap() >= 0.0);
+}
+
+#[tokio::test]
+async fn bench_json_prints_the_figures() {
+    let server = TestServer::start().await;
+    let addr = server.addr.to_string();
+    let out = run(&[
+        "bench",
+        "--server",
+        &addr,
+        "--subscribers",
+        "3",
+        "--size",
+        "300",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.2",
+        "--settle",
+        "0.1",
+        "--drain",
+        "3",
+        "--rate",
+        "500",
+        "--reporters",
+        "2",
+        "--json",
+    ])
+    .await;
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let r = json_line(&out.stdout);
+    for key in [
+        "pub_msgs_per_s",
+        "deliv_msgs_per_s",
+        "deliv_mb_per_s",
+        "lat_p50_us",
+        "lat_p99_us",
+        "lat_p999_us",
+        "lat_max_us",
+        "expected",
+        "delivered",
+        "lost",
+        "subscribers",
+        "size",
+        "duration_s",
+        "rate",
+    ] {
+        assert!(
+            r.get(key).is_some_and(|v| v.is_number()),
+            "{key} missing: {r}"
+        );
+    }
+    assert_eq!(r["subscribers"], 3);
+    assert_eq!(r["size"], 300);
+    assert_eq!(r["rate"], 500);
+    assert_eq!(r["reporters"], 2);
+    let published = r["published"].as_u64().unwrap();
+    assert!(published >= 400, "{r}");
+    assert_eq!(r["expected"].as_u64().unwrap(), published * 3);
+    assert_eq!(r["lost"], 0, "{r}");
+    assert_eq!(r["report_acks"].as_u64().unwrap(), published);
+    let pub_rate = r["pub_msgs_per_s"].as_f64().unwrap();
+    assert!((400.0..=600.0).contains(&pub_rate), "{r}");
+    let deliv = r["deliv_msgs_per_s"].as_f64().unwrap();
+    assert!((1000.0..=1800.0).contains(&deliv), "{r}");
+    let p50 = r["lat_p50_us"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p50 <= r["lat_max_us"].as_f64().unwrap(), "{r}");
+
+    // Max rate, bounded by the flow-control window.
+    let out = run(&[
+        "bench",
+        "--server",
+        &addr,
+        "--subscribers",
+        "2",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.1",
+        "--settle",
+        "0",
+        "--window",
+        "50",
+        "--json",
+    ])
+    .await;
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let r = json_line(&out.stdout);
+    assert_eq!(
+        (r["rate"].as_u64(), r["window"].as_u64()),
+        (Some(0), Some(50)),
+        "{r}"
+    );
+    assert!(r["published"].as_u64().unwrap() > 50, "{r}");
+    assert_eq!(r["lost"], 0, "{r}");
+    assert_eq!(r["sub_disconnects"], 0, "{r}");
+}
+
+#[tokio::test]
+async fn usage_errors_exit_2_and_runtime_failures_exit_1() {
+    for args in [
+        &["report", "--server", "127.0.0.1:1"][..],
+        &["report", "--server", "127.0.0.1:1", "--body", "[1]"],
+        &["report", "--server", "127.0.0.1:1", "--body", "{nope"],
+        &["report", "--server", "no-port", "--body", "{}"],
+        &["push", "--server", "127.0.0.1:1"],
+        &[
+            "push",
+            "--server",
+            "127.0.0.1:1",
+            "--code",
+            "c",
+            "--heartbeat",
+            "0",
+        ],
+        &["bench", "--server", "192.0.2.1:9503"],
+        &["frobnicate"],
+    ] {
+        let out = run(args).await;
+        assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
+        assert!(!out.stderr.is_empty(), "{args:?} says why");
+    }
+    let out = run(&["--help"]).await;
+    assert_eq!(out.code, Some(0));
+    assert!(out.stdout.contains("push") && out.stdout.contains("bench"));
+
+    // Nothing listens there any more.
+    let server = TestServer::start().await;
+    let addr = server.addr.to_string();
+    server.stop().await;
+    let out = run(&[
+        "report",
+        "--server",
+        &addr,
+        "--body",
+        "{}",
+        "--retries",
+        "2",
+    ])
+    .await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("unreachable"), "{}", out.stderr);
+    let out = run(&["push", "--server", &addr, "--code", "c", "--retries", "1"]).await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+}

@@ -41,6 +41,8 @@ pub const WRITE_HIGH_WATER: usize = 256 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 /// How long a closing connection may take to flush its last replies.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Frames counted locally before they are added to the shared stats (and at close).
+const STATS_BATCH: u64 = 64;
 /// A drained batch buffer larger than this many pushes is released rather than kept.
 const BATCH_KEEP: usize = 64;
 
@@ -63,8 +65,9 @@ pub trait Transport: Send + 'static {
 /// read buffer at all: it is allocated when bytes arrive and released once they are
 /// decoded.
 pub trait ReadReady {
-    /// Waits until a read would not block (data, EOF or an error).
-    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send;
+    /// Ready when a read would not block (data, EOF or an error). It keeps one waker
+    /// slot in the socket's registration: no waiter list to join on every turn.
+    fn poll_read_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>>;
     /// Reads what is available into `buf`'s spare capacity, without waiting.
     fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize>;
 }
@@ -80,8 +83,11 @@ macro_rules! transport {
         }
 
         impl ReadReady for tokio::net::$module::ReadHalf<'_> {
-            fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send {
-                tokio::net::$module::ReadHalf::readable(self)
+            fn poll_read_ready(
+                &self,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<io::Result<()>> {
+                self.as_ref().poll_read_ready(cx)
             }
             fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
                 tokio::net::$module::ReadHalf::try_read_buf(self, buf)
@@ -254,7 +260,10 @@ impl Conn {
     async fn run<T: Transport>(&mut self, stream: &mut T, token: &CancellationToken) -> Close {
         let (reader, mut writer) = stream.halves();
         let idle = sleep_until(self.idle_deadline());
-        tokio::pin!(idle);
+        // Made once: every connection waits on the same token, and a fresh `cancelled()`
+        // per turn would join (and leave) its shared waiter list each time.
+        let cancelled = token.cancelled();
+        tokio::pin!(idle, cancelled);
         let reason = loop {
             if let Some(reason) = self.closing.take() {
                 break reason;
@@ -265,17 +274,22 @@ impl Conn {
             let room = self.wbuf.len() < WRITE_HIGH_WATER;
             tokio::select! {
                 biased;
-                () = token.cancelled() => {
+                () = &mut cancelled => {
                     // Boxed: shutdown-only state should not make every idle task bigger.
                     Box::pin(self.drain(&mut writer)).await;
                     return Close::Shutdown;
                 }
-                written = writer.write_buf(&mut self.wbuf), if !self.wbuf.is_empty() => match written {
+                // `write`, not `write_buf`: the buffer is one slice, and plain write(2)
+                // skips writev's iovec handling on every flush.
+                written = tokio::io::AsyncWriteExt::write(&mut writer, &self.wbuf), if !self.wbuf.is_empty() => match written {
                     Ok(0) => break Close::Io(io::ErrorKind::WriteZero.into()),
-                    Ok(_) => self.after_write(),
+                    Ok(n) => {
+                        bytes::Buf::advance(&mut self.wbuf, n);
+                        self.after_write();
+                    }
                     Err(e) => break Close::Io(e),
                 },
-                ready = reader.readable(), if room => {
+                ready = std::future::poll_fn(|cx| reader.poll_read_ready(cx)), if room => {
                     if let Err(e) = ready {
                         break Close::Io(e);
                     }
@@ -303,6 +317,7 @@ impl Conn {
                     self.encode_batch();
                 }
                 () = &mut idle => {
+                    self.flush_stats();
                     let deadline = self.idle_deadline();
                     if Instant::now() >= deadline {
                         break Close::Idle(self.settings.idle_timeout_secs);
@@ -616,12 +631,17 @@ impl Conn {
         }
     }
 
-    /// Once everything is written, the counts go to the shared stats and the write
-    /// buffer is released: an idle connection holds no buffers.
+    /// Once everything is written, the write buffer is released (an idle connection holds
+    /// no buffers), and the counts go to the shared stats every [`STATS_BATCH`] frames:
+    /// shared counters touched by every write would bounce between cores.
     fn after_write(&mut self) {
         if self.wbuf.is_empty() {
             self.wbuf = BytesMut::new();
-            self.flush_stats();
+            if self.frames_out - self.frames_out_counted >= STATS_BATCH
+                || self.frames_in - self.frames_in_counted >= STATS_BATCH
+            {
+                self.flush_stats();
+            }
         }
     }
 

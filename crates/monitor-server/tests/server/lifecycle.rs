@@ -113,6 +113,86 @@ async fn reload_applies_live_settings_to_open_connections() {
     server.stop().await;
 }
 
+/// The `monitor-server` binary as a child process: its stderr lines arrive through a
+/// channel (so every wait is bounded), and it is killed if the test fails first.
+struct ServerProcess {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl ServerProcess {
+    fn spawn(args: &[&std::ffi::OsStr]) -> ServerProcess {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_monitor-server"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        ServerProcess { child, lines }
+    }
+
+    /// The first line containing `needle`, within [`WAIT`].
+    fn wait_for_line(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no line with {needle:?}: {e}"),
+            }
+        }
+    }
+
+    /// Everything it prints until it exits (within [`WAIT`]).
+    fn rest(&self) -> String {
+        let mut rest = String::new();
+        while let Ok(line) = self.lines.recv_timeout(WAIT) {
+            rest.push_str(&line);
+            rest.push('\n');
+        }
+        rest
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.id().to_string();
+        assert!(std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    /// Waits (within [`WAIT`]) for it to exit; returns its exit code.
+    fn exit_code(&mut self) -> Option<i32> {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(std::time::Instant::now() < deadline, "did not exit");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn binary() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_monitor-server"))
 }
@@ -159,96 +239,39 @@ fn cli_prints_and_checks_config() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Reads the server's stderr until a line containing `needle`; returns that line.
-fn wait_for_line(stderr: &mut impl std::io::BufRead, needle: &str) -> String {
-    let deadline = std::time::Instant::now() + WAIT;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no line with {needle:?}"
-        );
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "server exited before {needle:?}"
-        );
-        if line.contains(needle) {
-            return line;
-        }
-    }
-}
-
-fn signal(child: &std::process::Child, sig: &str) {
-    let pid = child.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args([sig, &pid])
-        .status()
-        .unwrap()
-        .success());
-}
-
 #[test]
 fn binary_reloads_its_config_on_sighup() {
-    use std::io::BufReader;
     let dir = std::env::temp_dir().join(format!("monitor-hup-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("monitor.toml");
     let config = "[server]\nidle_timeout_secs = 120\n\n[[listener]]\naddress = \"127.0.0.1:0\"\n";
     std::fs::write(&file, config).unwrap();
-    let mut child = binary()
-        .arg("--config")
-        .arg(&file)
-        .env("RUST_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    wait_for_line(&mut stderr, "listening");
-    std::fs::write(
-        &file,
-        config
-            .replace("120", "30")
-            .replace("[server]", "[server]\nmax_connections = 5"),
-    )
-    .unwrap();
-    signal(&child, "-HUP");
-    let applied = wait_for_line(&mut stderr, "SIGHUP: applied");
+    let mut server = ServerProcess::spawn(&["--config".as_ref(), file.as_os_str()]);
+    server.wait_for_line("listening");
+    let changed = config
+        .replace("120", "30")
+        .replace("[server]", "[server]\nmax_connections = 5");
+    std::fs::write(&file, changed).unwrap();
+    server.signal("-HUP");
+    let applied = server.wait_for_line("SIGHUP: applied");
     assert!(
         applied.contains("server.idle_timeout_secs: 120 -> 30"),
         "{applied}"
     );
-    let restart = wait_for_line(&mut stderr, "needs a restart");
+    let restart = server.wait_for_line("needs a restart");
     assert!(restart.contains("server.max_connections"), "{restart}");
-    signal(&child, "-TERM");
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    server.signal("-TERM");
+    assert_eq!(server.exit_code(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn binary_serves_and_exits_zero_on_sigterm() {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let mut child = binary()
-        .args(["--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let deadline = std::time::Instant::now() + WAIT;
-    let addr = loop {
-        line.clear();
-        assert!(std::time::Instant::now() < deadline, "no 'listening' line");
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "server exited early"
-        );
-        if line.contains("listening") {
-            let at = line.find("address=").expect("address field") + "address=".len();
-            break line[at..].split_whitespace().next().unwrap().to_owned();
-        }
-    };
+    use std::io::{Read, Write};
+    let mut server = ServerProcess::spawn(&["--listen".as_ref(), "127.0.0.1:0".as_ref()]);
+    let line = server.wait_for_line("listening");
+    let at = line.find("address=").expect("address field") + "address=".len();
+    let addr = line[at..].split_whitespace().next().unwrap().to_owned();
     // A heartbeat over a plain socket.
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
@@ -258,16 +281,9 @@ fn binary_serves_and_exits_zero_on_sigterm() {
     s.read_exact(&mut reply).unwrap();
     assert_eq!(reply[1], MsgType::HeartbeatReply.as_u8());
 
-    let pid = child.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
-    let mut rest = String::new();
-    stderr.read_to_string(&mut rest).unwrap();
+    server.signal("-TERM");
+    assert_eq!(server.exit_code(), Some(0));
+    let rest = server.rest();
     assert!(
         rest.contains("SIGTERM received") && rest.contains("shutdown complete"),
         "{rest}"

@@ -155,45 +155,32 @@ fn decode_plain(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("monitor", size), |b| {
             b.iter_batched_ref(
                 || (FrameCodec::new(), BytesMut::from(&ours[..])),
-                |(codec, buf)| {
-                    let mut count = 0usize;
-                    loop {
-                        match codec.decode(buf) {
-                            Ok(Some(frame)) => {
-                                drop(black_box(frame));
-                                count += 1;
-                            }
-                            Ok(None) => break,
-                            Err(e) => panic!("decode failed: {e}"),
-                        }
-                    }
-                    assert_eq!(count, n);
-                },
+                |(codec, buf)| assert_eq!(decode_all(codec, buf), n),
                 BatchSize::LargeInput,
             );
         });
         group.bench_function(BenchmarkId::new("length_delimited", size), |b| {
             b.iter_batched_ref(
                 || (LengthDelimitedCodec::new(), BytesMut::from(&theirs[..])),
-                |(codec, buf)| {
-                    let mut count = 0usize;
-                    loop {
-                        match codec.decode(buf) {
-                            Ok(Some(frame)) => {
-                                drop(black_box(frame));
-                                count += 1;
-                            }
-                            Ok(None) => break,
-                            Err(e) => panic!("decode failed: {e}"),
-                        }
-                    }
-                    assert_eq!(count, n);
-                },
+                |(codec, buf)| assert_eq!(decode_all(codec, buf), n),
                 BatchSize::LargeInput,
             );
         });
     }
     group.finish();
+}
+
+/// Decodes and drops every whole frame in `buf`; returns how many there were.
+fn decode_all<D: Decoder>(codec: &mut D, buf: &mut BytesMut) -> usize
+where
+    D::Error: std::fmt::Debug,
+{
+    let mut count = 0;
+    while let Some(frame) = codec.decode(buf).unwrap() {
+        drop(black_box(frame));
+        count += 1;
+    }
+    count
 }
 
 /// Bytes per simulated socket read in `decode_stream`.
@@ -209,10 +196,7 @@ where
     for read in wire.chunks(READ_CHUNK) {
         buf.reserve(read.len());
         buf.extend_from_slice(read);
-        while let Some(frame) = codec.decode(buf).unwrap() {
-            drop(black_box(frame));
-            count += 1;
-        }
+        count += decode_all(codec, buf);
     }
     count
 }

@@ -408,24 +408,16 @@ impl Reporter {
 }
 
 /// Checks that `body` is exactly one JSON object.
-fn check_object(body: &[u8]) -> Result<()> {
-    match body.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => {}
-        None => {
-            return Err(Error::NotAnObject {
-                reason: "it is empty".into(),
-            })
-        }
-        Some(_) => {
-            return Err(Error::NotAnObject {
-                reason: "it is another JSON value, or not JSON".into(),
-            })
-        }
-    }
-    serde_json::from_slice::<serde::de::IgnoredAny>(body)
-        .map(|_| ())
+/// The server's own rule (exactly one JSON object, UTF-8), so that a report refused here
+/// is one the server would refuse too.
+fn check_object(body: &Bytes) -> Result<()> {
+    monitor_proto::Report::parse(body.clone())
+        .map(drop)
         .map_err(|e| Error::NotAnObject {
-            reason: e.to_string(),
+            reason: match e {
+                monitor_proto::Error::MalformedBody { reason } => reason,
+                other => other.to_string(),
+            },
         })
 }
 
@@ -760,7 +752,7 @@ mod tests {
 
     #[test]
     fn objects_only() {
-        assert!(check_object(br#" {"code":"a","n":[1,2]} "#).is_ok());
+        assert!(check_object(&Bytes::from_static(br#" {"code":"a","n":[1,2]} "#)).is_ok());
         for bad in [
             &b""[..],
             b"  ",
@@ -771,7 +763,10 @@ mod tests {
             b"{\"a\":}",
         ] {
             assert!(
-                matches!(check_object(bad), Err(Error::NotAnObject { .. })),
+                matches!(
+                    check_object(&Bytes::copy_from_slice(bad)),
+                    Err(Error::NotAnObject { .. })
+                ),
                 "{bad:?}"
             );
         }

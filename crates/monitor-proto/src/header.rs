@@ -243,9 +243,10 @@ impl Header {
         self
     }
 
-    /// Length of the body this header announces.
+    /// Length of the body this header announces (0 for a length under 45, which
+    /// [`check_prefix`] never lets through but a hand-built `Header` can hold).
     pub const fn body_len(&self) -> usize {
-        self.length as usize - HEADER_LEN
+        (self.length as usize).saturating_sub(HEADER_LEN)
     }
 
     /// The CRC-32 (IEEE, as zlib and PHP's `crc32`) that this header carries.

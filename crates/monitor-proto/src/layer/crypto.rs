@@ -95,7 +95,8 @@ impl SessionKey {
     pub fn seal_frame(&self, header: &Header, plaintext: &[u8], dst: &mut BytesMut) {
         let mut header = *header;
         header.cipher = true;
-        header.length = (HEADER_LEN + OVERHEAD + plaintext.len()) as u32;
+        // The caller keeps frames under its max_frame_len (a u32); saturate rather than wrap.
+        header.length = u32::try_from(HEADER_LEN + OVERHEAD + plaintext.len()).unwrap_or(u32::MAX);
         let aad = header.to_bytes();
         dst.reserve(header.length as usize);
         dst.put_slice(&aad);

@@ -55,8 +55,11 @@ fn hub_fanout(c: &mut Criterion) {
                 })
                 .collect();
             let mut batch = VecDeque::new();
+            let mut wakes = Vec::new();
             b.iter(|| {
-                let delivered = hub.publish(black_box(&report), SlowConsumer::Drop, &stats);
+                let delivered =
+                    hub.publish(black_box(&report), SlowConsumer::Drop, &stats, &mut wakes);
+                wakes.clear();
                 assert_eq!(delivered, n as u64);
                 for q in &queues {
                     q.take_now(&mut batch);

@@ -161,6 +161,8 @@ struct Conn {
     queue: Option<Arc<PushQueue>>,
     /// Pushes taken from the queue and not yet encoded, oldest first.
     batch: VecDeque<Arc<Push>>,
+    /// Subscribers to wake once the reports of this read are all published.
+    wakes: Vec<std::task::Waker>,
     reported: bool,
     uuid: Option<Uuid>,
     frames_in: u64,
@@ -197,6 +199,7 @@ pub(crate) async fn serve<T: Transport>(
         subscription: None,
         queue: None,
         batch: VecDeque::new(),
+        wakes: Vec::new(),
         reported: false,
         uuid: None,
         frames_in: 0,
@@ -413,6 +416,9 @@ impl Conn {
         if self.frames_in > before {
             self.last_frame = Instant::now();
         }
+        // Each subscriber is woken once for all the reports of this read, and writes them
+        // in one go.
+        self.wakes.drain(..).for_each(std::task::Waker::wake);
         // Between bursts a connection keeps no read buffer (see `ReadReady`).
         if self.rbuf.is_empty() {
             self.rbuf = BytesMut::new();
@@ -559,6 +565,7 @@ impl Conn {
                     &report,
                     self.settings.slow_consumer,
                     &self.shared.stats,
+                    &mut self.wakes,
                 );
                 reply::report_ack(delivered)
             }

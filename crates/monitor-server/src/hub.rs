@@ -91,26 +91,23 @@ impl PushQueue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a push without waiting; wakes the consumer if it was waiting.
+    /// Queues a push without waiting. If the consumer was waiting, returns its waker,
+    /// which the caller must wake, once it has queued everything it has for now: a
+    /// reporter that read several reports in one go wakes each subscriber once, so each
+    /// one writes them all in one syscall instead of racing to write the first.
     ///
     /// # Errors
     /// [`PushError::Full`] or [`PushError::Closed`]; the push is not queued.
-    pub fn try_push(&self, push: &Arc<Push>) -> Result<(), PushError> {
-        let waker = {
-            let mut state = self.lock();
-            if state.closed {
-                return Err(PushError::Closed);
-            }
-            if state.items.len() + state.taken >= self.capacity {
-                return Err(PushError::Full);
-            }
-            state.items.push_back(Arc::clone(push));
-            state.waker.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
+    pub fn try_push(&self, push: &Arc<Push>) -> Result<Option<Waker>, PushError> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(PushError::Closed);
         }
-        Ok(())
+        if state.items.len() + state.taken >= self.capacity {
+            return Err(PushError::Full);
+        }
+        state.items.push_back(Arc::clone(push));
+        Ok(state.waker.take())
     }
 
     /// Closes the queue: pushes are refused, and the consumer sees the end once it has
@@ -205,11 +202,19 @@ impl Hub {
     }
 
     /// Queues `report` for every matching subscriber; returns how many it was queued for.
+    /// The wakers of subscribers that were waiting are added to `wakes`: wake them once
+    /// the reports at hand are all published (see [`PushQueue::try_push`]).
     ///
     /// A full queue is handled by `policy`: `Drop` skips that subscriber (counted in
     /// `stats.pushes_dropped`); `Disconnect` removes its subscription, which closes its
     /// queue, and its connection closes once it has written what was queued.
-    pub fn publish(&self, report: &Report, policy: SlowConsumer, stats: &Stats) -> u64 {
+    pub fn publish(
+        &self,
+        report: &Report,
+        policy: SlowConsumer,
+        stats: &Stats,
+        wakes: &mut Vec<Waker>,
+    ) -> u64 {
         let push = Arc::new(Push::new(&report.raw));
         let code = report.code.as_deref();
         let mut delivered = 0u64;
@@ -222,7 +227,10 @@ impl Hub {
                     continue;
                 }
                 match sub.queue.try_push(&push) {
-                    Ok(()) => delivered += 1,
+                    Ok(waker) => {
+                        delivered += 1;
+                        wakes.extend(waker);
+                    }
                     Err(PushError::Full) => match policy {
                         SlowConsumer::Drop => dropped += 1,
                         SlowConsumer::Disconnect => evict.push(id),
@@ -280,7 +288,12 @@ mod tests {
             queues.push(q);
         }
         assert_eq!(
-            hub.publish(&report(r#"{"code":"a"}"#), SlowConsumer::Drop, &stats),
+            hub.publish(
+                &report(r#"{"code":"a"}"#),
+                SlowConsumer::Drop,
+                &stats,
+                &mut Vec::new()
+            ),
             3
         );
         let pushes: Vec<_> = queues.iter().map(|q| take(q)[0].clone()).collect();
@@ -302,11 +315,21 @@ mod tests {
         let q = PushQueue::new(4);
         hub.subscribe(1, vec![TopicPattern::parse("host.*")], Arc::clone(&q));
         assert_eq!(
-            hub.publish(&report(r#"{"code":"db.x"}"#), SlowConsumer::Drop, &stats),
+            hub.publish(
+                &report(r#"{"code":"db.x"}"#),
+                SlowConsumer::Drop,
+                &stats,
+                &mut Vec::new()
+            ),
             0
         );
         assert_eq!(
-            hub.publish(&report(r#"{"code":"host.x"}"#), SlowConsumer::Drop, &stats),
+            hub.publish(
+                &report(r#"{"code":"host.x"}"#),
+                SlowConsumer::Drop,
+                &stats,
+                &mut Vec::new()
+            ),
             1
         );
         assert_eq!(take(&q).len(), 1);
@@ -319,11 +342,20 @@ mod tests {
         let q = PushQueue::new(1);
         hub.subscribe(1, Vec::new(), Arc::clone(&q));
         let r = report("{}");
-        assert_eq!(hub.publish(&r, SlowConsumer::Drop, &stats), 1);
-        assert_eq!(hub.publish(&r, SlowConsumer::Drop, &stats), 0);
+        assert_eq!(
+            hub.publish(&r, SlowConsumer::Drop, &stats, &mut Vec::new()),
+            1
+        );
+        assert_eq!(
+            hub.publish(&r, SlowConsumer::Drop, &stats, &mut Vec::new()),
+            0
+        );
         assert_eq!(stats.snapshot().pushes_dropped, 1);
         assert_eq!(hub.subscriber_count(), 1);
-        assert_eq!(hub.publish(&r, SlowConsumer::Disconnect, &stats), 0);
+        assert_eq!(
+            hub.publish(&r, SlowConsumer::Disconnect, &stats, &mut Vec::new()),
+            0
+        );
         assert_eq!(hub.subscriber_count(), 0);
         assert_eq!(stats.snapshot().slow_consumers_disconnected, 1);
         assert!(q.is_closed());
@@ -336,7 +368,10 @@ mod tests {
         let q = PushQueue::new(1);
         hub.subscribe(1, Vec::new(), Arc::clone(&q));
         q.close();
-        assert_eq!(hub.publish(&report("{}"), SlowConsumer::Drop, &stats), 0);
+        assert_eq!(
+            hub.publish(&report("{}"), SlowConsumer::Drop, &stats, &mut Vec::new()),
+            0
+        );
         assert_eq!(hub.subscriber_count(), 0);
         assert_eq!(stats.snapshot().slow_consumers_disconnected, 0);
     }
@@ -384,8 +419,18 @@ mod tests {
         let q = PushQueue::new(8);
         let mut batch = VecDeque::new();
         assert!(q.poll_take(&mut cx, &mut batch).is_pending());
-        q.try_push(&Arc::new(Push::new(b"{}"))).unwrap();
+        let waker = q.try_push(&Arc::new(Push::new(b"{}"))).unwrap();
+        assert!(
+            !flag.0.load(std::sync::atomic::Ordering::SeqCst),
+            "woken by the caller"
+        );
+        waker.expect("the consumer was waiting").wake();
         assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(
+            q.try_push(&Arc::new(Push::new(b"{}"))).unwrap().map(drop),
+            None,
+            "once"
+        );
         assert_eq!(q.poll_take(&mut cx, &mut batch), Poll::Ready(true));
         batch.clear();
         q.close();

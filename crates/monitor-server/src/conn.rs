@@ -596,8 +596,12 @@ impl Conn {
                 .batch
                 .front()
                 .map_or(0, |p| monitor_proto::HEADER_LEN + p.json().len());
-            self.wbuf
-                .reserve((self.batch.len() * frame).clamp(4096, WRITE_HIGH_WATER));
+            self.wbuf.reserve(
+                self.batch
+                    .len()
+                    .saturating_mul(frame)
+                    .clamp(4096, WRITE_HIGH_WATER),
+            );
         }
         while self.wbuf.len() < WRITE_HIGH_WATER {
             let Some(push) = self.batch.pop_front() else {

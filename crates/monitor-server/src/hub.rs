@@ -215,7 +215,8 @@ impl Hub {
         stats: &Stats,
         wakes: &mut Vec<Waker>,
     ) -> u64 {
-        let push = Arc::new(Push::new(&report.raw));
+        // Built on the first match: a report nobody wants costs no copy.
+        let mut push: Option<Arc<Push>> = None;
         let code = report.code.as_deref();
         let mut delivered = 0u64;
         let mut dropped = 0u64;
@@ -226,7 +227,8 @@ impl Hub {
                 if !TopicPattern::any_matches(&sub.topics, code) {
                     continue;
                 }
-                match sub.queue.try_push(&push) {
+                let push = push.get_or_insert_with(|| Arc::new(Push::new(&report.raw)));
+                match sub.queue.try_push(push) {
                     Ok(waker) => {
                         delivered += 1;
                         wakes.extend(waker);

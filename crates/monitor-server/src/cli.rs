@@ -35,6 +35,9 @@ pub struct Args {
     /// Largest size a compressed body may inflate to.
     #[arg(long, value_name = "BYTES")]
     pub max_inflated_len: Option<usize>,
+    /// Runtime worker threads (default: one per CPU).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
     /// Allow the legacy key exchange, which sends keys in the clear (for PHP clients).
     #[arg(long)]
     pub legacy_key_exchange: bool,
@@ -81,6 +84,9 @@ impl Args {
         if let Some(v) = self.max_inflated_len {
             s.max_inflated_len = v;
         }
+        if let Some(v) = self.workers {
+            s.workers = v;
+        }
         if self.legacy_key_exchange {
             s.legacy_key_exchange = true;
         }
@@ -104,6 +110,7 @@ fn flag_for(key: &str) -> Option<&'static str> {
         "server.max_frame_len" => "--max-frame-len",
         "server.max_inflated_len" => "--max-inflated-len",
         "listener" | "listener.address" => "--listen",
+        "server.workers" => "--workers",
         _ => return None,
     })
 }
@@ -134,7 +141,9 @@ pub fn main() -> std::process::ExitCode {
         eprintln!("monitor-server: configuration is valid");
         return std::process::ExitCode::SUCCESS;
     }
+    let workers = config.server.worker_threads();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
     {
@@ -144,7 +153,10 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(args, config))
+    runtime.block_on(async {
+        info!(workers, "runtime started");
+        serve(args, config).await
+    })
 }
 
 async fn serve(args: Args, config: Config) -> std::process::ExitCode {

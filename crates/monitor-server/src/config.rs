@@ -53,6 +53,9 @@ pub struct Settings {
     pub legacy_key_exchange: bool,
     /// On shutdown, how long to keep delivering what is already queued.
     pub drain_timeout_secs: u64,
+    /// Runtime worker threads; 0 means one per CPU (see [`Settings::worker_threads`]).
+    /// Read at start only.
+    pub workers: usize,
 }
 
 impl Default for Settings {
@@ -67,11 +70,24 @@ impl Default for Settings {
             slow_consumer: SlowConsumer::Drop,
             legacy_key_exchange: false,
             drain_timeout_secs: 5,
+            workers: 0,
         }
     }
 }
 
 impl Settings {
+    /// How many runtime worker threads to start: `workers`, or for 0 one per CPU this
+    /// process may use.
+    ///
+    /// On a machine shared with the clients, fewer workers than CPUs can cost less CPU
+    /// per push; docs/performance.md has the measurements behind this default.
+    pub fn worker_threads(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
     /// The message codec settings these imply.
     pub(crate) fn codec_builder(&self) -> monitor_proto::Builder {
         let mut b = monitor_proto::Builder::new();
@@ -356,6 +372,12 @@ impl Config {
             b.subscriber_queue.to_string(),
             false,
         );
+        check(
+            "server.workers",
+            a.workers.to_string(),
+            b.workers.to_string(),
+            false,
+        );
         let listeners = |c: &Config| {
             c.listeners
                 .iter()
@@ -394,6 +416,7 @@ mod tests {
             slow_consumer = "drop"
             legacy_key_exchange = false
             drain_timeout_secs = 5
+            workers = 0
 
             [[listener]]
             name = "server"
@@ -459,5 +482,14 @@ mod tests {
         );
         assert_eq!(d.needs_restart, ["server.max_connections: 100000 -> 5"]);
         assert_eq!(old.diff(&old), ConfigDiff::default());
+    }
+
+    #[test]
+    fn workers_default_to_one_per_cpu() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut s = Settings::default();
+        assert_eq!(s.worker_threads(), cpus);
+        s.workers = 3;
+        assert_eq!(s.worker_threads(), 3);
     }
 }

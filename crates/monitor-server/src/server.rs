@@ -139,7 +139,7 @@ impl ServerHandle {
 
     /// Applies the settings of `new` that can change live (limits, timeouts, the legacy
     /// switch, the slow-consumer policy) to every connection; returns what changed and
-    /// what needs a restart (listeners, `max_connections`, `subscriber_queue`).
+    /// what needs a restart (listeners, `max_connections`, `subscriber_queue`, `workers`).
     pub fn reload(&self, new: Config) -> ConfigDiff {
         let mut current = self.config.lock().unwrap_or_else(|e| e.into_inner());
         let diff = current.diff(&new);
@@ -147,6 +147,7 @@ impl ServerHandle {
         // Settings that need a restart keep their running values.
         live.max_connections = current.server.max_connections;
         live.subscriber_queue = current.server.subscriber_queue;
+        live.workers = current.server.workers;
         current.server = live.clone();
         self.shared.settings.send_replace(Arc::new(live));
         diff

@@ -200,13 +200,14 @@ fn binary() -> std::process::Command {
 #[test]
 fn cli_prints_and_checks_config() {
     let out = binary()
-        .args(["--print-config", "--idle-timeout", "9"])
+        .args(["--print-config", "--idle-timeout", "9", "--workers", "3"])
         .output()
         .unwrap();
     assert!(out.status.success());
     let printed = String::from_utf8(out.stdout).unwrap();
     let config = Config::from_toml(&printed).unwrap();
     assert_eq!(config.server.idle_timeout_secs, 9);
+    assert_eq!(config.server.workers, 3);
     assert_eq!(config.listeners[0].address.to_string(), "0.0.0.0:9503");
 
     let out = binary()
@@ -250,7 +251,7 @@ fn binary_reloads_its_config_on_sighup() {
     server.wait_for_line("listening");
     let changed = config
         .replace("120", "30")
-        .replace("[server]", "[server]\nmax_connections = 5");
+        .replace("[server]", "[server]\nmax_connections = 5\nworkers = 7");
     std::fs::write(&file, changed).unwrap();
     server.signal("-HUP");
     let applied = server.wait_for_line("SIGHUP: applied");
@@ -260,6 +261,8 @@ fn binary_reloads_its_config_on_sighup() {
     );
     let restart = server.wait_for_line("needs a restart");
     assert!(restart.contains("server.max_connections"), "{restart}");
+    let restart = server.wait_for_line("needs a restart");
+    assert!(restart.contains("server.workers: 0 -> 7"), "{restart}");
     server.signal("-TERM");
     assert_eq!(server.exit_code(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
@@ -268,7 +271,14 @@ fn binary_reloads_its_config_on_sighup() {
 #[test]
 fn binary_serves_and_exits_zero_on_sigterm() {
     use std::io::{Read, Write};
-    let mut server = ServerProcess::spawn(&["--listen".as_ref(), "127.0.0.1:0".as_ref()]);
+    let mut server = ServerProcess::spawn(&[
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--workers".as_ref(),
+        "1".as_ref(),
+    ]);
+    let started = server.wait_for_line("runtime started");
+    assert!(started.contains("workers=1"), "{started}");
     let line = server.wait_for_line("listening");
     let at = line.find("address=").expect("address field") + "address=".len();
     let addr = line[at..].split_whitespace().next().unwrap().to_owned();

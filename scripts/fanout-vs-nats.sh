@@ -3,6 +3,10 @@
 # session, alternating broker by broker within each repetition so that drifts in machine
 # load hit both. Prints a Markdown table of medians and ratios (scripts/fanout_summary.py).
 #
+# Two more columns come from the same session: monitor-w1 is monitor-server --workers 1,
+# and floor is benches' floor-server (the least work any server can do per push; see
+# docs/performance.md), measured at the latency point only.
+#
 #   apt-get install -y nats-server
 #   (cd ../shared/tools/fanout-bench && cargo build --release)
 #   scripts/fanout-vs-nats.sh                   # ~15 min: 3 reps x 10 s per point
@@ -21,7 +25,10 @@ WARM=${WARMUP:-2}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 IDLE_HOLD=${IDLE_HOLD:-20}
 MONITOR_PORT=${MONITOR_PORT:-19503}
+MONITOR_W1_PORT=${MONITOR_W1_PORT:-19505}
+FLOOR_PORT=${FLOOR_PORT:-19504}
 NATS_PORT=${NATS_PORT:-14222}
+BROKERS=(${BROKERS:-monitor monitor-w1 nats floor})
 # "subscribers rate": max rate (0) at 10, 100 and 1000 subscribers; 2000 reports/s to 100.
 POINTS=("10 0" "100 0" "1000 0" "100 2000")
 # A run during which other processes used more than OTHER_MAX % of a core is repeated.
@@ -30,8 +37,9 @@ ATTEMPTS=${ATTEMPTS:-3}
 
 [ -x "$FB" ] || { echo "fanout-bench not found at $FB (build it, or set FANOUT_BENCH)" >&2; exit 1; }
 command -v nats-server >/dev/null || { echo "nats-server missing: apt-get install -y nats-server" >&2; exit 1; }
-cargo build --release -q -p monitor-server
+cargo build --release -q -p monitor-server -p monitor-benches --bin monitor-server --bin floor-server
 SERVER=$HERE/target/release/monitor-server
+FLOOR=$HERE/target/release/floor-server
 mkdir -p "$OUT"
 FAN=$OUT/fanout.jsonl ALL=$OUT/fanout-all.jsonl IDLE=$OUT/idle.jsonl LOG=$OUT/run.log
 : >"$FAN"; : >"$ALL"; : >"$IDLE"; : >"$LOG"
@@ -42,6 +50,8 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 start() {
   case $1 in
     monitor) "$SERVER" --listen "127.0.0.1:$MONITOR_PORT" 2>>"$OUT/monitor.log" & PID[monitor]=$!; port=$MONITOR_PORT ;;
+    monitor-w1) "$SERVER" --workers 1 --listen "127.0.0.1:$MONITOR_W1_PORT" 2>>"$OUT/monitor-w1.log" & PID[monitor-w1]=$!; port=$MONITOR_W1_PORT ;;
+    floor) "$FLOOR" "127.0.0.1:$FLOOR_PORT" 2>>"$OUT/floor.log" & PID[floor]=$!; port=$FLOOR_PORT ;;
     nats) nats-server -a 127.0.0.1 -p "$NATS_PORT" >>"$OUT/nats.log" 2>&1 & PID[nats]=$!; port=$NATS_PORT ;;
   esac
   for _ in $(seq 100); do port_open "$port" && return 0; sleep 0.1; done
@@ -56,22 +66,30 @@ stop() {
   wait "$pid" 2>/dev/null || true
   PID[$1]=
 }
-trap 'stop monitor; stop nats' EXIT
-addr_of() { [ "$1" = nats ] && echo "127.0.0.1:$NATS_PORT" || echo "127.0.0.1:$MONITOR_PORT"; }
+trap 'for b in "${BROKERS[@]}"; do stop "$b"; done' EXIT
+addr_of() {
+  case $1 in
+    nats) echo "127.0.0.1:$NATS_PORT" ;; floor) echo "127.0.0.1:$FLOOR_PORT" ;;
+    monitor-w1) echo "127.0.0.1:$MONITOR_W1_PORT" ;; *) echo "127.0.0.1:$MONITOR_PORT" ;;
+  esac
+}
+proto_of() { [ "$1" = nats ] && echo nats || echo monitor; }
 tag() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d.update(json.loads(sys.argv[2])); print(json.dumps(d))' "$1" "$2"; }
 field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2], 0))' "$1" "$2"; }
 
 log "harness: $($FB --version 2>&1 | head -1); $(nats-server --version); monitor-server $($SERVER --version)"
 log "kernel $(uname -r); $(nproc) cores; $(grep -m1 'model name' /proc/cpuinfo)"
 
-for b in monitor nats; do start "$b"; done
+for b in "${BROKERS[@]}"; do start "$b"; done
 for rep in $(seq "$REPS"); do
-  for b in monitor nats; do
+  for b in "${BROKERS[@]}"; do
     log "block rep=$rep broker=$b load=[$(cut -d' ' -f1-3 /proc/loadavg)]"
     for pt in "${POINTS[@]}"; do
       set -- $pt
+      # The floor server is a yardstick for latency only.
+      [ "$b" = floor ] && [ "$2" = 0 ] && continue
       for attempt in $(seq "$ATTEMPTS"); do
-        if ! line=$("$FB" --proto "$b" --addr "$(addr_of "$b")" --subscribers "$1" --size 200 \
+        if ! line=$("$FB" --proto "$(proto_of "$b")" --addr "$(addr_of "$b")" --subscribers "$1" --size 200 \
             --duration "$DUR" --warmup "$WARM" --rate "$2" --broker-pid "${PID[$b]}" 2>>"$LOG"); then
           log "FAILED: $b N=$1 rate=$2"; sleep 2; continue
         fi
@@ -86,7 +104,7 @@ for rep in $(seq "$REPS"); do
     done
   done
 done
-for b in monitor nats; do stop "$b"; done
+for b in "${BROKERS[@]}"; do stop "$b"; done
 
 # Idle memory: a fresh broker each time; fanout-bench reads VmRSS before connecting and
 # halfway through the hold.

@@ -142,8 +142,9 @@ pub enum Error {
 pub enum Fault {
     /// The peer sent something wrong: log it with the peer, answer or close.
     Peer,
-    /// This end misused the API or its configuration (e.g. encrypting without a key,
-    /// encoding a body over the limit).
+    /// This end misused the API or its configuration (e.g. encrypting without a key).
+    /// A body over the limit on encoding is reported as [`Error::FrameTooLong`], whose
+    /// fault is [`Fault::Peer`]; the caller of an encoder knows it is its own.
     Local,
     /// The transport failed.
     Io,

@@ -13,14 +13,21 @@ pub fn deflate(data: &[u8]) -> Bytes {
     loop {
         let consumed = z.total_in() as usize;
         match z.compress_vec(&data[consumed..], &mut out, FlushCompress::Finish) {
-            Ok(Status::StreamEnd) => return Bytes::from(out),
+            Ok(Status::StreamEnd) => return shrunk(out),
             // Finish with room left always makes progress: go round with more room.
             Ok(Status::Ok | Status::BufError) => out.reserve(out.capacity().max(256)),
             // Compressing an in-memory slice into a growing Vec has no failure mode; an
             // error would be a flate2 bug, and an empty stream is still safe to send.
-            Err(_) => return Bytes::from(out),
+            Err(_) => return shrunk(out),
         }
     }
+}
+
+/// The bytes without the spare capacity: compressed and inflated bodies are shared and
+/// held in subscribers' queues, where a worst-case allocation would stay for their life.
+fn shrunk(mut out: Vec<u8>) -> Bytes {
+    out.shrink_to_fit();
+    Bytes::from(out)
 }
 
 /// Inflates a zlib stream, refusing to produce more than `max` bytes.
@@ -72,7 +79,7 @@ pub fn inflate(data: &[u8], max: usize) -> Result<Bytes, Error> {
                         ),
                     });
                 }
-                return Ok(Bytes::from(out));
+                return Ok(shrunk(out));
             }
             Status::Ok | Status::BufError => {
                 let stalled = z.total_in() as usize == consumed && out.len() == produced;

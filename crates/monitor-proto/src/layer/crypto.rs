@@ -83,7 +83,10 @@ impl SessionKey {
         plaintext: &[u8],
     ) -> Bytes {
         let mut out = BytesMut::with_capacity(plaintext.len() + OVERHEAD);
-        self.seal_into(&mut out, header, nonce, plaintext);
+        if !self.seal_into(&mut out, header, nonce, plaintext) {
+            // Fail closed: an empty body is refused by the peer as too short.
+            out.clear();
+        }
         out.freeze()
     }
 
@@ -98,28 +101,39 @@ impl SessionKey {
         // The caller keeps frames under its max_frame_len (a u32); saturate rather than wrap.
         header.length = u32::try_from(HEADER_LEN + OVERHEAD + plaintext.len()).unwrap_or(u32::MAX);
         let aad = header.to_bytes();
+        let frame_start = dst.len();
         dst.reserve(header.length as usize);
         dst.put_slice(&aad);
-        self.seal_into(dst, &aad, &random_nonce(), plaintext);
+        if !self.seal_into(dst, &aad, &random_nonce(), plaintext) {
+            // Fail closed: no frame rather than one with plaintext and no tag.
+            dst.truncate(frame_start);
+        }
     }
 
+    /// Appends nonce, ciphertext and tag to `dst` (which the caller has sized); on failure
+    /// returns `false`, and `dst` holds plaintext the caller must cut off.
+    #[must_use]
     fn seal_into(
         &self,
         dst: &mut BytesMut,
         aad: &[u8; HEADER_LEN],
         nonce: &[u8; NONCE_LEN],
         plaintext: &[u8],
-    ) {
-        dst.reserve(OVERHEAD + plaintext.len());
+    ) -> bool {
         dst.put_slice(nonce);
         let start = dst.len();
         dst.put_slice(plaintext);
         // AES-GCM has no failure mode for inputs under 64 GiB; frames are capped far below.
-        if let Ok(tag) =
-            self.cipher
-                .encrypt_in_place_detached(Nonce::from_slice(nonce), aad, &mut dst[start..])
-        {
-            dst.put_slice(&tag);
+        match self.cipher.encrypt_in_place_detached(
+            Nonce::from_slice(nonce),
+            aad,
+            &mut dst[start..],
+        ) {
+            Ok(tag) => {
+                dst.put_slice(&tag);
+                true
+            }
+            Err(_) => false,
         }
     }
 

@@ -178,10 +178,10 @@ impl ServerHandshake {
 
 /// A fresh legacy key: 32 random characters of `[0-9A-Za-z]` from the OS-seeded CSPRNG.
 pub fn generate_legacy_key() -> String {
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut rng = rand::thread_rng();
-    (0..LEGACY_KEY_LEN)
-        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+    rand::thread_rng()
+        .sample_iter(&rand::distributions::Alphanumeric)
+        .take(LEGACY_KEY_LEN)
+        .map(char::from)
         .collect()
 }
 

@@ -110,3 +110,25 @@ fn encoding_into_a_warm_buffer_does_not_allocate() {
     assert_eq!(info.count_total, 0);
     assert_eq!(buf.len(), 500 * (45 + 1024));
 }
+
+#[test]
+fn compressed_and_inflated_bodies_hold_no_spare_capacity() {
+    use monitor_proto::layer::compress::{deflate, inflate};
+    // Compressible: 1 MiB deflates to about 1 KiB, inside an allocation sized for the
+    // worst case (more than the input).
+    let json = vec![b'x'; 1 << 20];
+    let mut packed = None;
+    let held = allocation_counter::measure(|| packed = Some(deflate(&json))).bytes_current;
+    let packed = packed.unwrap();
+    assert!(
+        held <= packed.len() as i64 + 64,
+        "{held} bytes held for {}",
+        packed.len()
+    );
+    // Inflating grows by doubling: the result must not keep the last doubling's slack.
+    let mut inflated = None;
+    let held = allocation_counter::measure(|| inflated = Some(inflate(&packed, 2 << 20).unwrap()))
+        .bytes_current;
+    assert_eq!(inflated.unwrap().len(), json.len());
+    assert!(held <= json.len() as i64 + 64, "{held} bytes held");
+}

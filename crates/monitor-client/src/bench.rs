@@ -54,6 +54,11 @@ const HIST_SHARDS: usize = 16;
 const HIST_MAX_NS: u64 = 100_000_000_000;
 /// Target size of one reporter write at max rate.
 const PUB_BATCH_BYTES: usize = 32 * 1024;
+/// Most one fixed-rate tick writes: a reporter that fell behind catches up over several
+/// ticks instead of building its whole backlog into one buffer.
+const FIXED_RATE_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Most connections of either kind one run may open.
+const MAX_CONNECTIONS: usize = 1_000_000;
 const READ_CHUNK: usize = 64 * 1024;
 const READ_MIN_FREE: usize = 16 * 1024;
 const CONNECT_ATTEMPTS: u32 = 3;
@@ -132,11 +137,11 @@ impl BenchConfig {
                 reason: reason.to_owned(),
             })
         };
-        if self.subscribers == 0 {
-            return bad("subscribers", "must be at least 1");
+        if self.subscribers == 0 || self.subscribers > MAX_CONNECTIONS {
+            return bad("subscribers", "must be from 1 to 1,000,000");
         }
-        if self.reporters == 0 {
-            return bad("reporters", "must be at least 1");
+        if self.reporters == 0 || self.reporters > MAX_CONNECTIONS {
+            return bad("reporters", "must be from 1 to 1,000,000");
         }
         if self.size > MAX_SIZE {
             return bad("size", "must be at most 16 MiB");
@@ -147,10 +152,11 @@ impl BenchConfig {
         if self.duration > Duration::from_secs(3600)
             || self.warmup > Duration::from_secs(600)
             || self.drain > Duration::from_secs(600)
+            || self.settle > Duration::from_secs(600)
         {
             return bad(
                 "duration",
-                "duration is capped at 3600 s, warmup and drain at 600 s",
+                "duration is capped at 3600 s, warmup, settle and drain at 600 s",
             );
         }
         if self.heartbeat_interval.is_zero() || self.connect_timeout.is_zero() {
@@ -585,8 +591,9 @@ async fn subscriber(
             }
         }
         if let Some(seq) = max_seq {
-            if seq + 1 > next_seq {
-                next_seq = seq + 1;
+            // `seq` comes from the network: any reporter may send one.
+            if seq.saturating_add(1) > next_seq {
+                next_seq = seq.saturating_add(1);
                 sh.progress[id].0.store(next_seq, SeqCst);
                 if sh.pub_waiting.load(SeqCst) {
                     sh.pub_wake.notify_waiters();
@@ -774,7 +781,7 @@ async fn reporter(sh: Arc<Shared>, rate_share: u64) -> Result<(BoxWrite, JoinHan
         let byte_goal = if cfg.rate == 0 {
             PUB_BATCH_BYTES
         } else {
-            usize::MAX
+            FIXED_RATE_BATCH_BYTES
         };
         while (ends.len() as u64) < allowed && batch.len() < byte_goal {
             let seq = sh.seq.fetch_add(1, SeqCst);
@@ -1094,6 +1101,27 @@ mod tests {
             parse_push(&reply::push(br#"{"code":"bench","seq":x}"#)),
             None
         );
+    }
+
+    #[test]
+    fn ranges_are_checked() {
+        let base = BenchConfig::new("127.0.0.1:1".parse().unwrap());
+        assert!(base.validate().is_ok());
+        type Breaker = fn(&mut BenchConfig);
+        let checks: [(&str, Breaker); 4] = [
+            ("subscribers", |c| c.subscribers = MAX_CONNECTIONS + 1),
+            ("reporters", |c| c.reporters = 0),
+            ("duration", |c| c.settle = Duration::from_secs(601)),
+            ("size", |c| c.size = MAX_SIZE + 1),
+        ];
+        for (field, break_it) in checks {
+            let mut cfg = base.clone();
+            break_it(&mut cfg);
+            match cfg.validate() {
+                Err(Error::Config { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -273,9 +273,21 @@ impl ClientConfig {
 
     /// The client-role message codec these limits imply.
     pub(crate) fn codec(&self) -> monitor_proto::MessageCodec {
+        self.codec_limited_to(self.max_frame_len)
+    }
+
+    /// The codec for what this client sends. It refuses a frame over
+    /// `max_report_frame_len` as encoded (after compression, which can grow a body that
+    /// does not compress), so the server never gets a frame it would close the connection
+    /// over.
+    pub(crate) fn encoder(&self) -> monitor_proto::MessageCodec {
+        self.codec_limited_to(self.max_report_frame_len)
+    }
+
+    fn codec_limited_to(&self, max_frame_len: u32) -> monitor_proto::MessageCodec {
         let mut builder = monitor_proto::Builder::new();
         builder
-            .max_frame_len(self.max_frame_len)
+            .max_frame_len(max_frame_len)
             .max_inflated_len(self.max_inflated_len);
         builder.message_codec(monitor_proto::Role::Client)
     }

@@ -137,7 +137,7 @@ impl Connection {
                 reader: FramedRead::new(reader, cfg.codec()),
                 writer,
                 wbuf: BytesMut::new(),
-                encoder: cfg.codec(),
+                encoder: cfg.encoder(),
                 uuid: cfg.uuid,
                 compress: cfg.compress,
                 encrypt: cfg.encrypt,

@@ -667,7 +667,8 @@ impl Task {
         match cmd {
             Cmd::Report(item) => {
                 if let Err(e) = conn.queue(MsgType::Report, item.body.clone()) {
-                    // Only a frame over max_frame_len gets here; `send` checked the size.
+                    // A body under the limit that compression grew over it: this report
+                    // fails alone, and the connection carries on.
                     let _ = item.ack.send(Err(e));
                     add(&self.counters.failed, 1);
                     return;

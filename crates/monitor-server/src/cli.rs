@@ -35,7 +35,7 @@ pub struct Args {
     /// Largest size a compressed body may inflate to.
     #[arg(long, value_name = "BYTES")]
     pub max_inflated_len: Option<usize>,
-    /// Runtime worker threads (default: one per CPU).
+    /// Runtime worker threads, at most 1024 (default: one per CPU, or TOKIO_WORKER_THREADS).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
     /// Allow the legacy key exchange, which sends keys in the clear (for PHP clients).
@@ -141,12 +141,11 @@ pub fn main() -> std::process::ExitCode {
         eprintln!("monitor-server: configuration is valid");
         return std::process::ExitCode::SUCCESS;
     }
-    let workers = config.server.worker_threads();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = config.server.worker_threads() {
+        builder.worker_threads(workers);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("monitor-server: cannot start the runtime: {e}");
@@ -154,6 +153,7 @@ pub fn main() -> std::process::ExitCode {
         }
     };
     runtime.block_on(async {
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
         info!(workers, "runtime started");
         serve(args, config).await
     })
@@ -197,9 +197,8 @@ fn reload(args: &Args, handle: &crate::ServerHandle) {
         warn!("SIGHUP: no --config file to re-read");
         return;
     }
-    match args.config() {
-        Ok(new) => {
-            let diff = handle.reload(new);
+    match args.config().and_then(|new| handle.reload(new)) {
+        Ok(diff) => {
             if diff.applied.is_empty() && diff.needs_restart.is_empty() {
                 info!("SIGHUP: configuration unchanged");
             }

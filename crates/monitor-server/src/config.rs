@@ -30,6 +30,12 @@ impl Default for Config {
     }
 }
 
+/// Largest `idle_timeout_secs` and `drain_timeout_secs`: one year. Deadlines are
+/// computed as `Instant + timeout`, which must not overflow.
+pub const MAX_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
+/// Largest `workers`: each is an OS thread, and idle workers scan each other's queues.
+pub const MAX_WORKERS: usize = 1024;
+
 /// The `[server]` table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -76,16 +82,21 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// How many runtime worker threads to start: `workers`, or for 0 one per CPU this
-    /// process may use.
+    /// How many runtime worker threads to start, if set; `None` (for `workers = 0`)
+    /// leaves it to tokio: one per CPU, or `TOKIO_WORKER_THREADS`.
     ///
     /// On a machine shared with the clients, fewer workers than CPUs can cost less CPU
     /// per push; docs/performance.md has the measurements behind this default.
-    pub fn worker_threads(&self) -> usize {
-        match self.workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        }
+    pub fn worker_threads(&self) -> Option<usize> {
+        (self.workers > 0).then_some(self.workers)
+    }
+
+    /// Keeps the running values of the settings that need a restart (those
+    /// [`Config::diff`] lists under `needs_restart`): a reload applies the rest.
+    pub(crate) fn keep_restart_only(&mut self, running: &Settings) {
+        self.max_connections = running.max_connections;
+        self.subscriber_queue = running.subscriber_queue;
+        self.workers = running.workers;
     }
 
     /// The message codec settings these imply.
@@ -273,8 +284,17 @@ impl Config {
                 reason,
             })
         };
-        if s.idle_timeout_secs == 0 {
-            return invalid("server.idle_timeout_secs", "must be at least 1".into());
+        if s.idle_timeout_secs == 0 || s.idle_timeout_secs > MAX_TIMEOUT_SECS {
+            return invalid(
+                "server.idle_timeout_secs",
+                format!("must be from 1 to {MAX_TIMEOUT_SECS} (one year)"),
+            );
+        }
+        if s.drain_timeout_secs > MAX_TIMEOUT_SECS {
+            return invalid(
+                "server.drain_timeout_secs",
+                format!("must be at most {MAX_TIMEOUT_SECS} (one year)"),
+            );
         }
         if (s.max_frame_len as usize) < monitor_proto::HEADER_LEN {
             return invalid(
@@ -285,8 +305,17 @@ impl Config {
         if s.max_inflated_len == 0 {
             return invalid("server.max_inflated_len", "must be at least 1".into());
         }
-        if s.max_connections == 0 {
-            return invalid("server.max_connections", "must be at least 1".into());
+        if s.max_connections == 0 || s.max_connections > tokio::sync::Semaphore::MAX_PERMITS {
+            return invalid(
+                "server.max_connections",
+                format!("must be from 1 to {}", tokio::sync::Semaphore::MAX_PERMITS),
+            );
+        }
+        if s.workers > MAX_WORKERS {
+            return invalid(
+                "server.workers",
+                format!("must be at most {MAX_WORKERS} (0 means one per CPU)"),
+            );
         }
         if s.subscriber_queue == 0 {
             return invalid("server.subscriber_queue", "must be at least 1".into());
@@ -485,11 +514,56 @@ mod tests {
     }
 
     #[test]
-    fn workers_default_to_one_per_cpu() {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut s = Settings::default();
-        assert_eq!(s.worker_threads(), cpus);
-        s.workers = 3;
-        assert_eq!(s.worker_threads(), 3);
+    fn workers_default_to_tokio_and_are_bounded() {
+        let mut c = Config::default();
+        assert_eq!(c.server.worker_threads(), None);
+        c.server.workers = 3;
+        assert_eq!(c.server.worker_threads(), Some(3));
+        c.server.workers = MAX_WORKERS + 1;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("server.workers"));
+    }
+
+    #[test]
+    fn deadlines_and_permits_are_bounded() {
+        let mut c = Config::default();
+        c.server.idle_timeout_secs = u64::MAX;
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.server.drain_timeout_secs = MAX_TIMEOUT_SECS + 1;
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.server.max_connections = usize::MAX;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn a_reload_keeps_exactly_what_diff_says_needs_a_restart() {
+        let old = Config::default();
+        let mut new = old.clone();
+        let s = &mut new.server;
+        s.idle_timeout_secs = 1;
+        s.max_frame_len = 1000;
+        s.max_inflated_len = 1000;
+        s.compress_threshold = 1;
+        s.max_connections = 1;
+        s.subscriber_queue = 1;
+        s.slow_consumer = SlowConsumer::Disconnect;
+        s.legacy_key_exchange = true;
+        s.drain_timeout_secs = 1;
+        s.workers = 1;
+        let full = old.diff(&new);
+        let mut kept = new.clone();
+        kept.server.keep_restart_only(&old.server);
+        let applied = old.diff(&kept);
+        assert_eq!(applied.applied, full.applied);
+        assert!(
+            applied.needs_restart.is_empty(),
+            "{:?}",
+            applied.needs_restart
+        );
     }
 }

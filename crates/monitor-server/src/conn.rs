@@ -45,6 +45,8 @@ const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 const STATS_BATCH: u64 = 64;
 /// A drained batch buffer larger than this many pushes is released rather than kept.
 const BATCH_KEEP: usize = 64;
+/// A drained wake list larger than this many wakers is released rather than kept.
+const WAKES_KEEP: usize = 1024;
 
 /// A byte stream that can be split into borrowed read and write halves, so one task can
 /// wait on both at once without locks.
@@ -143,8 +145,7 @@ impl fmt::Display for Close {
 #[derive(Debug, Clone, Copy)]
 struct Subscription {
     uuid: Uuid,
-    compress: bool,
-    encrypt: bool,
+    wants: monitor_proto::Wants,
 }
 
 struct Conn {
@@ -186,7 +187,7 @@ pub(crate) async fn serve<T: Transport>(
     let mut settings_rx = shared.settings_receiver();
     let settings = settings_rx.borrow_and_update().clone();
     let codec = settings.codec_builder().message_codec(Role::Server);
-    info!(peer = %peer, id, "connection opened");
+    debug!(peer = %peer, id, "connection opened");
     let mut conn = Conn {
         shared,
         id,
@@ -210,7 +211,11 @@ pub(crate) async fn serve<T: Transport>(
         closing: None,
     };
     let reason = conn.run(&mut stream, &token).await;
-    conn.shared.hub.unsubscribe(id);
+    // The hub's write lock is for subscribers only: connections that never subscribed
+    // come and go without stalling publishers.
+    if conn.queue.is_some() {
+        conn.shared.hub.unsubscribe(id);
+    }
     conn.flush_stats();
     let role = match (conn.subscription.is_some(), conn.reported) {
         (true, true) => "subscriber+reporter",
@@ -274,6 +279,15 @@ impl Conn {
             if self.refresh_settings() {
                 idle.as_mut().reset(self.idle_deadline());
             }
+            if self.wbuf.len() < WRITE_HIGH_WATER && self.rbuf.len() >= monitor_proto::HEADER_LEN {
+                // Frames left undecoded while the write buffer was full (see `on_read`);
+                // a partial frame is found incomplete at once.
+                self.on_read();
+                if self.closing.is_some() {
+                    continue;
+                }
+            }
+            // Reads only when every complete frame read so far has been handled.
             let room = self.wbuf.len() < WRITE_HIGH_WATER;
             tokio::select! {
                 biased;
@@ -393,10 +407,14 @@ impl Conn {
         .await;
     }
 
+    /// Decodes and handles the buffered frames, until the write buffer is over
+    /// [`WRITE_HIGH_WATER`]: the rest wait in the read buffer until the peer has read
+    /// enough (see the top of [`Conn::run`]), so one read full of requests cannot grow
+    /// the replies past the bound.
     fn on_read(&mut self) {
         self.refresh_settings();
         let before = self.frames_in;
-        while self.closing.is_none() {
+        while self.closing.is_none() && self.wbuf.len() < WRITE_HIGH_WATER {
             match self.codec.decode(&mut self.rbuf) {
                 Ok(Some(received)) => {
                     self.frames_in += 1;
@@ -419,6 +437,9 @@ impl Conn {
         // Each subscriber is woken once for all the reports of this read, and writes them
         // in one go.
         self.wakes.drain(..).for_each(std::task::Waker::wake);
+        if self.wakes.capacity() > WAKES_KEEP {
+            self.wakes = Vec::new();
+        }
         // Between bursts a connection keeps no read buffer (see `ReadReady`).
         if self.rbuf.is_empty() {
             self.rbuf = BytesMut::new();
@@ -538,8 +559,10 @@ impl Conn {
         );
         self.subscription = Some(Subscription {
             uuid: header.uuid,
-            compress: header.compress,
-            encrypt: header.cipher,
+            wants: monitor_proto::Wants {
+                compress: header.compress,
+                encrypt: header.cipher,
+            },
         });
         // Ack first: this task writes it before any push it takes from the queue.
         self.send(
@@ -620,16 +643,12 @@ impl Conn {
         // The shared compressed form, made once per report, only if this push needs it.
         let compressed = self
             .codec
-            .compresses(sub.compress, json.len())
+            .compresses(sub.wants.compress, json.len())
             .then(|| &push.compressed()[..]);
-        let wants = monitor_proto::Wants {
-            compress: sub.compress,
-            encrypt: sub.encrypt,
-        };
         match self.codec.encode_body(
             MsgType::Push,
             sub.uuid,
-            wants,
+            sub.wants,
             json,
             compressed,
             &mut self.wbuf,

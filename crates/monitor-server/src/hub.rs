@@ -275,8 +275,10 @@ impl Hub {
 mod tests {
     use super::*;
 
-    fn report(json: &'static str) -> Report {
-        Report::parse(Bytes::from_static(json.as_bytes())).unwrap()
+    /// Publishes `json` and answers how many subscribers it reached.
+    fn publish(hub: &Hub, stats: &Stats, json: &'static str, policy: SlowConsumer) -> u64 {
+        let report = Report::parse(Bytes::from_static(json.as_bytes())).unwrap();
+        hub.publish(&report, policy, stats, &mut Vec::new())
     }
 
     #[test]
@@ -290,12 +292,7 @@ mod tests {
             queues.push(q);
         }
         assert_eq!(
-            hub.publish(
-                &report(r#"{"code":"a"}"#),
-                SlowConsumer::Drop,
-                &stats,
-                &mut Vec::new()
-            ),
+            publish(&hub, &stats, r#"{"code":"a"}"#, SlowConsumer::Drop),
             3
         );
         let pushes: Vec<_> = queues.iter().map(|q| take(q)[0].clone()).collect();
@@ -317,21 +314,11 @@ mod tests {
         let q = PushQueue::new(4);
         hub.subscribe(1, vec![TopicPattern::parse("host.*")], Arc::clone(&q));
         assert_eq!(
-            hub.publish(
-                &report(r#"{"code":"db.x"}"#),
-                SlowConsumer::Drop,
-                &stats,
-                &mut Vec::new()
-            ),
+            publish(&hub, &stats, r#"{"code":"db.x"}"#, SlowConsumer::Drop),
             0
         );
         assert_eq!(
-            hub.publish(
-                &report(r#"{"code":"host.x"}"#),
-                SlowConsumer::Drop,
-                &stats,
-                &mut Vec::new()
-            ),
+            publish(&hub, &stats, r#"{"code":"host.x"}"#, SlowConsumer::Drop),
             1
         );
         assert_eq!(take(&q).len(), 1);
@@ -343,21 +330,11 @@ mod tests {
         let stats = Stats::default();
         let q = PushQueue::new(1);
         hub.subscribe(1, Vec::new(), Arc::clone(&q));
-        let r = report("{}");
-        assert_eq!(
-            hub.publish(&r, SlowConsumer::Drop, &stats, &mut Vec::new()),
-            1
-        );
-        assert_eq!(
-            hub.publish(&r, SlowConsumer::Drop, &stats, &mut Vec::new()),
-            0
-        );
+        assert_eq!(publish(&hub, &stats, "{}", SlowConsumer::Drop), 1);
+        assert_eq!(publish(&hub, &stats, "{}", SlowConsumer::Drop), 0);
         assert_eq!(stats.snapshot().pushes_dropped, 1);
         assert_eq!(hub.subscriber_count(), 1);
-        assert_eq!(
-            hub.publish(&r, SlowConsumer::Disconnect, &stats, &mut Vec::new()),
-            0
-        );
+        assert_eq!(publish(&hub, &stats, "{}", SlowConsumer::Disconnect), 0);
         assert_eq!(hub.subscriber_count(), 0);
         assert_eq!(stats.snapshot().slow_consumers_disconnected, 1);
         assert!(q.is_closed());
@@ -370,10 +347,7 @@ mod tests {
         let q = PushQueue::new(1);
         hub.subscribe(1, Vec::new(), Arc::clone(&q));
         q.close();
-        assert_eq!(
-            hub.publish(&report("{}"), SlowConsumer::Drop, &stats, &mut Vec::new()),
-            0
-        );
+        assert_eq!(publish(&hub, &stats, "{}", SlowConsumer::Drop), 0);
         assert_eq!(hub.subscriber_count(), 0);
         assert_eq!(stats.snapshot().slow_consumers_disconnected, 0);
     }

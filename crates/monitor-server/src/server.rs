@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::config::{Config, ConfigDiff, ListenAddress, Settings};
+use crate::config::{Config, ConfigDiff, ConfigError, ListenAddress, Settings};
 use crate::conn;
 use crate::hub::Hub;
 use crate::stats::{Stats, StatsSnapshot};
@@ -140,23 +140,24 @@ impl ServerHandle {
     /// Applies the settings of `new` that can change live (limits, timeouts, the legacy
     /// switch, the slow-consumer policy) to every connection; returns what changed and
     /// what needs a restart (listeners, `max_connections`, `subscriber_queue`, `workers`).
-    pub fn reload(&self, new: Config) -> ConfigDiff {
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] if `new` does not validate; nothing is applied then.
+    pub fn reload(&self, new: Config) -> Result<ConfigDiff, ConfigError> {
+        new.validate()?;
         let mut current = self.config.lock().unwrap_or_else(|e| e.into_inner());
         let diff = current.diff(&new);
         let mut live = new.server.clone();
-        // Settings that need a restart keep their running values.
-        live.max_connections = current.server.max_connections;
-        live.subscriber_queue = current.server.subscriber_queue;
-        live.workers = current.server.workers;
+        live.keep_restart_only(&current.server);
         current.server = live.clone();
         self.shared.settings.send_replace(Arc::new(live));
-        diff
+        Ok(diff)
     }
 }
 
 impl Server {
     /// Binds every listener of `config`. A Unix socket path left by an earlier run is
-    /// replaced.
+    /// replaced; one that a running server still accepts on makes the bind fail.
     ///
     /// # Errors
     /// [`ServerError::Bind`] naming the listener that failed.
@@ -258,8 +259,13 @@ impl Server {
     }
 }
 
+/// Removes a socket file left by a server that is gone. A socket that still accepts
+/// connections belongs to a running server: it is left alone, and binding fails.
 fn remove_stale_socket(path: &std::path::Path) {
     use std::os::unix::fs::FileTypeExt;
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return;
+    }
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if meta.file_type().is_socket() && std::fs::remove_file(path).is_ok() {
             info!(path = %path.display(), "removed a stale socket file");

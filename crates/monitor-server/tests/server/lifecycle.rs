@@ -83,6 +83,25 @@ async fn several_listeners_including_a_unix_socket() {
     assert_eq!(reporter.report(r#"{"code":"l"}"#).await, 2);
     assert_eq!(unix_sub.push().await, r#"{"code":"l"}"#);
     assert_eq!(tcp_sub.push().await, r#"{"code":"l"}"#);
+
+    // A second server given the same path must not take the socket of a live one.
+    let second_config = Config {
+        listeners: vec![monitor_server::ListenerConfig {
+            name: "local".into(),
+            address: monitor_server::ListenAddress::Unix(sock.clone()),
+        }],
+        ..Config::default()
+    };
+    let refused = monitor_server::Server::bind(second_config).await;
+    assert!(
+        matches!(refused, Err(monitor_server::ServerError::Bind { .. })),
+        "a live socket was taken over"
+    );
+    let mut late_sub = Client::connect_unix(&sock, "late").await;
+    late_sub.subscribe("l", &[]).await;
+    assert_eq!(reporter.report(r#"{"code":"l"}"#).await, 3);
+    assert_eq!(late_sub.push().await, r#"{"code":"l"}"#);
+
     server.stop().await;
     assert!(!sock.exists(), "the socket file is removed on shutdown");
     let _ = std::fs::remove_dir_all(&dir);
@@ -98,7 +117,10 @@ async fn reload_applies_live_settings_to_open_connections() {
     let mut new = Config::default();
     new.server.legacy_key_exchange = true;
     new.server.max_connections = 7;
-    let diff = server.handle.reload(new);
+    let mut invalid = new.clone();
+    invalid.server.idle_timeout_secs = 0;
+    assert!(server.handle.reload(invalid).is_err());
+    let diff = server.handle.reload(new).unwrap();
     assert_eq!(diff.applied, ["server.legacy_key_exchange: false -> true"]);
     assert!(diff
         .needs_restart

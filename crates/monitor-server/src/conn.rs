@@ -183,38 +183,13 @@ pub(crate) async fn serve<T: Transport>(
     token: CancellationToken,
 ) {
     let started = Instant::now();
-    let id = shared.next_conn_id();
-    let mut settings_rx = shared.settings_receiver();
-    let settings = settings_rx.borrow_and_update().clone();
-    let codec = settings.codec_builder().message_codec(Role::Server);
-    debug!(peer = %peer, id, "connection opened");
-    let mut conn = Conn {
-        shared,
-        id,
-        peer,
-        settings,
-        settings_rx,
-        codec,
-        rbuf: BytesMut::new(),
-        wbuf: BytesMut::new(),
-        subscription: None,
-        queue: None,
-        batch: VecDeque::new(),
-        wakes: Vec::new(),
-        reported: false,
-        uuid: None,
-        frames_in: 0,
-        frames_out: 0,
-        frames_in_counted: 0,
-        frames_out_counted: 0,
-        last_frame: started,
-        closing: None,
-    };
+    let mut conn = Conn::new(shared, peer, started);
+    debug!(peer = %conn.peer, id = conn.id, "connection opened");
     let reason = conn.run(&mut stream, &token).await;
     // The hub's write lock is for subscribers only: connections that never subscribed
     // come and go without stalling publishers.
     if conn.queue.is_some() {
-        conn.shared.hub.unsubscribe(id);
+        conn.shared.hub.unsubscribe(conn.id);
     }
     conn.flush_stats();
     let role = match (conn.subscription.is_some(), conn.reported) {
@@ -265,6 +240,35 @@ fn malformed(e: &ProtoError) -> String {
 }
 
 impl Conn {
+    fn new(shared: Arc<Shared>, peer: String, started: Instant) -> Conn {
+        let id = shared.next_conn_id();
+        let mut settings_rx = shared.settings_receiver();
+        let settings = settings_rx.borrow_and_update().clone();
+        let codec = settings.codec_builder().message_codec(Role::Server);
+        Conn {
+            shared,
+            id,
+            peer,
+            settings,
+            settings_rx,
+            codec,
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+            subscription: None,
+            queue: None,
+            batch: VecDeque::new(),
+            wakes: Vec::new(),
+            reported: false,
+            uuid: None,
+            frames_in: 0,
+            frames_out: 0,
+            frames_in_counted: 0,
+            frames_out_counted: 0,
+            last_frame: started,
+            closing: None,
+        }
+    }
+
     async fn run<T: Transport>(&mut self, stream: &mut T, token: &CancellationToken) -> Close {
         let (reader, mut writer) = stream.halves();
         let idle = sleep_until(self.idle_deadline());
@@ -681,5 +685,69 @@ impl Conn {
         Stats::add(&stats.frames_in, self.frames_in - self.frames_in_counted);
         self.frames_out_counted = self.frames_out;
         self.frames_in_counted = self.frames_in;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use monitor_proto::{Frame, FrameCodec, Header, HEADER_LEN};
+    use tokio_util::codec::{Decoder, Encoder};
+
+    /// `count` heartbeats as one read would deliver them.
+    fn heartbeats(count: usize) -> BytesMut {
+        let mut codec = FrameCodec::new();
+        let mut wire = BytesMut::new();
+        for _ in 0..count {
+            let header = Header::new(MsgType::Heartbeat, Uuid([b'h'; 33]));
+            codec
+                .encode(Frame::new(header, Bytes::new()), &mut wire)
+                .unwrap();
+        }
+        wire
+    }
+
+    #[test]
+    fn decoding_stops_at_the_write_high_water_mark_and_resumes_once_written() {
+        const COUNT: usize = 50_000; // 2.2 MB of requests, several MB of replies
+        let shared = Arc::new(Shared::for_tests(Settings::default()));
+        let mut conn = Conn::new(shared, "test".into(), Instant::now());
+        conn.rbuf = heartbeats(COUNT);
+        let largest_reply = 512;
+
+        conn.on_read();
+        assert!(conn.closing.is_none());
+        assert!(
+            (WRITE_HIGH_WATER..WRITE_HIGH_WATER + largest_reply).contains(&conn.wbuf.len()),
+            "write buffer {} bytes",
+            conn.wbuf.len()
+        );
+        let first = conn.frames_in;
+        assert!(
+            first > 0 && (first as usize) < COUNT,
+            "{first} decoded at once"
+        );
+
+        // The peer reads everything written so far: decoding carries on from there, and
+        // every request is answered exactly once, in order.
+        let mut replies = 0;
+        let mut client = FrameCodec::new();
+        let mut rounds = 0;
+        while !conn.rbuf.is_empty() {
+            rounds += 1;
+            assert!(rounds <= COUNT, "no progress");
+            while let Some(frame) = client.decode(&mut conn.wbuf).unwrap() {
+                assert_eq!(frame.header.msg_type, MsgType::HeartbeatReply);
+                replies += 1;
+            }
+            assert!(conn.wbuf.len() < HEADER_LEN);
+            conn.on_read();
+            assert!(conn.wbuf.len() < WRITE_HIGH_WATER + largest_reply);
+        }
+        while client.decode(&mut conn.wbuf).unwrap().is_some() {
+            replies += 1;
+        }
+        assert_eq!((conn.frames_in as usize, replies), (COUNT, COUNT));
+        assert!(rounds > 1);
     }
 }

@@ -35,6 +35,18 @@ impl Shared {
     pub(crate) fn settings_receiver(&self) -> watch::Receiver<Arc<Settings>> {
         self.settings.subscribe()
     }
+
+    /// A server's shared state, without listeners, for unit tests of one connection.
+    #[cfg(test)]
+    pub(crate) fn for_tests(settings: Settings) -> Shared {
+        Shared {
+            hub: Hub::default(),
+            stats: Stats::default(),
+            connection_slots: Arc::new(Semaphore::new(settings.max_connections)),
+            settings: watch::channel(Arc::new(settings)).0,
+            next_id: AtomicU64::new(1),
+        }
+    }
 }
 
 /// A listener that could not be set up.

@@ -225,6 +225,33 @@ async fn local_checks_refuse_what_the_server_would() {
     assert_eq!(reporter.stats().accepted, 1);
 }
 
+#[tokio::test]
+async fn a_report_that_compression_grows_over_the_limit_fails_alone() {
+    let server = TestServer::start().await;
+    let mut cfg = config(server.addr);
+    cfg.compress = true;
+    cfg.max_report_frame_len = 45 + 40;
+    let reporter = Reporter::connect(cfg).await.unwrap();
+    // Short text of distinct characters does not compress: zlib adds 6 bytes of its own,
+    // and fixed Huffman codes take up to 9 bits a byte.
+    let grows = r#"{"k":"qwertyuiopasdfghjklzxcvbnm12"}"#;
+    let packed = monitor_proto::layer::compress::deflate(grows.as_bytes());
+    assert!(
+        grows.len() <= 40 && packed.len() > 40,
+        "{} -> {}",
+        grows.len(),
+        packed.len()
+    );
+
+    let err = reporter.report_raw(grows).await.unwrap_err();
+    assert!(err.to_string().contains("85"), "{err}");
+    // The connection carries on: the next report is acknowledged on it.
+    assert_eq!(reporter.report_raw(r#"{"a":1}"#).await.unwrap(), 0);
+    let stats = reporter.stats();
+    assert_eq!((stats.failed, stats.acked, stats.reconnects), (1, 1, 0));
+    assert_eq!(reporter.status(), Status::Connected { connections: 1 });
+}
+
 /// A scripted server: the first connection takes the heartbeat handshake and one report,
 /// then drops without acknowledging it; the second acknowledges whatever it gets with
 /// `delivered = 7`. Returns the reports the second connection received.

@@ -81,26 +81,31 @@ impl KeyRequest {
     /// Parses a key request body. An empty body, `{}`, or a JSON value with neither a
     /// string `pubkey` nor a string `token` asks for the legacy exchange.
     ///
+    /// Parsing borrows from the body: a large body costs no more than its own bytes, not
+    /// a tree of values several times its size.
+    ///
     /// # Errors
-    /// [`Error::MalformedBody`] if a non-empty body is not JSON.
+    /// [`Error::MalformedBody`] if a non-empty body is not UTF-8 JSON, or names `pubkey`
+    /// or `token` twice (as a duplicate `code` is refused in a subscribe).
     pub fn parse(body: &[u8]) -> Result<KeyRequest, Error> {
         let mut request = KeyRequest {
             pubkey: None,
             token: None,
         };
-        if body.iter().all(u8::is_ascii_whitespace) {
+        let Some(first) = body.iter().find(|b| !b.is_ascii_whitespace()) else {
+            return Ok(request);
+        };
+        let text = std::str::from_utf8(body)
+            .map_err(|e| Error::malformed(format!("invalid UTF-8: {e}")))?;
+        let invalid = |e: serde_json::Error| Error::malformed(format!("invalid JSON: {e}"));
+        if *first != b'{' {
+            // Any other JSON value asks for the legacy exchange; it only has to be JSON.
+            serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(invalid)?;
             return Ok(request);
         }
-        let value: serde_json::Value = serde_json::from_slice(body)
-            .map_err(|e| Error::malformed(format!("invalid JSON: {e}")))?;
-        if let serde_json::Value::Object(mut map) = value {
-            if let Some(serde_json::Value::String(pubkey)) = map.remove("pubkey") {
-                request.pubkey = Some(pubkey);
-            }
-            if let Some(serde_json::Value::String(token)) = map.remove("token") {
-                request.token = Some(Token(token));
-            }
-        }
+        let fields: KeyRequestFields<'_> = serde_json::from_str(text).map_err(invalid)?;
+        request.pubkey = fields.pubkey.and_then(as_string);
+        request.token = fields.token.and_then(as_string).map(Token);
         Ok(request)
     }
 
@@ -121,6 +126,14 @@ impl KeyRequest {
         }
         serde_json::Value::Object(map).to_string().into()
     }
+}
+
+#[derive(Deserialize)]
+struct KeyRequestFields<'a> {
+    #[serde(borrow, default)]
+    pubkey: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    token: Option<&'a RawValue>,
 }
 
 /// A subscription (type 5).
@@ -276,6 +289,13 @@ mod tests {
         assert_eq!(r.token.as_ref().map(Token::expose), Some("s3cret"));
         assert!(!format!("{r:?}").contains("s3cret"));
         assert!(KeyRequest::parse(b"{").is_err());
+        assert!(KeyRequest::parse(b"[1,").is_err());
+        assert!(KeyRequest::parse(b"{} x").is_err());
+        assert!(KeyRequest::parse(b"\"\xff\"").is_err(), "not UTF-8");
+        assert!(KeyRequest::parse(br#"{"pubkey":"a","pubkey":"b"}"#).is_err());
+        let r = KeyRequest::parse(br#"{"pad":[{"pubkey":"no"}],"token":null,"pubkey":"k\u0031"}"#)
+            .unwrap();
+        assert_eq!((r.pubkey.as_deref(), r.token), (Some("k1"), None));
         assert_eq!(
             KeyRequest::parse(&KeyRequest::body(Some("k"), None))
                 .unwrap()

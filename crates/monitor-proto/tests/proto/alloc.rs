@@ -132,3 +132,20 @@ fn compressed_and_inflated_bodies_hold_no_spare_capacity() {
     assert_eq!(inflated.unwrap().len(), json.len());
     assert!(held <= json.len() as i64 + 64, "{held} bytes held");
 }
+
+#[test]
+fn a_large_key_request_is_parsed_without_a_value_tree() {
+    use monitor_proto::message::request::KeyRequest;
+    // 1 MiB of `0,`: as a tree of JSON values it would take about 16 bytes per element.
+    let mut body = br#"{"pad":["#.to_vec();
+    body.extend(std::iter::repeat_n(&b"0,"[..], 1 << 19).flatten());
+    body.extend_from_slice(br#"0],"pubkey":"k"}"#);
+    let mut parsed = None;
+    let peak = allocation_counter::measure(|| parsed = Some(KeyRequest::parse(&body))).bytes_max;
+    assert_eq!(parsed.unwrap().unwrap().pubkey.as_deref(), Some("k"));
+    assert!(
+        peak < 4096,
+        "{peak} bytes at the peak for a {} byte body",
+        body.len()
+    );
+}

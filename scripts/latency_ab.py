@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Alternating A/B runs of fanout-bench against server variants, for small comparisons
+(a flag, a build, a scheduling policy) that the full scripts/fanout-vs-nats.sh would
+take too long for. Each repetition starts every variant in turn on a fresh port, runs
+fanout-bench against it, and stops it; medians are printed at the end.
+
+    scripts/latency_ab.py REPS 'LABEL=COMMAND' ['LABEL=COMMAND' ...]
+
+COMMAND is a shell-style command line. It gets `--listen 127.0.0.1:PORT` appended,
+unless it contains `{addr}`, which is replaced by 127.0.0.1:PORT instead.
+
+Environment: SUBS (100), RATE (2000; 0 = max rate), DUR (4 s measured), WARMUP (1 s),
+FANOUT_BENCH (path to fanout-bench), PORT (first port, 19620).
+
+Example, the nice/real-time check of docs/performance.md:
+
+    scripts/latency_ab.py 3 def=target/release/monitor-server \\
+        'nice=nice -n -10 target/release/monitor-server' \\
+        'fifo=chrt -f 10 target/release/monitor-server'
+"""
+import json
+import os
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FB = os.environ.get(
+    "FANOUT_BENCH",
+    os.path.join(HERE, "..", "shared", "tools", "fanout-bench", "target", "release", "fanout-bench"),
+)
+
+
+def wait_for_port(port, seconds=5.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def main():
+    if len(sys.argv) < 3 or not sys.argv[1].isdigit():
+        sys.exit(__doc__)
+    reps, variants = int(sys.argv[1]), sys.argv[2:]
+    subs = os.environ.get("SUBS", "100")
+    rate = os.environ.get("RATE", "2000")
+    dur = os.environ.get("DUR", "4")
+    warmup = os.environ.get("WARMUP", "1")
+    port = int(os.environ.get("PORT", "19620"))
+    if not os.access(FB, os.X_OK):
+        sys.exit(f"fanout-bench not found at {FB} (build it, or set FANOUT_BENCH)")
+    results = {}
+    for rep in range(reps):
+        for variant in variants:
+            label, _, command = variant.partition("=")
+            port += 1
+            addr = f"127.0.0.1:{port}"
+            args = (shlex.split(command.replace("{addr}", addr)) if "{addr}" in command
+                    else shlex.split(command) + ["--listen", addr])
+            server = subprocess.Popen(args, stderr=subprocess.DEVNULL)
+            try:
+                if not wait_for_port(port):
+                    print(f"{label}: no listener on {addr}", flush=True)
+                    continue
+                run = subprocess.run(
+                    [FB, "--proto", "monitor", "--addr", addr, "--subscribers", subs,
+                     "--rate", rate, "--duration", dur, "--warmup", warmup,
+                     "--broker-pid", str(server.pid)],
+                    capture_output=True, text=True, timeout=int(dur) + int(warmup) + 120)
+            finally:
+                server.terminate()
+                server.wait()
+            try:
+                d = json.loads(run.stdout)
+            except json.JSONDecodeError:
+                print(f"{label}: fanout-bench failed: {run.stderr.strip()[-300:]}", flush=True)
+                continue
+            results.setdefault(label, []).append(d)
+            print(f"rep {rep + 1} {label:10} p50={d['lat_p50_us']:8} p99={d['lat_p99_us']:8} "
+                  f"deliv={d['deliv_msgs_per_s']:10} broker={d['broker_cpu_pct']}% "
+                  f"harness={d['harness_cpu_pct']}% busy={d['machine_busy_pct']}% lost={d['lost']}",
+                  flush=True)
+    print("--- medians")
+    for label, runs in results.items():
+        med = lambda k: statistics.median(r[k] for r in runs)
+        print(f"{label:10} n={len(runs)} p50={med('lat_p50_us'):.0f} p99={med('lat_p99_us'):.0f} "
+              f"p99.9={med('lat_p999_us'):.0f} deliv={med('deliv_msgs_per_s'):.0f} "
+              f"broker={med('broker_cpu_pct')}%")
+
+
+if __name__ == "__main__":
+    main()

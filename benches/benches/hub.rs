@@ -57,8 +57,13 @@ fn hub_fanout(c: &mut Criterion) {
             let mut batch = VecDeque::new();
             let mut wakes = Vec::new();
             b.iter(|| {
-                let delivered =
-                    hub.publish(black_box(&report), SlowConsumer::Drop, &stats, &mut wakes);
+                let delivered = hub.publish(
+                    black_box(&report),
+                    usize::MAX,
+                    SlowConsumer::Drop,
+                    &stats,
+                    &mut wakes,
+                );
                 wakes.clear();
                 assert_eq!(delivered, n as u64);
                 for q in &queues {

@@ -590,6 +590,7 @@ impl Conn {
                 self.reported = true;
                 let delivered = self.shared.hub.publish(
                     &report,
+                    self.settings.compress_threshold,
                     self.settings.slow_consumer,
                     &self.shared.stats,
                     &mut self.wakes,

@@ -1,8 +1,9 @@
 //! The broadcast hub: who is subscribed to what, and the fan-out of a report to them.
 //!
 //! A report's push body is built once and shared by every subscriber (`Arc<Push>`, whose
-//! `Bytes` are never copied); its compressed form is made at most once, by the first
-//! subscriber that wants it. Each subscriber has a bounded [`PushQueue`], filled with
+//! `Bytes` are never copied); its compressed form is made at most once: by the publisher
+//! when the body is over the compress threshold (every subscriber then needs it), else by
+//! the first subscriber that asks for it. Each subscriber has a bounded [`PushQueue`], filled with
 //! [`PushQueue::try_push`]: publishing never waits for a subscriber, so a slow one costs
 //! the others nothing.
 
@@ -205,18 +206,31 @@ impl Hub {
     /// The wakers of subscribers that were waiting are added to `wakes`: wake them once
     /// the reports at hand are all published (see [`PushQueue::try_push`]).
     ///
+    /// A push body over `compress_over` bytes is compressed here, before any subscriber
+    /// sees it: every subscriber sends that form, and the first one to need it would
+    /// otherwise compress it on its worker while the others block on it on theirs.
+    ///
     /// A full queue is handled by `policy`: `Drop` skips that subscriber (counted in
     /// `stats.pushes_dropped`); `Disconnect` removes its subscription, which closes its
     /// queue, and its connection closes once it has written what was queued.
     pub fn publish(
         &self,
         report: &Report,
+        compress_over: usize,
         policy: SlowConsumer,
         stats: &Stats,
         wakes: &mut Vec<Waker>,
     ) -> u64 {
-        // Built on the first match: a report nobody wants costs no copy.
+        // Built on the first match, so that a report nobody wants costs no copy; except a
+        // large one, compressed outside the lock (subscribers come and go meanwhile).
         let mut push: Option<Arc<Push>> = None;
+        if reply::SUCCESS_PREFIX.len() + report.raw.len() + 1 > compress_over
+            && !self.read().is_empty()
+        {
+            let large = Arc::new(Push::new(&report.raw));
+            large.compressed();
+            push = Some(large);
+        }
         let code = report.code.as_deref();
         let mut delivered = 0u64;
         let mut dropped = 0u64;
@@ -278,7 +292,31 @@ mod tests {
     /// Publishes `json` and answers how many subscribers it reached.
     fn publish(hub: &Hub, stats: &Stats, json: &'static str, policy: SlowConsumer) -> u64 {
         let report = Report::parse(Bytes::from_static(json.as_bytes())).unwrap();
-        hub.publish(&report, policy, stats, &mut Vec::new())
+        hub.publish(&report, usize::MAX, policy, stats, &mut Vec::new())
+    }
+
+    #[test]
+    fn the_publisher_compresses_a_body_over_the_threshold() {
+        let hub = Hub::default();
+        let stats = Stats::default();
+        let q = PushQueue::new(4);
+        hub.subscribe(1, Vec::new(), Arc::clone(&q));
+        for (json, threshold, made) in [
+            (r#"{"code":"a","pad":"xxxxxxxxxxxxxxxxxxxx"}"#, 60, true),
+            (r#"{"code":"a"}"#, 60, false),
+        ] {
+            let report = Report::parse(Bytes::from_static(json.as_bytes())).unwrap();
+            hub.publish(
+                &report,
+                threshold,
+                SlowConsumer::Drop,
+                &stats,
+                &mut Vec::new(),
+            );
+            let push = take(&q).pop_front().unwrap();
+            assert_eq!(push.json().len() > threshold, made);
+            assert_eq!(push.compressed.get().is_some(), made, "{json}");
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use monitor_proto::message::reply::{Reply, SUCCESS_PREFIX};
+use monitor_proto::message::reply::SUCCESS_PREFIX;
 use monitor_proto::{FrameCodec, Header, MessageCodec, MsgType, Subscribe, Uuid};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,8 +36,8 @@ use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::codec::Decoder;
 
-use crate::config::{random_uuid, ServerAddr, DEFAULT_MAX_FRAME_LEN};
-use crate::connection::{open_transport, BoxRead, BoxWrite};
+use crate::config::{random_uuid, ClientConfig, ServerAddr, DEFAULT_MAX_FRAME_LEN};
+use crate::connection::{BoxRead, BoxWrite, Connection, Handshake};
 use crate::error::{Error, Result};
 
 /// The `code` of every bench report, and the subscribers' only topic.
@@ -401,95 +401,42 @@ fn client_codec() -> MessageCodec {
     b.message_codec(monitor_proto::Role::Client)
 }
 
-/// A connection with its first reply read: the subscribe ack (type 6) or the heartbeat
-/// reply (type 4).
+/// A connection past its handshake (subscribed, or its heartbeat answered), taken apart
+/// for the bench's own reading and writing.
 struct Opened {
     reader: BoxRead,
     writer: BoxWrite,
+    /// What arrived after the handshake's reply.
     buf: BytesMut,
     codec: MessageCodec,
     uuid: Uuid,
 }
 
-async fn open_once(
-    server: &ServerAddr,
-    hello_type: MsgType,
-    hello: &[u8],
-    letter: u8,
-) -> Result<Opened> {
-    let (mut reader, mut writer) = open_transport(server).await?;
-    let uuid = random_uuid(letter);
-    let mut out = BytesMut::new();
-    encode_frame(&mut out, hello_type, uuid, hello)?;
-    writer
-        .write_all(&out)
-        .await
-        .map_err(|e| Error::Proto(e.into()))?;
-    let mut codec = client_codec();
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let want = hello_type.reply_type();
-    loop {
-        while let Some(received) = codec.decode(&mut buf)? {
-            if Some(received.header.msg_type) != want {
-                continue;
-            }
-            let reply = Reply::parse(&received.body?).map_err(|e| Error::BadReply {
-                reason: e.to_string(),
-            })?;
-            if !reply.is_success() {
-                return Err(Error::SubscribeRefused { msg: reply.msg });
-            }
-            return Ok(Opened {
-                reader,
-                writer,
-                buf,
-                codec,
-                uuid,
-            });
-        }
-        let n = reader
-            .read_buf(&mut buf)
-            .await
-            .map_err(|e| Error::Proto(e.into()))?;
-        if n == 0 {
-            return Err(Error::ClosedDuringHandshake {
-                during: if hello_type == MsgType::Subscribe {
-                    "subscribe"
-                } else {
-                    "heartbeat"
-                },
-            });
-        }
-    }
-}
-
-async fn open_with_retry(
-    sh: &Shared,
-    hello_type: MsgType,
-    hello: &[u8],
-    letter: u8,
-) -> Result<Opened> {
+/// Opens one connection the way the library's clients do ([`Connection::establish`]),
+/// retrying as the bench allows: a refused subscribe is final, anything else is tried
+/// again [`CONNECT_ATTEMPTS`] times.
+async fn open_with_retry(sh: &Shared, handshake: Handshake, letter: u8) -> Result<Opened> {
+    let mut cfg = ClientConfig::new(sh.cfg.server.clone());
+    cfg.uuid = random_uuid(letter);
+    cfg.connect_timeout = sh.cfg.connect_timeout;
     let mut last = None;
     for attempt in 0..CONNECT_ATTEMPTS {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
         }
-        let timeout = sh.cfg.connect_timeout;
-        match tokio::time::timeout(
-            timeout,
-            open_once(&sh.cfg.server, hello_type, hello, letter),
-        )
-        .await
-        {
-            Ok(Ok(opened)) => return Ok(opened),
-            Ok(Err(e)) if matches!(e, Error::SubscribeRefused { .. }) => return Err(e),
-            Ok(Err(e)) => last = Some(e),
-            Err(_) => {
-                last = Some(Error::ConnectTimeout {
-                    address: sh.cfg.server.to_string(),
-                    after: timeout,
-                })
+        match Connection::establish(&cfg, &handshake).await {
+            Ok(conn) => {
+                let (reader, buf, writer) = conn.into_parts();
+                return Ok(Opened {
+                    reader,
+                    writer,
+                    buf,
+                    codec: client_codec(),
+                    uuid: cfg.uuid,
+                });
             }
+            Err(e) if matches!(e, Error::SubscribeRefused { .. }) => return Err(e),
+            Err(e) => last = Some(e),
         }
     }
     Err(last.unwrap_or(Error::Closed))
@@ -505,7 +452,7 @@ async fn subscriber(
     let hello = Subscribe::body(&format!("bench-subscriber-{id}"), &[BENCH_CODE]);
     let opened = {
         let _permit = sh.connect_gate.acquire().await;
-        open_with_retry(&sh, MsgType::Subscribe, &hello, b's').await
+        open_with_retry(&sh, Handshake::Subscribe(hello), b's').await
     };
     let Opened {
         mut reader,
@@ -722,7 +669,7 @@ async fn reporter(sh: Arc<Shared>, rate_share: u64) -> Result<(BoxWrite, JoinHan
         buf,
         codec,
         uuid,
-    } = open_with_retry(&sh, MsgType::Heartbeat, b"", b'p').await?;
+    } = open_with_retry(&sh, Handshake::Heartbeat, b'p').await?;
     let acks = tokio::spawn(read_acks(Arc::clone(&sh), reader, buf, codec));
     let cfg = &sh.cfg;
     let window = cfg.window();

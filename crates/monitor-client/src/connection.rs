@@ -3,6 +3,7 @@
 //! and jitter, and the [`Status`] they publish.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -13,7 +14,7 @@ use monitor_proto::{MessageCodec, MsgType, Outgoing, Received, Uuid};
 use rand::Rng;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::time::{sleep_until, Instant, Interval, MissedTickBehavior, Sleep};
 use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 
@@ -87,6 +88,15 @@ pub(crate) async fn open_transport(addr: &ServerAddr) -> Result<(BoxRead, BoxWri
             let (r, w) = stream.into_split();
             Ok((Box::new(r), Box::new(w)))
         }
+    }
+}
+
+/// For a session loop: what a write of the buffer means for the connection.
+pub(crate) fn written(result: std::io::Result<usize>) -> std::result::Result<(), String> {
+    match result {
+        Ok(0) => Err("the connection refused more data".into()),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("write failed: {e}")),
     }
 }
 
@@ -178,6 +188,13 @@ impl Connection {
         }
     }
 
+    /// The read half with what was read past the handshake, and the write half: for a
+    /// caller that reads and writes the raw stream from here on (the load generator).
+    pub(crate) fn into_parts(mut self) -> (BoxRead, BytesMut, BoxWrite) {
+        let unread = std::mem::take(self.reader.read_buffer_mut());
+        (self.reader.into_inner(), unread, self.writer)
+    }
+
     /// X25519: sends our public key, derives the session key from the server's, and
     /// installs it in the reader so encrypted replies and pushes decrypt.
     async fn key_exchange(&mut self) -> Result<()> {
@@ -266,6 +283,52 @@ impl Connection {
     /// every `heartbeat_interval`, and its reply is due within `ack_timeout`.
     pub(crate) fn silence_deadline(&self, cfg: &ClientConfig) -> Instant {
         self.last_rx + cfg.heartbeat_interval + cfg.ack_timeout
+    }
+
+    /// The two timers of a session loop: heartbeats every `heartbeat_interval` (the
+    /// first one interval from now), and the silence deadline
+    /// ([`Connection::silence_deadline`]).
+    pub(crate) fn session_timers(&self, cfg: &ClientConfig) -> (Interval, Pin<Box<Sleep>>) {
+        let mut heartbeat = tokio::time::interval_at(
+            Instant::now() + cfg.heartbeat_interval,
+            cfg.heartbeat_interval,
+        );
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        (heartbeat, Box::pin(sleep_until(self.silence_deadline(cfg))))
+    }
+
+    /// For a session loop whose silence timer fired: why the connection is dead, or, if a
+    /// frame came meanwhile, the timer set again.
+    pub(crate) fn check_silence(
+        &self,
+        cfg: &ClientConfig,
+        silence: Pin<&mut Sleep>,
+    ) -> std::result::Result<(), String> {
+        let deadline = self.silence_deadline(cfg);
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "nothing received for {:?} (heartbeat unanswered)",
+                cfg.heartbeat_interval + cfg.ack_timeout
+            ));
+        }
+        silence.reset(deadline);
+        Ok(())
+    }
+
+    /// For a session loop: a frame from `reader`, or why the connection is lost. Arrival
+    /// counts against the silence deadline.
+    pub(crate) fn arrived(
+        &mut self,
+        frame: Option<std::result::Result<Received, monitor_proto::Error>>,
+    ) -> std::result::Result<Received, String> {
+        match frame {
+            None => Err("closed by the server".into()),
+            Some(Err(e)) => Err(format!("protocol error: {e}")),
+            Some(Ok(received)) => {
+                self.last_rx = Instant::now();
+                Ok(received)
+            }
+        }
     }
 
     /// Closes the write side, bounded so a dead peer cannot hold the caller.

@@ -19,11 +19,13 @@ use serde_json::value::RawValue;
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio::time::{sleep_until, Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::config::ClientConfig;
-use crate::connection::{connect_with_retry, describe_received, Connection, Handshake, Status};
+use crate::connection::{
+    self, connect_with_retry, describe_received, Connection, Handshake, Status,
+};
 use crate::error::{Error, Result};
 
 /// What to subscribe to: a `code` (any non-empty name for this receiver) and topic patterns
@@ -310,13 +312,7 @@ async fn session(
     conn: &mut Connection,
     tx: &mpsc::Sender<Result<Event>>,
 ) -> End {
-    let mut heartbeat = tokio::time::interval_at(
-        Instant::now() + cfg.heartbeat_interval,
-        cfg.heartbeat_interval,
-    );
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let silence = sleep_until(conn.silence_deadline(cfg));
-    tokio::pin!(silence);
+    let (mut heartbeat, mut silence) = conn.session_timers(cfg);
     // A push read but not yet taken by the consumer; while there is one, reading stops.
     let mut pending: Option<Event> = None;
     loop {
@@ -332,29 +328,20 @@ async fn session(
                 }
                 _ => return End::ReceiverGone,
             },
-            written = conn.writer.write_buf(&mut conn.wbuf), if !conn.wbuf.is_empty() => match written {
-                Ok(0) => return End::Lost("the connection refused more data".into()),
-                Ok(_) => {}
-                Err(e) => return End::Lost(format!("write failed: {e}")),
-            },
-            frame = futures::StreamExt::next(&mut conn.reader), if reading => match frame {
-                None => return End::Lost("closed by the server".into()),
-                Some(Err(e)) => return End::Lost(format!("protocol error: {e}")),
-                Some(Ok(received)) => {
-                    conn.last_rx = Instant::now();
-                    pending = on_frame(cfg, received);
+            written = conn.writer.write_buf(&mut conn.wbuf), if !conn.wbuf.is_empty() => {
+                if let Err(reason) = connection::written(written) {
+                    return End::Lost(reason);
                 }
+            }
+            frame = futures::StreamExt::next(&mut conn.reader), if reading => match conn.arrived(frame) {
+                Ok(received) => pending = on_frame(cfg, received),
+                Err(reason) => return End::Lost(reason),
             },
             _ = heartbeat.tick() => conn.queue_heartbeat(),
             () = &mut silence, if reading => {
-                let deadline = conn.silence_deadline(cfg);
-                if Instant::now() >= deadline {
-                    return End::Lost(format!(
-                        "nothing received for {:?} (heartbeat unanswered)",
-                        cfg.heartbeat_interval + cfg.ack_timeout
-                    ));
+                if let Err(reason) = conn.check_silence(cfg, silence.as_mut()) {
+                    return End::Lost(reason);
                 }
-                silence.as_mut().reset(deadline);
             }
         }
     }

@@ -29,12 +29,14 @@ use monitor_proto::{MsgType, Received, Uuid, HEADER_LEN};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::time::{sleep_until, Instant, MissedTickBehavior};
+use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, info, warn};
 
 use crate::config::{ClientConfig, Delivery};
-use crate::connection::{connect_with_retry, describe_received, Connection, Handshake, Status};
+use crate::connection::{
+    self, connect_with_retry, describe_received, Connection, Handshake, Status,
+};
 use crate::error::{Error, Result};
 
 /// Above this many encoded but unwritten bytes, stop taking reports until the socket
@@ -586,13 +588,7 @@ impl Task {
             );
         }
         let cfg = self.cfg.clone();
-        let mut heartbeat = tokio::time::interval_at(
-            Instant::now() + cfg.heartbeat_interval,
-            cfg.heartbeat_interval,
-        );
-        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let silence = sleep_until(conn.silence_deadline(&cfg));
-        tokio::pin!(silence);
+        let (mut heartbeat, mut silence) = conn.session_timers(&cfg);
         loop {
             if self.rx_closed && self.in_flight.is_empty() && conn.wbuf.is_empty() {
                 return End::Done;
@@ -606,19 +602,15 @@ impl Task {
                 .map(|f| f.written_at + cfg.ack_timeout);
             tokio::select! {
                 biased;
-                frame = conn.reader.next() => match frame {
-                    None => return End::Lost("closed by the server".into()),
-                    Some(Err(e)) => return End::Lost(format!("protocol error: {e}")),
-                    Some(Ok(received)) => {
-                        conn.last_rx = Instant::now();
-                        self.on_frame(received);
+                frame = conn.reader.next() => match conn.arrived(frame) {
+                    Ok(received) => self.on_frame(received),
+                    Err(reason) => return End::Lost(reason),
+                },
+                written = conn.writer.write_buf(&mut conn.wbuf), if !conn.wbuf.is_empty() => {
+                    if let Err(reason) = connection::written(written) {
+                        return End::Lost(reason);
                     }
-                },
-                written = conn.writer.write_buf(&mut conn.wbuf), if !conn.wbuf.is_empty() => match written {
-                    Ok(0) => return End::Lost("the connection refused more data".into()),
-                    Ok(_) => {}
-                    Err(e) => return End::Lost(format!("write failed: {e}")),
-                },
+                }
                 cmd = self.rx.recv(), if can_take => {
                     let mut next = cmd;
                     let mut taken = 0;
@@ -650,14 +642,9 @@ impl Task {
                     return End::Lost(format!("no acknowledgement within {:?}", cfg.ack_timeout));
                 }
                 () = &mut silence => {
-                    let deadline = conn.silence_deadline(&cfg);
-                    if Instant::now() >= deadline {
-                        return End::Lost(format!(
-                            "nothing received for {:?} (heartbeat unanswered)",
-                            cfg.heartbeat_interval + cfg.ack_timeout
-                        ));
+                    if let Err(reason) = conn.check_silence(&cfg, silence.as_mut()) {
+                        return End::Lost(reason);
                     }
-                    silence.as_mut().reset(deadline);
                 }
             }
         }

@@ -339,3 +339,44 @@ async fn unix_socket_receiver_and_reporter() {
     server.stop().await;
     let _ = std::fs::remove_file(&path);
 }
+
+#[tokio::test]
+async fn a_server_that_stops_answering_heartbeats_is_left() {
+    // Acknowledges the subscribe, then reads everything and answers nothing, with the
+    // connection open: only the missing heartbeat replies can tell the client.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let silent = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut conn = Framed::new(stream, MessageCodec::new(Role::Server));
+        let sub = conn.next().await.unwrap().unwrap();
+        assert_eq!(sub.header.msg_type, MsgType::Subscribe);
+        let ack = reply::success_raw(&sub.body.unwrap());
+        conn.send(Outgoing::new(MsgType::Push, sub.header.uuid, ack))
+            .await
+            .unwrap();
+        let mut heartbeats = 0;
+        while let Some(Ok(frame)) = conn.next().await {
+            heartbeats += u32::from(frame.header.msg_type == MsgType::Heartbeat);
+        }
+        heartbeats
+    });
+    let mut cfg = config(addr);
+    cfg.heartbeat_interval = Duration::from_millis(100);
+    cfg.ack_timeout = Duration::from_millis(200);
+    let started = tokio::time::Instant::now();
+    let mut rx = PushReceiver::connect(cfg, Subscription::new("s"))
+        .await
+        .unwrap();
+    match next_event(&mut rx).await {
+        Event::Disconnected { reason } => {
+            assert!(reason.contains("heartbeat unanswered"), "{reason}")
+        }
+        other => panic!("expected a disconnection, got {other:?}"),
+    }
+    // Not before heartbeat_interval + ack_timeout of silence.
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    drop(rx);
+    let heartbeats = tokio::time::timeout(WAIT, silent).await.unwrap().unwrap();
+    assert!(heartbeats >= 2, "{heartbeats} heartbeats sent");
+}

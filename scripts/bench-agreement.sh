@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Checks that the project's own load generator (`monitor-client bench`) agrees with
+# fanout-bench: both measure the same point against the same running monitor-server,
+# alternating, and the ratios (ours / fanout-bench) are printed. The performance issue
+# asks for agreement within 20%.
+#
+#   (cd ../shared/tools/fanout-bench && cargo build --release)
+#   scripts/bench-agreement.sh            # ~3 min: 3 pairs at max rate, 3 at 2000/s
+#   PAIRS=1 DURATION=3 scripts/bench-agreement.sh
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+cd "$HERE"
+FB=${FANOUT_BENCH:-$HERE/../shared/tools/fanout-bench/target/release/fanout-bench}
+PAIRS=${PAIRS:-3}
+DUR=${DURATION:-10}
+PORT=${PORT:-19720}
+SUBS=${SUBSCRIBERS:-100}
+OUT=${OUT:-$HERE/target/bench-agreement}
+
+[ -x "$FB" ] || { echo "fanout-bench not found at $FB (build it, or set FANOUT_BENCH)" >&2; exit 1; }
+cargo build --release -q -p monitor-server -p monitor-client --bin monitor-server --bin monitor-client
+mkdir -p "$OUT"
+: >"$OUT/runs.jsonl"
+
+"$HERE/target/release/monitor-server" --listen "127.0.0.1:$PORT" 2>"$OUT/server.log" &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+
+# Both tools print one JSON object with the same field names; keeps the ones compared.
+keep() {
+  python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+print(json.dumps({"tool": sys.argv[1], "rate": int(sys.argv[2]), "deliv": d["deliv_msgs_per_s"],
+                  "p50": d["lat_p50_us"], "p99": d["lat_p99_us"], "lost": d["lost"]}))
+' "$1" "$2" >>"$OUT/runs.jsonl"
+}
+
+for rate in 0 2000; do
+  for pair in $(seq "$PAIRS"); do
+    echo "$(date +%T) rate=$rate pair=$pair" >&2
+    "$FB" --proto monitor --addr "127.0.0.1:$PORT" --subscribers "$SUBS" --rate "$rate" \
+      --duration "$DUR" 2>>"$OUT/fanout-bench.log" |
+      keep fanout-bench "$rate"
+    "$HERE/target/release/monitor-client" bench --server "127.0.0.1:$PORT" --subscribers "$SUBS" \
+      --rate "$rate" --duration "$DUR" --json 2>>"$OUT/monitor-client.log" |
+      keep monitor-client "$rate"
+  done
+done
+
+python3 - "$OUT/runs.jsonl" <<'EOF'
+import json, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+print("| rate | pair | metric | fanout-bench | monitor-client bench | ratio |")
+print("|---|---|---|---|---|---|")
+worst = 0.0
+for rate in sorted({r["rate"] for r in runs}):
+    fb = [r for r in runs if r["rate"] == rate and r["tool"] == "fanout-bench"]
+    mc = [r for r in runs if r["rate"] == rate and r["tool"] == "monitor-client"]
+    metrics = ["deliv"] if rate == 0 else ["p50", "p99"]
+    for i, (a, b) in enumerate(zip(fb, mc), 1):
+        for m in metrics:
+            ratio = b[m] / a[m] if a[m] else float("nan")
+            worst = max(worst, abs(ratio - 1))
+            label = "max" if rate == 0 else f"{rate}/s"
+            print(f"| {label} | {i} | {m} | {a[m]:.0f} | {b[m]:.0f} | {ratio:.2f} |")
+print(f"\nlargest difference: {worst * 100:.0f}%; lost: "
+      f"{sum(r['lost'] for r in runs)} over all runs")
+EOF

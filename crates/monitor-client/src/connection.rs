@@ -315,8 +315,8 @@ impl Connection {
         Ok(())
     }
 
-    /// For a session loop: a frame from `reader`, or why the connection is lost. Arrival
-    /// counts against the silence deadline.
+    /// For a session loop: a frame from `reader`, or why the connection is lost. A frame
+    /// that arrives moves the silence deadline back.
     pub(crate) fn arrived(
         &mut self,
         frame: Option<std::result::Result<Received, monitor_proto::Error>>,

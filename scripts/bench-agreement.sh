@@ -8,16 +8,13 @@
 #   scripts/bench-agreement.sh            # ~3 min: 3 pairs at max rate, 3 at 2000/s
 #   PAIRS=1 DURATION=3 scripts/bench-agreement.sh
 set -euo pipefail
-HERE=$(cd "$(dirname "$0")/.." && pwd)
-cd "$HERE"
-FB=${FANOUT_BENCH:-$HERE/../shared/tools/fanout-bench/target/release/fanout-bench}
+. "$(dirname "$0")/common.sh"
 PAIRS=${PAIRS:-3}
 DUR=${DURATION:-10}
 PORT=${PORT:-19720}
 SUBS=${SUBSCRIBERS:-100}
 OUT=${OUT:-$HERE/target/bench-agreement}
 
-[ -x "$FB" ] || { echo "fanout-bench not found at $FB (build it, or set FANOUT_BENCH)" >&2; exit 1; }
 cargo build --release -q -p monitor-server -p monitor-client --bin monitor-server --bin monitor-client
 mkdir -p "$OUT"
 : >"$OUT/runs.jsonl"
@@ -25,7 +22,7 @@ mkdir -p "$OUT"
 "$HERE/target/release/monitor-server" --listen "127.0.0.1:$PORT" 2>"$OUT/server.log" &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+wait_port "$PORT"
 
 # Both tools print one JSON object with the same field names; keeps the ones compared.
 keep() {

@@ -15,9 +15,7 @@
 # Results: target/fanout/fanout.jsonl (accepted runs), fanout-all.jsonl (every attempt),
 # idle.jsonl, run.log.
 set -euo pipefail
-HERE=$(cd "$(dirname "$0")/.." && pwd)
-cd "$HERE"
-FB=${FANOUT_BENCH:-$HERE/../shared/tools/fanout-bench/target/release/fanout-bench}
+. "$(dirname "$0")/common.sh"
 OUT=${OUT:-$HERE/target/fanout}
 REPS=${REPS:-3}
 DUR=${DURATION:-10}
@@ -35,7 +33,6 @@ POINTS=("10 0" "100 0" "1000 0" "100 2000")
 OTHER_MAX=${OTHER_MAX:-25}
 ATTEMPTS=${ATTEMPTS:-3}
 
-[ -x "$FB" ] || { echo "fanout-bench not found at $FB (build it, or set FANOUT_BENCH)" >&2; exit 1; }
 command -v nats-server >/dev/null || { echo "nats-server missing: apt-get install -y nats-server" >&2; exit 1; }
 cargo build --release -q -p monitor-server -p monitor-benches --bin monitor-server --bin floor-server
 SERVER=$HERE/target/release/monitor-server
@@ -46,7 +43,6 @@ FAN=$OUT/fanout.jsonl ALL=$OUT/fanout-all.jsonl IDLE=$OUT/idle.jsonl LOG=$OUT/ru
 
 declare -A PID
 log() { echo "$(date +%T) $*" | tee -a "$LOG" >&2; }
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 start() {
   case $1 in
     monitor) "$SERVER" --listen "127.0.0.1:$MONITOR_PORT" 2>>"$OUT/monitor.log" & PID[monitor]=$!; port=$MONITOR_PORT ;;
@@ -54,7 +50,7 @@ start() {
     floor) "$FLOOR" "127.0.0.1:$FLOOR_PORT" 2>>"$OUT/floor.log" & PID[floor]=$!; port=$FLOOR_PORT ;;
     nats) nats-server -a 127.0.0.1 -p "$NATS_PORT" >>"$OUT/nats.log" 2>&1 & PID[nats]=$!; port=$NATS_PORT ;;
   esac
-  for _ in $(seq 100); do port_open "$port" && return 0; sleep 0.1; done
+  wait_port "$port" && return 0
   log "$1 did not open port $port"; exit 1
 }
 stop() {

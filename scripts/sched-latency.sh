@@ -15,9 +15,7 @@
 #   - the same while fanout-bench drives monitor-server at the latency point, with the
 #     benchmark's own p50/p99 from that run.
 set -euo pipefail
-HERE=$(cd "$(dirname "$0")/.." && pwd)
-cd "$HERE"
-FB=${FANOUT_BENCH:-$HERE/../shared/tools/fanout-bench/target/release/fanout-bench}
+. "$(dirname "$0")/common.sh"
 PORT=${PORT:-19710}
 SECS=${SECS:-10}
 OUT=${OUT:-$HERE/target/sched-latency}
@@ -25,7 +23,6 @@ OUT=${OUT:-$HERE/target/sched-latency}
 for tool in cyclictest perf taskset; do
   command -v "$tool" >/dev/null || { echo "$tool missing: apt-get install -y rt-tests linux-perf util-linux" >&2; exit 1; }
 done
-[ -x "$FB" ] || { echo "fanout-bench not found at $FB (build it, or set FANOUT_BENCH)" >&2; exit 1; }
 cargo build --release -q -p monitor-server --bin monitor-server
 mkdir -p "$OUT"
 
@@ -62,7 +59,7 @@ cyclic "machine idle" "$OUT/idle.hist"
 "$HERE/target/release/monitor-server" --listen "127.0.0.1:$PORT" 2>"$OUT/server.log" &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+wait_port "$PORT"
 "$FB" --proto monitor --addr "127.0.0.1:$PORT" --subscribers 100 --rate 2000 \
   --duration $((SECS + 4)) --warmup 1 --broker-pid "$SERVER" >"$OUT/fanout.json" 2>"$OUT/fanout.log" &
 BENCH=$!

@@ -224,25 +224,33 @@ async fn gives_up_after_max_attempts() {
     assert!(matches!(rx.status(), Status::Stopped { .. }));
 }
 
+/// A scripted server's first steps: accept one connection, take its subscribe, and
+/// acknowledge it. Returns the connection and the client's uuid.
+async fn accept_subscriber(
+    listener: &tokio::net::TcpListener,
+) -> (
+    Framed<tokio::net::TcpStream, MessageCodec>,
+    monitor_proto::Uuid,
+) {
+    let (stream, _) = listener.accept().await.unwrap();
+    let mut server = Framed::new(stream, MessageCodec::new(Role::Server));
+    let subscribe = server.next().await.unwrap().unwrap();
+    assert_eq!(subscribe.header.msg_type, MsgType::Subscribe);
+    let uuid = subscribe.header.uuid;
+    let ack = reply::success_raw(&subscribe.body.unwrap());
+    server
+        .send(Outgoing::new(MsgType::Push, uuid, ack))
+        .await
+        .unwrap();
+    (server, uuid)
+}
+
 #[tokio::test]
 async fn bad_server_input_is_skipped_or_ends_the_connection_without_panicking() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let script = tokio::spawn(async move {
-        let (stream, _) = listener.accept().await.unwrap();
-        let mut server = Framed::new(stream, MessageCodec::new(Role::Server));
-        let subscribe = server.next().await.unwrap().unwrap();
-        assert_eq!(subscribe.header.msg_type, MsgType::Subscribe);
-        let uuid = subscribe.header.uuid;
-        let body = subscribe.body.unwrap();
-        server
-            .send(Outgoing::new(
-                MsgType::Push,
-                uuid,
-                reply::success_raw(&body),
-            ))
-            .await
-            .unwrap();
+        let (mut server, uuid) = accept_subscriber(&listener).await;
         let push = |json: Bytes| Outgoing::new(MsgType::Push, uuid, json);
         for bad in [
             push(Bytes::from_static(b"not json")),
@@ -347,14 +355,7 @@ async fn a_server_that_stops_answering_heartbeats_is_left() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let silent = tokio::spawn(async move {
-        let (stream, _) = listener.accept().await.unwrap();
-        let mut conn = Framed::new(stream, MessageCodec::new(Role::Server));
-        let sub = conn.next().await.unwrap().unwrap();
-        assert_eq!(sub.header.msg_type, MsgType::Subscribe);
-        let ack = reply::success_raw(&sub.body.unwrap());
-        conn.send(Outgoing::new(MsgType::Push, sub.header.uuid, ack))
-            .await
-            .unwrap();
+        let (mut conn, _) = accept_subscriber(&listener).await;
         let mut heartbeats = 0;
         while let Some(Ok(frame)) = conn.next().await {
             heartbeats += u32::from(frame.header.msg_type == MsgType::Heartbeat);

@@ -289,6 +289,14 @@ impl Hub {
 mod tests {
     use super::*;
 
+    /// A hub with one subscriber (id 1) to `topics`, whose queue holds `capacity` pushes.
+    fn one_subscriber(topics: Vec<TopicPattern>, capacity: usize) -> (Hub, Stats, Arc<PushQueue>) {
+        let hub = Hub::default();
+        let q = PushQueue::new(capacity);
+        hub.subscribe(1, topics, Arc::clone(&q));
+        (hub, Stats::default(), q)
+    }
+
     /// Publishes `json` and answers how many subscribers it reached.
     fn publish(hub: &Hub, stats: &Stats, json: &'static str, policy: SlowConsumer) -> u64 {
         let report = Report::parse(Bytes::from_static(json.as_bytes())).unwrap();
@@ -297,10 +305,7 @@ mod tests {
 
     #[test]
     fn the_publisher_compresses_a_body_over_the_threshold() {
-        let hub = Hub::default();
-        let stats = Stats::default();
-        let q = PushQueue::new(4);
-        hub.subscribe(1, Vec::new(), Arc::clone(&q));
+        let (hub, stats, q) = one_subscriber(Vec::new(), 4);
         for (json, threshold, made) in [
             (r#"{"code":"a","pad":"xxxxxxxxxxxxxxxxxxxx"}"#, 60, true),
             (r#"{"code":"a"}"#, 60, false),
@@ -347,10 +352,7 @@ mod tests {
 
     #[test]
     fn topics_filter() {
-        let hub = Hub::default();
-        let stats = Stats::default();
-        let q = PushQueue::new(4);
-        hub.subscribe(1, vec![TopicPattern::parse("host.*")], Arc::clone(&q));
+        let (hub, stats, q) = one_subscriber(vec![TopicPattern::parse("host.*")], 4);
         assert_eq!(
             publish(&hub, &stats, r#"{"code":"db.x"}"#, SlowConsumer::Drop),
             0
@@ -364,10 +366,7 @@ mod tests {
 
     #[test]
     fn full_queue_drop_and_disconnect() {
-        let hub = Hub::default();
-        let stats = Stats::default();
-        let q = PushQueue::new(1);
-        hub.subscribe(1, Vec::new(), Arc::clone(&q));
+        let (hub, stats, q) = one_subscriber(Vec::new(), 1);
         assert_eq!(publish(&hub, &stats, "{}", SlowConsumer::Drop), 1);
         assert_eq!(publish(&hub, &stats, "{}", SlowConsumer::Drop), 0);
         assert_eq!(stats.snapshot().pushes_dropped, 1);
@@ -380,10 +379,7 @@ mod tests {
 
     #[test]
     fn closed_queues_are_removed() {
-        let hub = Hub::default();
-        let stats = Stats::default();
-        let q = PushQueue::new(1);
-        hub.subscribe(1, Vec::new(), Arc::clone(&q));
+        let (hub, stats, q) = one_subscriber(Vec::new(), 1);
         q.close();
         assert_eq!(publish(&hub, &stats, "{}", SlowConsumer::Drop), 0);
         assert_eq!(hub.subscriber_count(), 0);

@@ -58,7 +58,9 @@ for rate in sorted({r["rate"] for r in runs}):
     metrics = ["deliv"] if rate == 0 else ["p50", "p99"]
     for i, (a, b) in enumerate(zip(fb, mc), 1):
         for m in metrics:
-            ratio = b[m] / a[m] if a[m] else float("nan")
+            if not a[m] or not b[m]:
+                sys.exit(f"rate {rate}, pair {i}: no {m} from one tool ({a[m]}, {b[m]}): see the logs in the output folder")
+            ratio = b[m] / a[m]
             worst = max(worst, abs(ratio - 1))
             label = "max" if rate == 0 else f"{rate}/s"
             print(f"| {label} | {i} | {m} | {a[m]:.0f} | {b[m]:.0f} | {ratio:.2f} |")

@@ -6,7 +6,7 @@ fanout-bench against it, and stops it; medians are printed at the end.
 
     scripts/latency_ab.py REPS 'LABEL=COMMAND' ['LABEL=COMMAND' ...]
 
-COMMAND is a shell-style command line. It gets `--listen 127.0.0.1:PORT` appended,
+COMMAND is a shell-style command line, run from the repository root. It gets `--listen 127.0.0.1:PORT` appended,
 unless it contains `{addr}`, which is replaced by 127.0.0.1:PORT instead.
 
 Environment: SUBS (100), RATE (2000; 0 = max rate), DUR (4 s measured), WARMUP (1 s),
@@ -56,6 +56,7 @@ def main():
     port = int(os.environ.get("PORT", "19620"))
     if not os.access(FB, os.X_OK):
         sys.exit(f"fanout-bench not found at {FB} (build it, or set FANOUT_BENCH)")
+    os.chdir(HERE)
     results = {}
     for rep in range(reps):
         for variant in variants:
@@ -64,7 +65,10 @@ def main():
             addr = f"127.0.0.1:{port}"
             args = (shlex.split(command.replace("{addr}", addr)) if "{addr}" in command
                     else shlex.split(command) + ["--listen", addr])
-            server = subprocess.Popen(args, stderr=subprocess.DEVNULL)
+            try:
+                server = subprocess.Popen(args, stderr=subprocess.DEVNULL)
+            except OSError as e:
+                sys.exit(f"{label}: cannot start {args[0]}: {e}")
             try:
                 if not wait_for_port(port):
                     print(f"{label}: no listener on {addr}", flush=True)
@@ -74,6 +78,9 @@ def main():
                      "--rate", rate, "--duration", dur, "--warmup", warmup,
                      "--broker-pid", str(server.pid)],
                     capture_output=True, text=True, timeout=int(dur) + int(warmup) + 120)
+            except subprocess.TimeoutExpired:
+                print(f"{label}: fanout-bench overran its time; run skipped", flush=True)
+                continue
             finally:
                 server.terminate()
                 server.wait()
@@ -89,7 +96,9 @@ def main():
                   flush=True)
     print("--- medians")
     for label, runs in results.items():
-        med = lambda k: statistics.median(r[k] for r in runs)
+        def med(key):
+            values = [r[key] for r in runs if r.get(key) is not None]
+            return statistics.median(values) if values else float("nan")
         print(f"{label:10} n={len(runs)} p50={med('lat_p50_us'):.0f} p99={med('lat_p99_us'):.0f} "
               f"p99.9={med('lat_p999_us'):.0f} deliv={med('deliv_msgs_per_s'):.0f} "
               f"broker={med('broker_cpu_pct')}%")

@@ -1087,7 +1087,7 @@ mod tests {
         use monitor_proto::{Outgoing, Role};
         let server = monitor_proto::MessageCodec::new(Role::Server);
         let uuid = Uuid([b's'; 33]);
-        let mut wire = BytesMut::new();
+        let mut wire = Vec::new();
         for (msg_type, json, compress) in [
             (MsgType::Push, &br#"{"a":1}"#[..], false),
             (MsgType::ReportAck, br#"{"b":2}"#, false),
@@ -1096,31 +1096,35 @@ mod tests {
         ] {
             let out =
                 Outgoing::new(msg_type, uuid, Bytes::copy_from_slice(json)).with_compress(compress);
-            server.encode_message(out, &mut wire).unwrap();
+            let mut frame = BytesMut::new();
+            server.encode_message(out, &mut frame).unwrap();
+            wire.extend_from_slice(&frame);
         }
-        let whole = wire.len();
-        // The last frame arrives in two reads.
-        let mut buf = wire.split_to(whole - 3);
-        let mut codec = client_codec();
-        let mut seen = Vec::new();
-        let mut walk = |buf: &mut BytesMut, seen: &mut Vec<(MsgType, String)>| {
-            for_each_frame(buf, &mut codec, |t, body| {
-                seen.push((t, String::from_utf8(body.unwrap().to_vec()).unwrap()))
-            })
-        };
-        walk(&mut buf, &mut seen).unwrap();
-        assert_eq!(seen.len(), 3);
-        assert_eq!(buf.len(), 45 + 7 - 3, "the partial frame waits");
-        buf.extend_from_slice(&wire);
-        walk(&mut buf, &mut seen).unwrap();
-        assert!(buf.is_empty());
         let expected = [
             (MsgType::Push, r#"{"a":1}"#),
             (MsgType::ReportAck, r#"{"b":2}"#),
             (MsgType::Push, r#"{"c":3}"#),
             (MsgType::Push, r#"{"d":4}"#),
-        ];
-        assert_eq!(seen, expected.map(|(t, b)| (t, b.to_owned())).to_vec());
+        ]
+        .map(|(t, b)| (t, b.to_owned()))
+        .to_vec();
+        // The stream arrives in two reads, split at every byte: inside headers, plain and
+        // compressed bodies.
+        for split in 0..=wire.len() {
+            let mut codec = client_codec();
+            let mut seen = Vec::new();
+            let mut walk = |buf: &mut BytesMut| {
+                for_each_frame(buf, &mut codec, |t, body| {
+                    seen.push((t, String::from_utf8(body.unwrap().to_vec()).unwrap()))
+                })
+            };
+            let mut buf = BytesMut::from(&wire[..split]);
+            walk(&mut buf).unwrap();
+            buf.extend_from_slice(&wire[split..]);
+            walk(&mut buf).unwrap();
+            assert!(buf.is_empty(), "split at {split}");
+            assert_eq!(seen, expected, "split at {split}");
+        }
 
         // A broken header (version, CRC) ends the stream.
         for corrupt in [0, 8] {

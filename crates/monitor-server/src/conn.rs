@@ -609,9 +609,7 @@ impl Conn {
     fn push_too_large(&self, report: &Report) -> bool {
         let push_len = monitor_proto::HEADER_LEN
             + monitor_proto::layer::crypto::OVERHEAD
-            + reply::SUCCESS_PREFIX.len()
-            + report.raw.len()
-            + 1;
+            + reply::push_len(report.raw.len());
         push_len > self.settings.max_frame_len as usize
     }
 

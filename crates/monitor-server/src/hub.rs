@@ -221,17 +221,21 @@ impl Hub {
         stats: &Stats,
         wakes: &mut Vec<Waker>,
     ) -> u64 {
-        // Built on the first match, so that a report nobody wants costs no copy; except a
-        // large one, compressed outside the lock (subscribers come and go meanwhile).
+        // Built on the first match, so that a report nobody wants costs no copy. A large
+        // one that somebody wants is built and compressed first, outside the lock
+        // (subscribers come and go meanwhile: the loop below decides who gets it).
+        let code = report.code.as_deref();
         let mut push: Option<Arc<Push>> = None;
-        if reply::SUCCESS_PREFIX.len() + report.raw.len() + 1 > compress_over
-            && !self.read().is_empty()
+        if reply::push_len(report.raw.len()) > compress_over
+            && self
+                .read()
+                .values()
+                .any(|sub| TopicPattern::any_matches(&sub.topics, code))
         {
             let large = Arc::new(Push::new(&report.raw));
             large.compressed();
             push = Some(large);
         }
-        let code = report.code.as_deref();
         let mut delivered = 0u64;
         let mut dropped = 0u64;
         let mut evict = Vec::new();
@@ -306,9 +310,15 @@ mod tests {
     #[test]
     fn the_publisher_compresses_a_body_over_the_threshold() {
         let (hub, stats, q) = one_subscriber(Vec::new(), 4);
-        for (json, threshold, made) in [
-            (r#"{"code":"a","pad":"xxxxxxxxxxxxxxxxxxxx"}"#, 60, true),
-            (r#"{"code":"a"}"#, 60, false),
+        let json = r#"{"code":"a","pad":"xxxxxxxxxxxxxxxxxxxx"}"#;
+        let len = reply::push_len(json.len());
+        // At the threshold a subscriber's codec sends the body as it is; one byte over,
+        // compressed: the publisher must decide the same way.
+        for (threshold, made) in [
+            (len, false),
+            (len - 1, true),
+            (0, true),
+            (usize::MAX, false),
         ] {
             let report = Report::parse(Bytes::from_static(json.as_bytes())).unwrap();
             hub.publish(
@@ -319,8 +329,16 @@ mod tests {
                 &mut Vec::new(),
             );
             let push = take(&q).pop_front().unwrap();
-            assert_eq!(push.json().len() > threshold, made);
-            assert_eq!(push.compressed.get().is_some(), made, "{json}");
+            assert_eq!(push.json().len(), len);
+            let codec = monitor_proto::Builder::new()
+                .compress_threshold(threshold)
+                .message_codec(monitor_proto::Role::Server);
+            assert_eq!(codec.compresses(false, len), made, "threshold {threshold}");
+            assert_eq!(
+                push.compressed.get().is_some(),
+                made,
+                "threshold {threshold}"
+            );
         }
     }
 

@@ -19,7 +19,7 @@ pub const ERR_CODE_FAILED: i64 = -1;
 /// A success envelope around raw JSON `data`, copied in unchanged (a report is forwarded
 /// byte for byte, never re-serialised). `data` must be valid JSON; the caller checked it.
 pub fn success_raw(data: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(SUCCESS_PREFIX.len() + data.len() + 1);
+    let mut out = BytesMut::with_capacity(success_raw_len(data.len()));
     out.put_slice(SUCCESS_PREFIX);
     out.put_slice(data);
     out.put_u8(b'}');
@@ -37,9 +37,19 @@ pub fn success<T: Serialize + ?Sized>(data: &T) -> Bytes {
     out.into()
 }
 
+/// The length of [`success_raw`] around `data_len` bytes of data.
+pub const fn success_raw_len(data_len: usize) -> usize {
+    SUCCESS_PREFIX.len() + data_len + 1
+}
+
 /// The push body of a report: a success envelope with the report's JSON text as `data`.
 pub fn push(report_json: &[u8]) -> Bytes {
     success_raw(report_json)
+}
+
+/// The length of [`push`] for a report of `report_len` bytes, without building it.
+pub const fn push_len(report_len: usize) -> usize {
+    success_raw_len(report_len)
 }
 
 /// A refusal: `{"errCode":-1,"msg":<msg>,"data":null}`.

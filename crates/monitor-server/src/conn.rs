@@ -709,7 +709,7 @@ mod tests {
     #[test]
     fn decoding_stops_at_the_write_high_water_mark_and_resumes_once_written() {
         const COUNT: usize = 50_000; // 2.2 MB of requests, several MB of replies
-        let shared = Arc::new(Shared::for_tests(Settings::default()));
+        let shared = Arc::new(Shared::new(Settings::default()));
         let mut conn = Conn::new(shared, "test".into(), Instant::now());
         conn.rbuf = heartbeats(COUNT);
         let largest_reply = 512;

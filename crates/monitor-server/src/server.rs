@@ -36,9 +36,8 @@ impl Shared {
         self.settings.subscribe()
     }
 
-    /// A server's shared state, without listeners, for unit tests of one connection.
-    #[cfg(test)]
-    pub(crate) fn for_tests(settings: Settings) -> Shared {
+    /// The state every connection of a server shares, for `settings`.
+    pub(crate) fn new(settings: Settings) -> Shared {
         Shared {
             hub: Hub::default(),
             stats: Stats::default(),
@@ -203,14 +202,7 @@ impl Server {
                 address,
             });
         }
-        let (settings, _) = watch::channel(Arc::new(config.server.clone()));
-        let shared = Arc::new(Shared {
-            hub: Hub::default(),
-            stats: Stats::default(),
-            settings,
-            next_id: AtomicU64::new(1),
-            connection_slots: Arc::new(Semaphore::new(config.server.max_connections)),
-        });
+        let shared = Arc::new(Shared::new(config.server.clone()));
         Ok(Server {
             listeners,
             shared,

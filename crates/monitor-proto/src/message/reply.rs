@@ -38,7 +38,7 @@ pub fn success<T: Serialize + ?Sized>(data: &T) -> Bytes {
 }
 
 /// The length of [`success_raw`] around `data_len` bytes of data.
-pub const fn success_raw_len(data_len: usize) -> usize {
+const fn success_raw_len(data_len: usize) -> usize {
     SUCCESS_PREFIX.len() + data_len + 1
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use tracing::{error, info, warn};
 
-use crate::config::{Config, ConfigError, ListenAddress, ListenerConfig};
+use crate::config::{Config, ConfigError, ListenAddress, ListenerConfig, SchedPolicy};
 use crate::server::Server;
 
 /// The monitor push/report server.
@@ -38,6 +38,11 @@ pub struct Args {
     /// Runtime worker threads, at most 1024 (default: one per CPU, or TOKIO_WORKER_THREADS).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+    /// CPU scheduling policy of the worker threads (Linux): `batch` runs them under
+    /// SCHED_BATCH, so that a worker woken by another does not preempt it; `inherit`
+    /// keeps the policy the server was started with.
+    #[arg(long, value_name = "POLICY")]
+    pub sched_policy: Option<SchedPolicy>,
     /// Allow the legacy key exchange, which sends keys in the clear (for PHP clients).
     #[arg(long)]
     pub legacy_key_exchange: bool,
@@ -86,6 +91,9 @@ impl Args {
         }
         if let Some(v) = self.workers {
             s.workers = v;
+        }
+        if let Some(v) = self.sched_policy {
+            s.sched_policy = v;
         }
         if self.legacy_key_exchange {
             s.legacy_key_exchange = true;
@@ -141,11 +149,7 @@ pub fn main() -> std::process::ExitCode {
         eprintln!("monitor-server: configuration is valid");
         return std::process::ExitCode::SUCCESS;
     }
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = config.server.worker_threads() {
-        builder.worker_threads(workers);
-    }
-    let runtime = match builder.enable_all().build() {
+    let runtime = match crate::runtime::build(&config.server) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("monitor-server: cannot start the runtime: {e}");
@@ -154,7 +158,7 @@ pub fn main() -> std::process::ExitCode {
     };
     runtime.block_on(async {
         let workers = tokio::runtime::Handle::current().metrics().num_workers();
-        info!(workers, "runtime started");
+        info!(workers, sched_policy = %config.server.sched_policy, "runtime started");
         serve(args, config).await
     })
 }

@@ -62,6 +62,9 @@ pub struct Settings {
     /// Runtime worker threads; 0 means one per CPU (see [`Settings::worker_threads`]).
     /// Read at start only.
     pub workers: usize,
+    /// The CPU scheduling policy of the runtime's worker threads (Linux). Read at start
+    /// only.
+    pub sched_policy: SchedPolicy,
 }
 
 impl Default for Settings {
@@ -77,6 +80,7 @@ impl Default for Settings {
             legacy_key_exchange: false,
             drain_timeout_secs: 5,
             workers: 0,
+            sched_policy: SchedPolicy::Batch,
         }
     }
 }
@@ -97,6 +101,7 @@ impl Settings {
         self.max_connections = running.max_connections;
         self.subscriber_queue = running.subscriber_queue;
         self.workers = running.workers;
+        self.sched_policy = running.sched_policy;
     }
 
     /// The message codec settings these imply.
@@ -124,6 +129,34 @@ impl fmt::Display for SlowConsumer {
         f.write_str(match self {
             SlowConsumer::Drop => "drop",
             SlowConsumer::Disconnect => "disconnect",
+        })
+    }
+}
+
+/// The CPU scheduling policy of the runtime's worker threads.
+///
+/// A fan-out server's workers wake each other all the time: the worker that reads a report
+/// wakes the subscribers' tasks, and an idle worker is unparked to take some of them. On a
+/// CPU shared by two workers, the woken one preempts the waker under the default policy,
+/// and they ping-pong (about 15 context switches per report at 100 subscribers). Under
+/// `SCHED_BATCH` a woken thread never preempts the one running; it still gets its fair
+/// share of CPU. docs/performance.md ("Scheduling policy") has the measurements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SchedPolicy {
+    /// `SCHED_BATCH` for each worker thread that runs under the default policy
+    /// (`SCHED_OTHER`). A policy chosen when starting the server (`chrt`, systemd's
+    /// `CPUSchedulingPolicy`) is kept. Ignored outside Linux.
+    Batch,
+    /// Leave the worker threads under the policy the process was started with.
+    Inherit,
+}
+
+impl fmt::Display for SchedPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SchedPolicy::Batch => "batch",
+            SchedPolicy::Inherit => "inherit",
         })
     }
 }
@@ -407,6 +440,12 @@ impl Config {
             b.workers.to_string(),
             false,
         );
+        check(
+            "server.sched_policy",
+            a.sched_policy.to_string(),
+            b.sched_policy.to_string(),
+            false,
+        );
         let listeners = |c: &Config| {
             c.listeners
                 .iter()
@@ -446,6 +485,7 @@ mod tests {
             legacy_key_exchange = false
             drain_timeout_secs = 5
             workers = 0
+            sched_policy = "batch"
 
             [[listener]]
             name = "server"
@@ -555,6 +595,7 @@ mod tests {
         s.legacy_key_exchange = true;
         s.drain_timeout_secs = 1;
         s.workers = 1;
+        s.sched_policy = SchedPolicy::Inherit;
         let full = old.diff(&new);
         let mut kept = new.clone();
         kept.server.keep_restart_only(&old.server);

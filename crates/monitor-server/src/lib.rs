@@ -8,6 +8,7 @@
 //! - [`hub`]: subscriptions and the fan-out of reports (one shared body per report,
 //!   bounded queues, the slow-consumer policy).
 //! - [`stats`]: the server's counters.
+//! - [`runtime`]: the tokio runtime: worker count and the workers' CPU scheduling policy.
 //! - [`cli`]: the `monitor-server` command line.
 //!
 //! `docs/server.md` explains the design and the reasons for its limits.
@@ -51,11 +52,13 @@ pub mod cli;
 pub mod config;
 mod conn;
 pub mod hub;
+pub mod runtime;
 pub mod server;
 pub mod stats;
 
 pub use config::{
-    Config, ConfigDiff, ConfigError, ListenAddress, ListenerConfig, Settings, SlowConsumer,
+    Config, ConfigDiff, ConfigError, ListenAddress, ListenerConfig, SchedPolicy, Settings,
+    SlowConsumer,
 };
 pub use server::{BoundAddress, Server, ServerError, ServerHandle};
 pub use stats::StatsSnapshot;

@@ -290,6 +290,52 @@ fn binary_reloads_its_config_on_sighup() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The scheduling policy (`SCHED_*` number) of each of `pid`'s threads named `name`.
+#[cfg(target_os = "linux")]
+fn thread_policies(pid: u32, name: &str) -> Vec<u32> {
+    let mut policies = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        if std::fs::read_to_string(dir.join("comm")).unwrap().trim() != name {
+            continue;
+        }
+        let sched = std::fs::read_to_string(dir.join("sched")).unwrap();
+        let line = sched.lines().find(|l| l.starts_with("policy")).unwrap();
+        policies.push(line.rsplit(':').next().unwrap().trim().parse().unwrap());
+    }
+    policies
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn binary_runs_its_workers_under_sched_batch_unless_told_not_to() {
+    const SCHED_OTHER: u32 = 0;
+    const SCHED_BATCH: u32 = 3;
+    for (policy, want) in [(None, SCHED_BATCH), (Some("inherit"), SCHED_OTHER)] {
+        let mut args = vec!["--listen", "127.0.0.1:0", "--workers", "2"];
+        if let Some(p) = policy {
+            args.extend(["--sched-policy", p]);
+        }
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        let server = ServerProcess::spawn(&args);
+        server.wait_for_line("listening");
+        let pid = server.child.id();
+        // The two workers, and any blocking-pool thread (same name, same hook).
+        let workers = thread_policies(pid, "tokio-rt-worker");
+        assert!(workers.len() >= 2, "{workers:?}");
+        assert!(
+            workers.iter().all(|&p| p == want),
+            "{policy:?}: {workers:?}"
+        );
+        // The main thread only waits for the runtime: it keeps the process's policy.
+        assert_eq!(
+            thread_policies(pid, "monitor-server"),
+            [SCHED_OTHER],
+            "{policy:?}"
+        );
+    }
+}
+
 #[test]
 fn binary_serves_and_exits_zero_on_sigterm() {
     use std::io::{Read, Write};

@@ -3,13 +3,15 @@
 # session, alternating broker by broker within each repetition so that drifts in machine
 # load hit both. Prints a Markdown table of medians and ratios (scripts/fanout_summary.py).
 #
-# Two more columns come from the same session: monitor-w1 is monitor-server --workers 1,
-# and floor is benches' floor-server (the least work any server can do per push; see
-# docs/performance.md), measured at the latency point only.
+# More columns come from the same session: monitor-w1 is monitor-server --workers 1,
+# monitor-inherit is monitor-server --sched-policy inherit (its workers keep the default
+# CPU scheduling policy instead of SCHED_BATCH), and floor is benches' floor-server (the
+# least work any server can do per push; see docs/performance.md), measured at the latency
+# point only. BROKERS chooses the columns.
 #
 #   apt-get install -y nats-server
 #   (cd ../shared/tools/fanout-bench && cargo build --release)
-#   scripts/fanout-vs-nats.sh                   # ~15 min: 3 reps x 10 s per point
+#   scripts/fanout-vs-nats.sh                   # ~18 min: 3 reps x 10 s per point
 #   REPS=1 DURATION=3 scripts/fanout-vs-nats.sh # quick look
 #
 # Results: target/fanout/fanout.jsonl (accepted runs), fanout-all.jsonl (every attempt),
@@ -24,9 +26,10 @@ IDLE_CONNS=${IDLE_CONNS:-10000}
 IDLE_HOLD=${IDLE_HOLD:-20}
 MONITOR_PORT=${MONITOR_PORT:-19503}
 MONITOR_W1_PORT=${MONITOR_W1_PORT:-19505}
+MONITOR_INHERIT_PORT=${MONITOR_INHERIT_PORT:-19506}
 FLOOR_PORT=${FLOOR_PORT:-19504}
 NATS_PORT=${NATS_PORT:-14222}
-BROKERS=(${BROKERS:-monitor monitor-w1 nats floor})
+BROKERS=(${BROKERS:-monitor monitor-w1 monitor-inherit nats floor})
 # "subscribers rate": max rate (0) at 10, 100 and 1000 subscribers; 2000 reports/s to 100.
 POINTS=("10 0" "100 0" "1000 0" "100 2000")
 # A run during which other processes used more than OTHER_MAX % of a core is repeated.
@@ -47,6 +50,7 @@ start() {
   case $1 in
     monitor) "$SERVER" --listen "127.0.0.1:$MONITOR_PORT" 2>>"$OUT/monitor.log" & PID[monitor]=$!; port=$MONITOR_PORT ;;
     monitor-w1) "$SERVER" --workers 1 --listen "127.0.0.1:$MONITOR_W1_PORT" 2>>"$OUT/monitor-w1.log" & PID[monitor-w1]=$!; port=$MONITOR_W1_PORT ;;
+    monitor-inherit) "$SERVER" --sched-policy inherit --listen "127.0.0.1:$MONITOR_INHERIT_PORT" 2>>"$OUT/monitor-inherit.log" & PID[monitor-inherit]=$!; port=$MONITOR_INHERIT_PORT ;;
     floor) "$FLOOR" "127.0.0.1:$FLOOR_PORT" 2>>"$OUT/floor.log" & PID[floor]=$!; port=$FLOOR_PORT ;;
     nats) nats-server -a 127.0.0.1 -p "$NATS_PORT" >>"$OUT/nats.log" 2>&1 & PID[nats]=$!; port=$NATS_PORT ;;
   esac
@@ -66,7 +70,8 @@ trap 'for b in "${BROKERS[@]}"; do stop "$b"; done' EXIT
 addr_of() {
   case $1 in
     nats) echo "127.0.0.1:$NATS_PORT" ;; floor) echo "127.0.0.1:$FLOOR_PORT" ;;
-    monitor-w1) echo "127.0.0.1:$MONITOR_W1_PORT" ;; *) echo "127.0.0.1:$MONITOR_PORT" ;;
+    monitor-w1) echo "127.0.0.1:$MONITOR_W1_PORT" ;;
+    monitor-inherit) echo "127.0.0.1:$MONITOR_INHERIT_PORT" ;; *) echo "127.0.0.1:$MONITOR_PORT" ;;
   esac
 }
 proto_of() { [ "$1" = nats ] && echo nats || echo monitor; }

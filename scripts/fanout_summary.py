@@ -6,8 +6,9 @@ import json, statistics, sys, pathlib
 out = pathlib.Path(sys.argv[1])
 runs = [json.loads(l) for l in (out / "fanout.jsonl").read_text().splitlines() if l.strip()]
 idle = [json.loads(l) for l in (out / "idle.jsonl").read_text().splitlines() if l.strip()]
-ORDER = ["monitor", "monitor-w1", "nats", "floor"]
+ORDER = ["monitor", "monitor-w1", "monitor-inherit", "nats", "floor"]
 NAMES = {"monitor": "monitor-server", "monitor-w1": "monitor-server --workers 1",
+         "monitor-inherit": "monitor-server --sched-policy inherit",
          "nats": "NATS", "floor": "floor-server"}
 brokers = [b for b in ORDER if any(r["broker"] == b for r in runs)]
 ours = [b for b in brokers if b.startswith("monitor")]

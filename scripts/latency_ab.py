@@ -9,6 +9,11 @@ fanout-bench against it, and stops it; medians are printed at the end.
 COMMAND is a shell-style command line, run from the repository root. It gets `--listen 127.0.0.1:PORT` appended,
 unless it contains `{addr}`, which is replaced by 127.0.0.1:PORT instead.
 
+Besides fanout-bench's figures, each run reports the server's context switches per second
+(all its threads, voluntary and not, over the measured window, from /proc): the number that
+shows workers preempting each other (docs/performance.md, "Scheduling policy of the
+workers").
+
 Environment: SUBS (100), RATE (2000; 0 = max rate), DUR (4 s measured), WARMUP (1 s),
 FANOUT_BENCH (path to fanout-bench), PORT (first port, 19620).
 
@@ -45,6 +50,20 @@ def wait_for_port(port, seconds=5.0):
     return False
 
 
+def context_switches(pid):
+    """Context switches so far of all of `pid`'s threads (None once it is gone)."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                        total += int(line.split()[-1])
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return None
+    return total
+
+
 def main():
     if len(sys.argv) < 3 or not sys.argv[1].isdigit():
         sys.exit(__doc__)
@@ -73,11 +92,24 @@ def main():
                 if not wait_for_port(port):
                     print(f"{label}: no listener on {addr}", flush=True)
                     continue
-                run = subprocess.run(
+                bench = subprocess.Popen(
                     [FB, "--proto", "monitor", "--addr", addr, "--subscribers", subs,
                      "--rate", rate, "--duration", dur, "--warmup", warmup,
                      "--broker-pid", str(server.pid)],
-                    capture_output=True, text=True, timeout=int(dur) + int(warmup) + 120)
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                # The measured window starts after the connections and the warmup; the
+                # context-switch count covers about the same seconds.
+                time.sleep(float(warmup) + 0.5)
+                cs_start, cs_t0 = context_switches(server.pid), time.monotonic()
+                time.sleep(max(float(dur) - 1.0, 0.5))
+                cs_end, cs_t1 = context_switches(server.pid), time.monotonic()
+                try:
+                    out, err = bench.communicate(timeout=int(dur) + int(warmup) + 120)
+                except subprocess.TimeoutExpired:
+                    bench.kill()
+                    bench.communicate()
+                    raise
+                run = subprocess.CompletedProcess(bench.args, bench.returncode, out, err)
             except subprocess.TimeoutExpired:
                 print(f"{label}: fanout-bench overran its time; run skipped", flush=True)
                 continue
@@ -89,10 +121,14 @@ def main():
             except json.JSONDecodeError:
                 print(f"{label}: fanout-bench failed: {run.stderr.strip()[-300:]}", flush=True)
                 continue
+            if cs_start is not None and cs_end is not None:
+                d["server_cs_per_s"] = (cs_end - cs_start) / (cs_t1 - cs_t0)
             results.setdefault(label, []).append(d)
+            cs = d.get("server_cs_per_s")
             print(f"rep {rep + 1} {label:10} p50={d['lat_p50_us']:8} p99={d['lat_p99_us']:8} "
                   f"deliv={d['deliv_msgs_per_s']:10} broker={d['broker_cpu_pct']}% "
-                  f"harness={d['harness_cpu_pct']}% busy={d['machine_busy_pct']}% lost={d['lost']}",
+                  f"harness={d['harness_cpu_pct']}% busy={d['machine_busy_pct']}% "
+                  f"cs/s={'?' if cs is None else f'{cs:.0f}'} lost={d['lost']}",
                   flush=True)
     print("--- medians")
     for label, runs in results.items():
@@ -101,7 +137,7 @@ def main():
             return statistics.median(values) if values else float("nan")
         print(f"{label:10} n={len(runs)} p50={med('lat_p50_us'):.0f} p99={med('lat_p99_us'):.0f} "
               f"p99.9={med('lat_p999_us'):.0f} deliv={med('deliv_msgs_per_s'):.0f} "
-              f"broker={med('broker_cpu_pct')}%")
+              f"broker={med('broker_cpu_pct')}% cs/s={med('server_cs_per_s'):.0f}")
 
 
 if __name__ == "__main__":

@@ -6,14 +6,15 @@
 #
 #   apt-get install -y rt-tests linux-perf      # cyclictest, perf
 #   (cd ../shared/tools/fanout-bench && cargo build --release)
-#   scripts/sched-latency.sh                    # ~40 s (SECS=10 per cyclictest run)
+#   scripts/sched-latency.sh                    # ~50 s (SECS=10 per cyclictest run)
 #
 # It prints, one line each:
 #   - `perf bench sched pipe` round trips, both ends on one CPU and free to use both
 #     (a round trip is two wake-ups);
 #   - cyclictest's wake-up latency percentiles (two threads, 1 ms timer), machine idle;
-#   - the same while fanout-bench drives monitor-server at the latency point, with the
-#     benchmark's own p50/p99 from that run.
+#   - the same while fanout-bench drives monitor-server at the latency point, once with
+#     the kernel's default time slice and once with a 100 us slice (scripts/with-slice.py;
+#     Linux 6.12 or later), with the benchmark's own p50/p99 from that run.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 PORT=${PORT:-19710}
@@ -38,9 +39,9 @@ pipe() { # label, command prefix
 pipe "one CPU" "taskset -c 0"
 pipe "both CPUs" ""
 
-cyclic() { # label, histogram file
+cyclic() { # label, histogram file, command prefix
   local loops=$((SECS * 1000))
-  cyclictest -m -t2 -i1000 -l"$loops" -q -h 20000 --histfile="$2" >"$OUT/cyclictest.log" 2>&1 ||
+  ${3:-} cyclictest -m -t2 -i1000 -l"$loops" -q -h 20000 --histfile="$2" >"$OUT/cyclictest.log" 2>&1 ||
     fail cyclictest "$OUT/cyclictest.log"
   python3 - "$1" "$2" <<'EOF'
 import sys
@@ -71,14 +72,15 @@ BENCH=
 trap 'kill $SERVER $BENCH 2>/dev/null || true' EXIT
 wait_port "$PORT"
 "$FB" --proto monitor --addr "127.0.0.1:$PORT" --subscribers 100 --rate 2000 \
-  --duration $((SECS + 4)) --warmup 1 --broker-pid "$SERVER" >"$OUT/fanout.json" 2>"$OUT/fanout.log" &
+  --duration $((2 * SECS + 4)) --warmup 1 --broker-pid "$SERVER" >"$OUT/fanout.json" 2>"$OUT/fanout.log" &
 BENCH=$!
 sleep 3 # connect, settle, warm up
 cyclic "during the latency point" "$OUT/busy.hist"
+cyclic "during the latency point, 100 µs slice" "$OUT/busy-slice.hist" "$HERE/scripts/with-slice.py 100000"
 wait "$BENCH"
 python3 - "$OUT/fanout.json" <<'EOF2'
 import json, sys
 d = json.load(open(sys.argv[1]))
-print(f"fanout-bench in the same run: p50={d['lat_p50_us']:.0f} µs p99={d['lat_p99_us']:.0f} µs "
+print(f"fanout-bench in the same runs: p50={d['lat_p50_us']:.0f} µs p99={d['lat_p99_us']:.0f} µs "
       f"broker_cpu={d['broker_cpu_pct']}% harness_cpu={d['harness_cpu_pct']}% machine_busy={d['machine_busy_pct']}%")
 EOF2

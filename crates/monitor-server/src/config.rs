@@ -138,9 +138,10 @@ impl fmt::Display for SlowConsumer {
 /// A fan-out server's workers wake each other all the time: the worker that reads a report
 /// wakes the subscribers' tasks, and an idle worker is unparked to take some of them. On a
 /// CPU shared by two workers, the woken one preempts the waker under the default policy,
-/// and they ping-pong (about 15 context switches per report at 100 subscribers). Under
-/// `SCHED_BATCH` a woken thread never preempts the one running; it still gets its fair
-/// share of CPU. docs/performance.md ("Scheduling policy") has the measurements.
+/// and they ping-pong (13,000 context switches a second at 100 subscribers and 2000
+/// reports/s, against 1,600 under `SCHED_BATCH`). Under `SCHED_BATCH` a woken thread
+/// never preempts the one running; it still gets its fair share of CPU.
+/// docs/performance.md ("Scheduling policy of the workers") has the measurements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum SchedPolicy {

@@ -150,7 +150,8 @@ impl ServerHandle {
 
     /// Applies the settings of `new` that can change live (limits, timeouts, the legacy
     /// switch, the slow-consumer policy) to every connection; returns what changed and
-    /// what needs a restart (listeners, `max_connections`, `subscriber_queue`, `workers`).
+    /// what needs a restart (listeners, `max_connections`, `subscriber_queue`, `workers`,
+    /// `sched_policy`).
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] if `new` does not validate; nothing is applied then.

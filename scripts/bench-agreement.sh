@@ -34,20 +34,30 @@ print(json.dumps({"tool": sys.argv[1], "rate": int(sys.argv[2]), "deliv": d["del
 ' "$1" "$2" >>"$OUT/runs.jsonl"
 }
 
+run_fanout_bench() {
+  "$FB" --proto monitor --addr "127.0.0.1:$PORT" --subscribers "$SUBS" --rate "$1" \
+    --duration "$DUR" 2>>"$OUT/fanout-bench.log" |
+    keep fanout-bench "$1"
+}
+run_monitor_client() {
+  "$HERE/target/release/monitor-client" bench --server "127.0.0.1:$PORT" --subscribers "$SUBS" \
+    --rate "$1" --duration "$DUR" --json 2>>"$OUT/monitor-client.log" |
+    keep monitor-client "$1"
+}
 for rate in 0 2000; do
   for pair in $(seq "$PAIRS"); do
     echo "$(date +%T) rate=$rate pair=$pair" >&2
-    "$FB" --proto monitor --addr "127.0.0.1:$PORT" --subscribers "$SUBS" --rate "$rate" \
-      --duration "$DUR" 2>>"$OUT/fanout-bench.log" |
-      keep fanout-bench "$rate"
-    "$HERE/target/release/monitor-client" bench --server "127.0.0.1:$PORT" --subscribers "$SUBS" \
-      --rate "$rate" --duration "$DUR" --json 2>>"$OUT/monitor-client.log" |
-      keep monitor-client "$rate"
+    # Which tool goes first alternates, so that neither always meets a fresher server.
+    if [ $((pair % 2)) = 1 ]; then
+      run_fanout_bench "$rate"; run_monitor_client "$rate"
+    else
+      run_monitor_client "$rate"; run_fanout_bench "$rate"
+    fi
   done
 done
 
 python3 - "$OUT/runs.jsonl" <<'EOF'
-import json, sys
+import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1])]
 print("| rate | pair | metric | fanout-bench | monitor-client bench | ratio |")
 print("|---|---|---|---|---|---|")
@@ -64,6 +74,12 @@ for rate in sorted({r["rate"] for r in runs}):
             worst = max(worst, abs(ratio - 1))
             label = "max" if rate == 0 else f"{rate}/s"
             print(f"| {label} | {i} | {m} | {a[m]:.0f} | {b[m]:.0f} | {ratio:.2f} |")
-print(f"\nlargest difference: {worst * 100:.0f}%; lost: "
+for rate in sorted({r["rate"] for r in runs}):
+    for m in (["deliv"] if rate == 0 else ["p50", "p99"]):
+        fb = [r[m] for r in runs if r["rate"] == rate and r["tool"] == "fanout-bench"]
+        mc = [r[m] for r in runs if r["rate"] == rate and r["tool"] == "monitor-client"]
+        ratio = statistics.median(mc) / statistics.median(fb)
+        print(f"\n{'max' if rate == 0 else f'{rate}/s'} {m}: ratio of the medians {ratio:.2f}", end="")
+print(f"\n\nlargest difference in a pair: {worst * 100:.0f}%; lost: "
       f"{sum(r['lost'] for r in runs)} over all runs")
 EOF

@@ -11,7 +11,7 @@
 #
 #   apt-get install -y nats-server
 #   (cd ../shared/tools/fanout-bench && cargo build --release)
-#   scripts/fanout-vs-nats.sh                   # ~18 min: 3 reps x 10 s per point
+#   scripts/fanout-vs-nats.sh                   # ~15 min: 3 reps x 10 s per point
 #   REPS=1 DURATION=3 scripts/fanout-vs-nats.sh # quick look
 #
 # Results: target/fanout/fanout.jsonl (accepted runs), fanout-all.jsonl (every attempt),

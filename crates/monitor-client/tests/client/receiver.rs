@@ -224,33 +224,39 @@ async fn gives_up_after_max_attempts() {
     assert!(matches!(rx.status(), Status::Stopped { .. }));
 }
 
-/// A scripted server's first steps: accept one connection, take its subscribe, and
-/// acknowledge it. Returns the connection and the client's uuid.
-async fn accept_subscriber(
-    listener: &tokio::net::TcpListener,
-) -> (
-    Framed<tokio::net::TcpStream, MessageCodec>,
-    monitor_proto::Uuid,
-) {
-    let (stream, _) = listener.accept().await.unwrap();
-    let mut server = Framed::new(stream, MessageCodec::new(Role::Server));
-    let subscribe = server.next().await.unwrap().unwrap();
-    assert_eq!(subscribe.header.msg_type, MsgType::Subscribe);
-    let uuid = subscribe.header.uuid;
-    let ack = reply::success_raw(&subscribe.body.unwrap());
-    server
-        .send(Outgoing::new(MsgType::Push, uuid, ack))
-        .await
-        .unwrap();
-    (server, uuid)
+type ServerConn = Framed<tokio::net::TcpStream, MessageCodec>;
+
+/// A scripted server on a free port: it accepts one connection, takes its subscribe,
+/// acknowledges it, and then runs `script` with the connection and the client's uuid.
+async fn scripted_server<F, Fut>(
+    script: F,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<Fut::Output>)
+where
+    F: FnOnce(ServerConn, monitor_proto::Uuid) -> Fut + Send + 'static,
+    Fut: std::future::Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut server = Framed::new(stream, MessageCodec::new(Role::Server));
+        let subscribe = server.next().await.unwrap().unwrap();
+        assert_eq!(subscribe.header.msg_type, MsgType::Subscribe);
+        let uuid = subscribe.header.uuid;
+        let ack = reply::success_raw(&subscribe.body.unwrap());
+        server
+            .send(Outgoing::new(MsgType::Push, uuid, ack))
+            .await
+            .unwrap();
+        script(server, uuid).await
+    });
+    (addr, task)
 }
 
 #[tokio::test]
 async fn bad_server_input_is_skipped_or_ends_the_connection_without_panicking() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let script = tokio::spawn(async move {
-        let (mut server, uuid) = accept_subscriber(&listener).await;
+    let (addr, script) = scripted_server(|mut server, uuid| async move {
         let push = |json: Bytes| Outgoing::new(MsgType::Push, uuid, json);
         for bad in [
             push(Bytes::from_static(b"not json")),
@@ -281,7 +287,8 @@ async fn bad_server_input_is_skipped_or_ends_the_connection_without_panicking() 
         server.get_mut().write_all(&[9u8; 45]).await.unwrap();
         server.get_mut().flush().await.unwrap();
         tokio::time::sleep(Duration::from_secs(2)).await;
-    });
+    })
+    .await;
     let mut cfg = config(addr);
     cfg.max_attempts = Some(1);
     let mut rx = PushReceiver::connect(cfg, Subscription::new("x"))
@@ -352,16 +359,14 @@ async fn unix_socket_receiver_and_reporter() {
 async fn a_server_that_stops_answering_heartbeats_is_left() {
     // Acknowledges the subscribe, then reads everything and answers nothing, with the
     // connection open: only the missing heartbeat replies can tell the client.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let silent = tokio::spawn(async move {
-        let (mut conn, _) = accept_subscriber(&listener).await;
+    let (addr, silent) = scripted_server(|mut conn, _| async move {
         let mut heartbeats = 0;
         while let Some(Ok(frame)) = conn.next().await {
             heartbeats += u32::from(frame.header.msg_type == MsgType::Heartbeat);
         }
         heartbeats
-    });
+    })
+    .await;
     let mut cfg = config(addr);
     cfg.heartbeat_interval = Duration::from_millis(100);
     cfg.ack_timeout = Duration::from_millis(200);

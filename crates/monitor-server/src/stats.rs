@@ -27,11 +27,12 @@ pub struct StatsSnapshot {
     pub connections_open: u64,
     /// Connections closed at once because `max_connections` was reached.
     pub connections_refused: u64,
-    /// Complete frames received.
+    /// Complete frames received. Each connection adds its count every 64 frames and when
+    /// it closes, so the last few frames of an open connection may not show yet.
     pub frames_in: u64,
-    /// Frames written (replies and pushes).
+    /// Frames written (replies and pushes), counted in batches like `frames_in`.
     pub frames_out: u64,
-    /// Reports fanned out.
+    /// Reports fanned out (counted as each is published).
     pub reports: u64,
     /// Pushes queued for subscribers (the sum of every report's `delivered`).
     pub pushes_queued: u64,

@@ -186,8 +186,8 @@ pub(crate) async fn serve<T: Transport>(
     let mut conn = Conn::new(shared, peer, started);
     debug!(peer = %conn.peer, id = conn.id, "connection opened");
     let reason = conn.run(&mut stream, &token).await;
-    // The hub's write lock is for subscribers only: connections that never subscribed
-    // come and go without stalling publishers.
+    // Only subscribers change the hub: connections that never subscribed come and go
+    // without making publishers rebuild its snapshot.
     if conn.queue.is_some() {
         conn.shared.hub.unsubscribe(conn.id);
     }

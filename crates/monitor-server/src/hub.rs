@@ -8,7 +8,7 @@
 //! the others nothing.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
@@ -124,6 +124,18 @@ impl PushQueue {
         }
     }
 
+    /// Closes the queue and drops the pushes still in it, for when its consumer is gone:
+    /// a publisher's snapshot may keep the queue itself a little longer, but not them.
+    pub fn discard(&self) {
+        let unwritten = {
+            let mut state = self.lock();
+            state.closed = true;
+            state.waker = None;
+            std::mem::take(&mut state.items)
+        };
+        drop(unwritten);
+    }
+
     /// Whether the queue was closed.
     pub fn is_closed(&self) -> bool {
         self.lock().closed
@@ -165,15 +177,37 @@ impl PushQueue {
     }
 }
 
+/// One subscription, as publishers see it. Cloning it (into a snapshot) costs two
+/// reference counts, not a copy of the topics.
+#[derive(Clone)]
 struct Subscriber {
-    topics: Vec<TopicPattern>,
+    id: u64,
+    topics: Arc<[TopicPattern]>,
     queue: Arc<PushQueue>,
 }
 
+/// The subscriptions, and the snapshot of them that publishers iterate.
+#[derive(Default)]
+struct Registry {
+    by_id: HashMap<u64, Subscriber>,
+    /// Every subscription as of the last change a publisher has seen. Rebuilt by the
+    /// first publisher after a change, so a burst of (un)subscribes costs one rebuild,
+    /// and subscribing costs O(1) however many subscribers there are.
+    snapshot: Arc<[Subscriber]>,
+    stale: bool,
+}
+
 /// Subscriptions, by connection id.
+///
+/// Publishers iterate a shared, immutable snapshot of the subscriptions, taken in one
+/// short lock (a reference count), so no lock is held across the subscriber loop:
+/// subscribing, unsubscribing and evicting never wait for a fan-out in progress, and
+/// publishers never wait behind them. A change marks the snapshot stale; the next
+/// publisher rebuilds it, which costs about what one fan-out to the same subscribers
+/// does.
 #[derive(Default)]
 pub struct Hub {
-    subscribers: RwLock<HashMap<u64, Subscriber>>,
+    registry: Mutex<Registry>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -187,19 +221,33 @@ impl std::fmt::Debug for Hub {
 impl Hub {
     /// Adds or replaces connection `id`'s subscription.
     pub fn subscribe(&self, id: u64, topics: Vec<TopicPattern>, queue: Arc<PushQueue>) {
-        self.write().insert(id, Subscriber { topics, queue });
+        let subscriber = Subscriber {
+            id,
+            topics: topics.into(),
+            queue,
+        };
+        let mut registry = self.lock();
+        registry.by_id.insert(id, subscriber);
+        registry.stale = true;
     }
 
-    /// Removes connection `id`'s subscription, if any, and closes its queue.
+    /// Removes connection `id`'s subscription, if any, once the connection is done with
+    /// its queue: the queue is closed and the pushes still in it are dropped.
     pub fn unsubscribe(&self, id: u64) {
-        if let Some(sub) = self.write().remove(&id) {
-            sub.queue.close();
+        let removed = {
+            let mut registry = self.lock();
+            let removed = registry.by_id.remove(&id);
+            registry.stale |= removed.is_some();
+            removed
+        };
+        if let Some(sub) = removed {
+            sub.queue.discard();
         }
     }
 
     /// Number of subscribed connections.
     pub fn subscriber_count(&self) -> usize {
-        self.read().len()
+        self.lock().by_id.len()
     }
 
     /// Queues `report` for every matching subscriber; returns how many it was queued for.
@@ -221,15 +269,14 @@ impl Hub {
         stats: &Stats,
         wakes: &mut Vec<Waker>,
     ) -> u64 {
+        let subscribers = self.snapshot();
         // Built on the first match, so that a report nobody wants costs no copy. A large
-        // one that somebody wants is built and compressed first, outside the lock
-        // (subscribers come and go meanwhile: the loop below decides who gets it).
+        // one that somebody wants is built and compressed first.
         let code = report.code.as_deref();
         let mut push: Option<Arc<Push>> = None;
         if reply::push_len(report.raw.len()) > compress_over
-            && self
-                .read()
-                .values()
+            && subscribers
+                .iter()
                 .any(|sub| TopicPattern::any_matches(&sub.topics, code))
         {
             let large = Arc::new(Push::new(&report.raw));
@@ -239,38 +286,25 @@ impl Hub {
         let mut delivered = 0u64;
         let mut dropped = 0u64;
         let mut evict = Vec::new();
-        {
-            let subscribers = self.read();
-            for (&id, sub) in subscribers.iter() {
-                if !TopicPattern::any_matches(&sub.topics, code) {
-                    continue;
+        for sub in subscribers.iter() {
+            if !TopicPattern::any_matches(&sub.topics, code) {
+                continue;
+            }
+            let push = push.get_or_insert_with(|| Arc::new(Push::new(&report.raw)));
+            match sub.queue.try_push(push) {
+                Ok(waker) => {
+                    delivered += 1;
+                    wakes.extend(waker);
                 }
-                let push = push.get_or_insert_with(|| Arc::new(Push::new(&report.raw)));
-                match sub.queue.try_push(push) {
-                    Ok(waker) => {
-                        delivered += 1;
-                        wakes.extend(waker);
-                    }
-                    Err(PushError::Full) => match policy {
-                        SlowConsumer::Drop => dropped += 1,
-                        SlowConsumer::Disconnect => evict.push(id),
-                    },
-                    Err(PushError::Closed) => evict.push(id),
-                }
+                Err(PushError::Full) => match policy {
+                    SlowConsumer::Drop => dropped += 1,
+                    SlowConsumer::Disconnect => evict.push(sub),
+                },
+                Err(PushError::Closed) => evict.push(sub),
             }
         }
         if !evict.is_empty() {
-            let mut subscribers = self.write();
-            for id in &evict {
-                if let Some(sub) = subscribers.remove(id) {
-                    // A closed queue means the connection is already gone; an open one was
-                    // full under the disconnect policy: closing it ends that connection.
-                    if !sub.queue.is_closed() {
-                        Stats::add(&stats.slow_consumers_disconnected, 1);
-                        sub.queue.close();
-                    }
-                }
-            }
+            self.evict(&evict, stats);
         }
         Stats::add(&stats.reports, 1);
         Stats::add(&stats.pushes_queued, delivered);
@@ -278,14 +312,42 @@ impl Hub {
         delivered
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u64, Subscriber>> {
-        // A panic while holding the lock cannot leave the map half-updated (each update
-        // is one insert or remove), so a poisoned lock is still safe to use.
-        self.subscribers.read().unwrap_or_else(|e| e.into_inner())
+    /// The current snapshot, rebuilt first if a subscription changed since the last one.
+    fn snapshot(&self) -> Arc<[Subscriber]> {
+        let mut registry = self.lock();
+        if registry.stale {
+            registry.snapshot = registry.by_id.values().cloned().collect();
+            registry.stale = false;
+        }
+        Arc::clone(&registry.snapshot)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u64, Subscriber>> {
-        self.subscribers.write().unwrap_or_else(|e| e.into_inner())
+    /// Removes subscriptions whose queue was closed (the connection is gone), or full
+    /// under the disconnect policy (closing it ends that connection).
+    fn evict(&self, subscribers: &[&Subscriber], stats: &Stats) {
+        let mut registry = self.lock();
+        for sub in subscribers {
+            // The snapshot may be older than the registry: only the same subscription
+            // (the same queue) is removed, not one the connection made since.
+            let current = registry
+                .by_id
+                .get(&sub.id)
+                .is_some_and(|now| Arc::ptr_eq(&now.queue, &sub.queue));
+            if current {
+                registry.by_id.remove(&sub.id);
+                registry.stale = true;
+            }
+            if !sub.queue.is_closed() {
+                Stats::add(&stats.slow_consumers_disconnected, 1);
+                sub.queue.close();
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        // Each critical section is one map update or one snapshot swap, which cannot
+        // leave the registry half-updated if it panics, so a poisoned lock is still safe.
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -402,6 +464,67 @@ mod tests {
         assert_eq!(publish(&hub, &stats, "{}", SlowConsumer::Drop), 0);
         assert_eq!(hub.subscriber_count(), 0);
         assert_eq!(stats.snapshot().slow_consumers_disconnected, 0);
+    }
+
+    #[test]
+    fn subscription_changes_never_wait_for_a_fan_out_in_progress() {
+        let hub = Arc::new(Hub::default());
+        hub.subscribe(1, Vec::new(), PushQueue::new(4));
+        // What a publisher holds while it loops over the subscribers.
+        let in_progress = hub.snapshot();
+        let (done, finished) = std::sync::mpsc::channel();
+        let changer = Arc::clone(&hub);
+        std::thread::spawn(move || {
+            changer.subscribe(2, Vec::new(), PushQueue::new(4));
+            changer.unsubscribe(1);
+            let _ = done.send(changer.subscriber_count());
+        });
+        let count = finished.recv_timeout(std::time::Duration::from_secs(10));
+        assert_eq!(count, Ok(1), "subscribe and unsubscribe did not wait");
+        assert_eq!(
+            in_progress.len(),
+            1,
+            "the fan-out in progress keeps its view"
+        );
+        drop(in_progress);
+    }
+
+    #[test]
+    fn the_report_after_a_change_reaches_the_new_set() {
+        let (hub, stats, first) = one_subscriber(Vec::new(), 4);
+        assert_eq!(publish(&hub, &stats, "{}", SlowConsumer::Drop), 1);
+        let second = PushQueue::new(4);
+        hub.subscribe(2, Vec::new(), Arc::clone(&second));
+        assert_eq!(publish(&hub, &stats, "{}", SlowConsumer::Drop), 2);
+        hub.unsubscribe(1);
+        assert_eq!(publish(&hub, &stats, "{}", SlowConsumer::Drop), 1);
+        assert_eq!((take(&first).len(), take(&second).len()), (0, 2));
+    }
+
+    #[test]
+    fn unsubscribing_drops_the_unwritten_pushes() {
+        let (hub, stats, q) = one_subscriber(Vec::new(), 4);
+        assert_eq!(publish(&hub, &stats, "{}", SlowConsumer::Drop), 1);
+        // A publisher's snapshot still holds the queue, as one in progress would.
+        let snapshot = hub.snapshot();
+        hub.unsubscribe(1);
+        assert!(q.is_closed());
+        assert!(take(&q).is_empty(), "queued pushes are freed at once");
+        drop(snapshot);
+    }
+
+    #[test]
+    fn an_eviction_from_an_older_snapshot_spares_a_newer_subscription() {
+        let (hub, stats, old) = one_subscriber(Vec::new(), 4);
+        let snapshot = hub.snapshot();
+        // The same connection id subscribed again with a new queue since that snapshot.
+        let new = PushQueue::new(4);
+        hub.subscribe(1, Vec::new(), Arc::clone(&new));
+        old.close();
+        hub.evict(&[&snapshot[0]], &stats);
+        assert_eq!(hub.subscriber_count(), 1);
+        assert!(!new.is_closed());
+        assert_eq!(publish(&hub, &stats, "{}", SlowConsumer::Drop), 1);
     }
 
     #[test]

@@ -490,6 +490,51 @@ mod tests {
     }
 
     #[test]
+    fn steady_subscribers_get_every_report_while_others_come_and_go() {
+        const STEADY: u64 = 20;
+        const REPORTS: usize = 2000;
+        let hub = Arc::new(Hub::default());
+        let steady: Vec<_> = (0..STEADY)
+            .map(|id| {
+                let q = PushQueue::new(2 * REPORTS);
+                hub.subscribe(id, Vec::new(), Arc::clone(&q));
+                q
+            })
+            .collect();
+        let publishers: Vec<_> = (0..2)
+            .map(|_| {
+                let hub = Arc::clone(&hub);
+                std::thread::spawn(move || {
+                    let stats = Stats::default();
+                    for _ in 0..REPORTS {
+                        let delivered = publish(&hub, &stats, "{}", SlowConsumer::Disconnect);
+                        assert!(delivered >= STEADY, "reached {delivered}");
+                    }
+                })
+            })
+            .collect();
+        let changers: Vec<_> = (0..2u64)
+            .map(|n| {
+                let hub = Arc::clone(&hub);
+                std::thread::spawn(move || {
+                    for round in 0..500u64 {
+                        let id = 1000 + n * 1000 + round % 10;
+                        hub.subscribe(id, Vec::new(), PushQueue::new(4));
+                        hub.unsubscribe(id);
+                    }
+                })
+            })
+            .collect();
+        for thread in publishers.into_iter().chain(changers) {
+            thread.join().unwrap();
+        }
+        for q in &steady {
+            assert_eq!(take(q).len(), 2 * REPORTS);
+        }
+        assert_eq!(hub.subscriber_count(), STEADY as usize);
+    }
+
+    #[test]
     fn the_report_after_a_change_reaches_the_new_set() {
         let (hub, stats, first) = one_subscriber(Vec::new(), 4);
         assert_eq!(publish(&hub, &stats, "{}", SlowConsumer::Drop), 1);

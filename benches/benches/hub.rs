@@ -18,12 +18,13 @@ use std::collections::VecDeque;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use monitor_proto::Report;
-use monitor_server::hub::{Hub, PushQueue};
+use monitor_server::hub::{Hub, Push, PushQueue};
 use monitor_server::stats::Stats;
 use monitor_server::SlowConsumer;
 
@@ -34,6 +35,53 @@ fn report() -> Report {
     json.push_str(&"x".repeat(200 - json.len() - 2));
     json.push_str("\"}");
     Report::parse(Bytes::from(json)).unwrap()
+}
+
+/// A hub with `n` subscribers to every report, and what fanning out to them needs.
+struct Fixture {
+    hub: Arc<Hub>,
+    queues: Vec<Arc<PushQueue>>,
+    stats: Stats,
+    batch: VecDeque<Arc<Push>>,
+    wakes: Vec<Waker>,
+}
+
+impl Fixture {
+    fn new(n: usize) -> Fixture {
+        let hub = Arc::new(Hub::default());
+        let queues = (0..n)
+            .map(|id| {
+                let q = PushQueue::new(1024);
+                hub.subscribe(id as u64, Vec::new(), Arc::clone(&q));
+                q
+            })
+            .collect();
+        Fixture {
+            hub,
+            queues,
+            stats: Stats::default(),
+            batch: VecDeque::new(),
+            wakes: Vec::new(),
+        }
+    }
+
+    /// What one report costs the server in memory: publishing it, then every subscriber
+    /// taking its push. Returns how many subscribers it reached.
+    fn fan_out(&mut self, report: &Report) -> u64 {
+        let delivered = self.hub.publish(
+            report,
+            usize::MAX,
+            SlowConsumer::Drop,
+            &self.stats,
+            &mut self.wakes,
+        );
+        self.wakes.clear();
+        for q in &self.queues {
+            q.take_now(&mut self.batch);
+            black_box(self.batch.pop_front());
+        }
+        delivered
+    }
 }
 
 fn hub_fanout(c: &mut Criterion) {
@@ -47,32 +95,8 @@ fn hub_fanout(c: &mut Criterion) {
         group.throughput(Throughput::Elements(n as u64));
 
         group.bench_function(BenchmarkId::new("monitor_hub", n), |b| {
-            let hub = Hub::default();
-            let stats = Stats::default();
-            let queues: Vec<_> = (0..n)
-                .map(|id| {
-                    let q = PushQueue::new(1024);
-                    hub.subscribe(id as u64, Vec::new(), Arc::clone(&q));
-                    q
-                })
-                .collect();
-            let mut batch = VecDeque::new();
-            let mut wakes = Vec::new();
-            b.iter(|| {
-                let delivered = hub.publish(
-                    black_box(&report),
-                    usize::MAX,
-                    SlowConsumer::Drop,
-                    &stats,
-                    &mut wakes,
-                );
-                wakes.clear();
-                assert_eq!(delivered, n as u64);
-                for q in &queues {
-                    q.take_now(&mut batch);
-                    black_box(batch.pop_front());
-                }
-            });
+            let mut fixture = Fixture::new(n);
+            b.iter(|| assert_eq!(fixture.fan_out(black_box(&report)), n as u64));
         });
 
         group.bench_function(BenchmarkId::new("tokio_broadcast", n), |b| {
@@ -107,18 +131,10 @@ fn hub_churn(c: &mut Criterion) {
     for changing in [false, true] {
         let label = if changing { "changing" } else { "steady" };
         group.bench_function(BenchmarkId::new("monitor_hub", label), |b| {
-            let hub = Arc::new(Hub::default());
-            let stats = Stats::default();
-            let queues: Vec<_> = (0..N)
-                .map(|id| {
-                    let q = PushQueue::new(1024);
-                    hub.subscribe(id as u64, Vec::new(), Arc::clone(&q));
-                    q
-                })
-                .collect();
+            let mut fixture = Fixture::new(N);
             let stop = Arc::new(AtomicBool::new(false));
             let changer = changing.then(|| {
-                let (hub, stop) = (Arc::clone(&hub), Arc::clone(&stop));
+                let (hub, stop) = (Arc::clone(&fixture.hub), Arc::clone(&stop));
                 std::thread::spawn(move || {
                     while !stop.load(Relaxed) {
                         hub.subscribe(u64::MAX, Vec::new(), PushQueue::new(1024));
@@ -128,23 +144,7 @@ fn hub_churn(c: &mut Criterion) {
                     }
                 })
             });
-            let mut batch = VecDeque::new();
-            let mut wakes = Vec::new();
-            b.iter(|| {
-                let delivered = hub.publish(
-                    black_box(&report),
-                    usize::MAX,
-                    SlowConsumer::Drop,
-                    &stats,
-                    &mut wakes,
-                );
-                wakes.clear();
-                assert!(delivered >= N as u64);
-                for q in &queues {
-                    q.take_now(&mut batch);
-                    black_box(batch.pop_front());
-                }
-            });
+            b.iter(|| assert!(fixture.fan_out(black_box(&report)) >= N as u64));
             stop.store(true, Relaxed);
             if let Some(changer) = changer {
                 changer.join().unwrap();

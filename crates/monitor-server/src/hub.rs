@@ -315,11 +315,17 @@ impl Hub {
     /// The current snapshot, rebuilt first if a subscription changed since the last one.
     fn snapshot(&self) -> Arc<[Subscriber]> {
         let mut registry = self.lock();
-        if registry.stale {
-            registry.snapshot = registry.by_id.values().cloned().collect();
-            registry.stale = false;
+        if !registry.stale {
+            return Arc::clone(&registry.snapshot);
         }
-        Arc::clone(&registry.snapshot)
+        let fresh: Arc<[Subscriber]> = registry.by_id.values().cloned().collect();
+        let replaced = std::mem::replace(&mut registry.snapshot, Arc::clone(&fresh));
+        registry.stale = false;
+        drop(registry);
+        // If nobody else holds the old snapshot, dropping it releases a reference per
+        // subscriber: not while other publishers wait for the lock.
+        drop(replaced);
+        fresh
     }
 
     /// Removes subscriptions whose queue was closed (the connection is gone), or full

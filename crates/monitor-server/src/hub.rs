@@ -202,9 +202,9 @@ struct Registry {
 /// Publishers iterate a shared, immutable snapshot of the subscriptions, taken in one
 /// short lock (a reference count), so no lock is held across the subscriber loop:
 /// subscribing, unsubscribing and evicting never wait for a fan-out in progress, and
-/// publishers never wait behind them. A change marks the snapshot stale; the next
-/// publisher rebuilds it, which costs about what one fan-out to the same subscribers
-/// does.
+/// no one waits longer than one rebuild of the snapshot. A change marks the snapshot
+/// stale; the next publisher rebuilds it (two reference counts per subscriber, a
+/// fraction of the fan-out to them).
 #[derive(Default)]
 pub struct Hub {
     registry: Mutex<Registry>,

@@ -296,10 +296,17 @@ fn thread_policies(pid: u32, name: &str) -> Vec<u32> {
     let mut policies = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let dir = task.unwrap().path();
-        if std::fs::read_to_string(dir.join("comm")).unwrap().trim() != name {
+        // A thread can exit between the listing and the reads (an idle blocking-pool
+        // thread does): it is skipped, not a failure.
+        let (Ok(comm), Ok(sched)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("sched")),
+        ) else {
+            continue;
+        };
+        if comm.trim() != name {
             continue;
         }
-        let sched = std::fs::read_to_string(dir.join("sched")).unwrap();
         let line = sched.lines().find(|l| l.starts_with("policy")).unwrap();
         policies.push(line.rsplit(':').next().unwrap().trim().parse().unwrap());
     }

@@ -183,6 +183,34 @@ async fn a_thousand_reports_arrive_in_order_at_every_subscriber() {
     server.stop().await;
 }
 
+/// A subscriber whose socket fills up while it is not reading gets everything, in order,
+/// once it reads again: a write that found the socket full must leave the connection
+/// waiting for writability, not parked for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_pauses_gets_every_push_in_order_when_it_reads_again() {
+    const REPORTS: u64 = 200;
+    let server = start(|_| {}).await;
+    let mut sub = Client::connect(server.addr(), "pausing").await;
+    sub.subscribe("bulk", &[]).await;
+    // 200 pushes of 64 KiB are 12.8 MB: more than loopback's socket buffers and the
+    // server's write high-water mark together, so the server's writes find the socket
+    // full while the subscriber is not reading.
+    let pad = "p".repeat(64 * 1024);
+    let mut reporter = Client::connect(server.addr(), "reporter").await;
+    for n in 0..REPORTS {
+        let delivered = reporter
+            .report(&format!(r#"{{"code":"bulk","n":{n},"pad":"{pad}"}}"#))
+            .await;
+        assert_eq!(delivered, 1, "report {n} queued for the subscriber");
+    }
+    for n in 0..REPORTS {
+        let v: Value = serde_json::from_str(&sub.push().await).unwrap();
+        assert_eq!(v["n"].as_u64(), Some(n), "in order, none lost");
+    }
+    assert_eq!(server.handle.stats().pushes_dropped, 0);
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compressed_requests_get_compressed_replies() {
     let server = start(|_| {}).await;

@@ -9,7 +9,8 @@
 //! reporter's thread writes its share and hands the same pushes to N - 1 writer threads
 //! for theirs, so a read's fan-out runs on several CPUs at once.
 //!
-//! Measured with fanout-bench next to monitor-server (`scripts/latency-floor.sh`), it
+//! Measured with fanout-bench next to monitor-server (`scripts/fanout-vs-nats.sh`, or
+//! `scripts/latency_ab.py` with `'floor2=target/release/floor-server {addr} 2'`), it
 //! shows how much of a latency figure is the machine and the harness rather than the
 //! server (docs/performance.md).
 

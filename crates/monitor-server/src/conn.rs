@@ -234,7 +234,6 @@ fn write_now<W: AsyncWrite + Unpin>(writer: &mut W, buf: &[u8]) -> Option<io::Re
     }
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     match std::pin::Pin::new(writer).poll_write(&mut cx, buf) {
-        std::task::Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => None,
         std::task::Poll::Ready(result) => Some(result),
         std::task::Poll::Pending => None,
     }
@@ -317,14 +316,11 @@ impl Conn {
                 }
                 // `write`, not `write_buf`: the buffer is one slice, and plain write(2)
                 // skips writev's iovec handling on every flush.
-                written = tokio::io::AsyncWriteExt::write(&mut writer, &self.wbuf), if !self.wbuf.is_empty() => match written {
-                    Ok(0) => break Close::Io(io::ErrorKind::WriteZero.into()),
-                    Ok(n) => {
-                        bytes::Buf::advance(&mut self.wbuf, n);
-                        self.after_write();
+                written = tokio::io::AsyncWriteExt::write(&mut writer, &self.wbuf), if !self.wbuf.is_empty() => {
+                    if let Some(reason) = self.wrote(written) {
+                        break reason;
                     }
-                    Err(e) => break Close::Io(e),
-                },
+                }
                 ready = std::future::poll_fn(|cx| reader.poll_read_ready(cx)), if room => {
                     if let Err(e) = ready {
                         break Close::Io(e);
@@ -353,14 +349,8 @@ impl Conn {
                     self.encode_batch();
                     // A batch almost always fits in the socket: writing it in this turn
                     // saves the loop a round of polling every other branch again.
-                    match write_now(&mut writer, &self.wbuf) {
-                        Some(Ok(0)) => break Close::Io(io::ErrorKind::WriteZero.into()),
-                        Some(Ok(n)) => {
-                            bytes::Buf::advance(&mut self.wbuf, n);
-                            self.after_write();
-                        }
-                        Some(Err(e)) => break Close::Io(e),
-                        None => {}
+                    if let Some(reason) = write_now(&mut writer, &self.wbuf).and_then(|w| self.wrote(w)) {
+                        break reason;
                     }
                 }
                 () = &mut idle => {
@@ -687,6 +677,19 @@ impl Conn {
                 Stats::add(&self.shared.stats.pushes_dropped, 1);
                 debug!(peer = %self.peer, error = %e, "push not sent");
             }
+        }
+    }
+
+    /// Accounts for one write of the write buffer; the reason to close if it failed.
+    fn wrote(&mut self, written: io::Result<usize>) -> Option<Close> {
+        match written {
+            Ok(0) => Some(Close::Io(io::ErrorKind::WriteZero.into())),
+            Ok(n) => {
+                bytes::Buf::advance(&mut self.wbuf, n);
+                self.after_write();
+                None
+            }
+            Err(e) => Some(Close::Io(e)),
         }
     }
 

@@ -112,16 +112,18 @@ impl PushQueue {
     }
 
     /// Closes the queue: pushes are refused, and the consumer sees the end once it has
-    /// taken what was queued.
-    pub fn close(&self) {
-        let waker = {
+    /// taken what was queued. Returns whether this call closed it (false if it already
+    /// was), in the same lock, so that of several callers exactly one sees `true`.
+    pub fn close(&self) -> bool {
+        let (was_open, waker) = {
             let mut state = self.lock();
-            state.closed = true;
-            state.waker.take()
+            let was_open = !std::mem::replace(&mut state.closed, true);
+            (was_open, state.waker.take())
         };
         if let Some(waker) = waker {
             waker.wake();
         }
+        was_open
     }
 
     /// Closes the queue and drops the pushes still in it, for when its consumer is gone:
@@ -331,23 +333,25 @@ impl Hub {
     /// Removes subscriptions whose queue was closed (the connection is gone), or full
     /// under the disconnect policy (closing it ends that connection).
     fn evict(&self, subscribers: &[&Subscriber], stats: &Stats) {
-        let mut registry = self.lock();
-        for sub in subscribers {
-            // The snapshot may be older than the registry: only the same subscription
-            // (the same queue) is removed, not one the connection made since.
-            let current = registry
-                .by_id
-                .get(&sub.id)
-                .is_some_and(|now| Arc::ptr_eq(&now.queue, &sub.queue));
-            if current {
-                registry.by_id.remove(&sub.id);
-                registry.stale = true;
-            }
-            if !sub.queue.is_closed() {
-                Stats::add(&stats.slow_consumers_disconnected, 1);
-                sub.queue.close();
+        {
+            let mut registry = self.lock();
+            for sub in subscribers {
+                // The snapshot may be older than the registry: only the same subscription
+                // (the same queue) is removed, not one the connection made since.
+                let current = registry
+                    .by_id
+                    .get(&sub.id)
+                    .is_some_and(|now| Arc::ptr_eq(&now.queue, &sub.queue));
+                if current {
+                    registry.by_id.remove(&sub.id);
+                    registry.stale = true;
+                }
             }
         }
+        // Publishers holding the same snapshot may evict the same subscriber at once: the
+        // one whose `close` shuts the queue counts the disconnection.
+        let disconnected = subscribers.iter().filter(|sub| sub.queue.close()).count();
+        Stats::add(&stats.slow_consumers_disconnected, disconnected as u64);
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
@@ -576,6 +580,19 @@ mod tests {
         assert_eq!(hub.subscriber_count(), 1);
         assert!(!new.is_closed());
         assert_eq!(publish(&hub, &stats, "{}", SlowConsumer::Drop), 1);
+    }
+
+    #[test]
+    fn a_subscriber_evicted_by_two_publishers_counts_one_disconnection() {
+        let (hub, stats, q) = one_subscriber(Vec::new(), 4);
+        // Two publishers holding the same snapshot both found its queue full.
+        let first = hub.snapshot();
+        let second = hub.snapshot();
+        hub.evict(&[&first[0]], &stats);
+        hub.evict(&[&second[0]], &stats);
+        assert!(q.is_closed());
+        assert_eq!(hub.subscriber_count(), 0);
+        assert_eq!(stats.snapshot().slow_consumers_disconnected, 1);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! - [`server`]: listeners, accept loops, `max_connections`, graceful shutdown, live reload.
 //! - `conn`: one task per connection: requests, replies, pushes, the idle timeout.
 //! - [`hub`]: subscriptions and the fan-out of reports (one shared body per report,
-//!   bounded queues, the slow-consumer policy).
+//!   the slow-consumer policy).
+//! - [`queue`]: a subscriber's bounded queue of pushes, and the shared push body.
 //! - [`stats`]: the server's counters.
 //! - [`runtime`]: the tokio runtime: worker count and the workers' CPU scheduling policy.
 //! - [`cli`]: the `monitor-server` command line.
@@ -52,6 +53,7 @@ pub mod cli;
 pub mod config;
 mod conn;
 pub mod hub;
+pub mod queue;
 pub mod runtime;
 pub mod server;
 pub mod stats;

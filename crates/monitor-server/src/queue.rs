@@ -1,0 +1,241 @@
+//! One subscriber's bounded queue of pushes, and the shared push body it holds.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use monitor_proto::layer::compress::deflate;
+use monitor_proto::message::reply;
+
+/// One report's push body, shared by all its recipients.
+#[derive(Debug)]
+pub struct Push {
+    json: Bytes,
+    compressed: OnceLock<Bytes>,
+}
+
+impl Push {
+    /// The push body of `report`: `{"errCode":0,"msg":"success","data":<report as sent>}`.
+    pub fn new(report: &[u8]) -> Push {
+        Push {
+            json: reply::push(report),
+            compressed: OnceLock::new(),
+        }
+    }
+
+    /// The plaintext push body.
+    pub fn json(&self) -> &Bytes {
+        &self.json
+    }
+
+    /// Whether the zlib form has been made yet.
+    #[cfg(test)]
+    pub(crate) fn has_compressed(&self) -> bool {
+        self.compressed.get().is_some()
+    }
+
+    /// The zlib form of the body, made on first use and then shared.
+    pub fn compressed(&self) -> &Bytes {
+        self.compressed.get_or_init(|| deflate(&self.json))
+    }
+}
+
+/// Why [`PushQueue::try_push`] refused a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// The subscriber has `capacity` pushes it has not written yet.
+    Full,
+    /// The queue was closed (the connection is gone, or it was evicted).
+    Closed,
+}
+
+/// One subscriber's bounded queue of pushes: many publishers, one consumer (its
+/// connection task).
+///
+/// It is a mutex around a `VecDeque` and a waker, rather than a channel, because an idle
+/// subscriber should cost almost nothing: about 100 bytes and no allocation until the first
+/// push, where a general-purpose channel preallocates a block and cache-padded state. The
+/// consumer takes everything queued in one lock (by swapping buffers), so a burst costs one
+/// lock and at most one wake-up on its side.
+#[derive(Debug)]
+pub struct PushQueue {
+    state: Mutex<QueueState>,
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    items: VecDeque<Arc<Push>>,
+    /// Pushes the consumer has taken but not yet written; they count against the capacity.
+    taken: usize,
+    waker: Option<Waker>,
+    closed: bool,
+}
+
+impl PushQueue {
+    /// A queue that holds at most `capacity` unwritten pushes.
+    pub fn new(capacity: usize) -> Arc<PushQueue> {
+        Arc::new(PushQueue {
+            state: Mutex::new(QueueState::default()),
+            capacity,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // Every critical section is a few field updates that cannot panic halfway.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a push without waiting. If the consumer was waiting, returns its waker,
+    /// which the caller must wake, once it has queued everything it has for now: a
+    /// reporter that read several reports in one go wakes each subscriber once, so each
+    /// one writes them all in one syscall instead of racing to write the first.
+    ///
+    /// # Errors
+    /// [`PushError::Full`] or [`PushError::Closed`]; the push is not queued.
+    pub fn try_push(&self, push: &Arc<Push>) -> Result<Option<Waker>, PushError> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(PushError::Closed);
+        }
+        if state.items.len() + state.taken >= self.capacity {
+            return Err(PushError::Full);
+        }
+        state.items.push_back(Arc::clone(push));
+        Ok(state.waker.take())
+    }
+
+    /// Closes the queue: pushes are refused, and the consumer sees the end once it has
+    /// taken what was queued. Returns whether this call closed it (false if it already
+    /// was), in the same lock, so that of several callers exactly one sees `true`.
+    pub fn close(&self) -> bool {
+        let (was_open, waker) = {
+            let mut state = self.lock();
+            let was_open = !std::mem::replace(&mut state.closed, true);
+            (was_open, state.waker.take())
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        was_open
+    }
+
+    /// Closes the queue and drops the pushes still in it, for when its consumer is gone:
+    /// a publisher's snapshot may keep the queue itself a little longer, but not them.
+    pub fn discard(&self) {
+        let unwritten = {
+            let mut state = self.lock();
+            state.closed = true;
+            state.waker = None;
+            std::mem::take(&mut state.items)
+        };
+        drop(unwritten);
+    }
+
+    /// Whether the queue was closed.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Consumer side: appends everything queued to `batch`, the consumer's unwritten
+    /// pushes (its length is what still counts against the capacity). Ready with `true`
+    /// when `batch` has pushes, `false` when the queue is closed and drained; pending
+    /// (with the waker registered) when there is nothing to do.
+    pub fn poll_take(&self, cx: &mut Context<'_>, batch: &mut VecDeque<Arc<Push>>) -> Poll<bool> {
+        let mut state = self.lock();
+        Self::move_into(&mut state, batch);
+        if !batch.is_empty() {
+            return Poll::Ready(true);
+        }
+        if state.closed {
+            return Poll::Ready(false);
+        }
+        match &state.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => state.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Consumer side, without waiting: like [`PushQueue::poll_take`].
+    pub fn take_now(&self, batch: &mut VecDeque<Arc<Push>>) {
+        Self::move_into(&mut self.lock(), batch);
+    }
+
+    fn move_into(state: &mut QueueState, batch: &mut VecDeque<Arc<Push>>) {
+        if batch.is_empty() {
+            // O(1), and the consumer's spent buffer becomes the queue's next one.
+            std::mem::swap(&mut state.items, batch);
+        } else {
+            batch.extend(state.items.drain(..));
+        }
+        state.taken = batch.len();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taken_pushes_count_until_written_and_order_holds() {
+        let q = PushQueue::new(3);
+        let pushes: Vec<_> = (0..5)
+            .map(|i| Arc::new(Push::new(format!("{{\"n\":{i}}}").as_bytes())))
+            .collect();
+        for p in &pushes[..3] {
+            q.try_push(p).unwrap();
+        }
+        assert_eq!(q.try_push(&pushes[3]).err(), Some(PushError::Full));
+        let mut batch = VecDeque::new();
+        q.take_now(&mut batch);
+        assert_eq!(batch.len(), 3);
+        assert_eq!(
+            q.try_push(&pushes[3]).err(),
+            Some(PushError::Full),
+            "taken but unwritten still counts"
+        );
+        batch.pop_front();
+        q.take_now(&mut batch);
+        q.try_push(&pushes[3]).unwrap();
+        q.take_now(&mut batch);
+        let order: Vec<_> = batch.iter().map(|p| p.json().clone()).collect();
+        let want: Vec<_> = pushes[1..4].iter().map(|p| p.json().clone()).collect();
+        assert_eq!(order, want);
+        q.close();
+        assert_eq!(q.try_push(&pushes[4]).err(), Some(PushError::Closed));
+    }
+
+    #[test]
+    fn a_waiting_consumer_is_woken() {
+        struct Flag(std::sync::atomic::AtomicBool);
+        impl std::task::Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let flag = Arc::new(Flag(false.into()));
+        let waker = Waker::from(Arc::clone(&flag));
+        let mut cx = Context::from_waker(&waker);
+        let q = PushQueue::new(8);
+        let mut batch = VecDeque::new();
+        assert!(q.poll_take(&mut cx, &mut batch).is_pending());
+        let waker = q.try_push(&Arc::new(Push::new(b"{}"))).unwrap();
+        assert!(
+            !flag.0.load(std::sync::atomic::Ordering::SeqCst),
+            "woken by the caller"
+        );
+        waker.expect("the consumer was waiting").wake();
+        assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(
+            q.try_push(&Arc::new(Push::new(b"{}"))).unwrap().map(drop),
+            None,
+            "once"
+        );
+        assert_eq!(q.poll_take(&mut cx, &mut batch), Poll::Ready(true));
+        batch.clear();
+        q.close();
+        assert_eq!(q.poll_take(&mut cx, &mut batch), Poll::Ready(false));
+    }
+}

@@ -40,9 +40,10 @@ use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::codec::Decoder;
 
-use crate::config::{random_uuid, ClientConfig, ServerAddr, DEFAULT_MAX_FRAME_LEN};
+use crate::config::{random_uuid, ClientConfig, DEFAULT_MAX_FRAME_LEN};
 use crate::connection::{BoxRead, BoxWrite, Connection, Handshake};
 use crate::error::{Error, Result};
+use monitor_proto::Address;
 
 /// The `code` of every bench report, and the subscribers' only topic.
 pub const BENCH_CODE: &str = "bench";
@@ -81,7 +82,7 @@ pub fn default_window(n: usize) -> u64 {
 #[non_exhaustive]
 pub struct BenchConfig {
     /// The server.
-    pub server: ServerAddr,
+    pub server: Address,
     /// Subscriber connections.
     pub subscribers: usize,
     /// Reporter connections.
@@ -112,7 +113,7 @@ pub struct BenchConfig {
 impl BenchConfig {
     /// The defaults of `monitor-client bench` against `server`: 1 subscriber, 1 reporter,
     /// 200 bytes, 10 s measured after 2 s of warmup, max rate.
-    pub fn new(server: ServerAddr) -> BenchConfig {
+    pub fn new(server: Address) -> BenchConfig {
         BenchConfig {
             server,
             subscribers: 1,

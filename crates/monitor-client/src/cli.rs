@@ -11,11 +11,12 @@ use clap::{Args, Parser, Subcommand};
 use tracing::{error, info, warn};
 
 use crate::bench::{self, BenchConfig};
-use crate::config::{parse_uuid, ClientConfig, ServerAddr};
+use crate::config::{parse_uuid, ClientConfig};
 use crate::error::Error;
 use crate::health::HealthProbe;
 use crate::receiver::{Event, PushReceiver, Subscription};
 use crate::reporter::Reporter;
+use monitor_proto::Address;
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
@@ -58,7 +59,7 @@ pub enum Command {
 pub struct ConnArgs {
     /// Server address: host:port, or unix:/path/to/socket.
     #[arg(long, value_name = "ADDR", value_parser = parse_server)]
-    pub server: ServerAddr,
+    pub server: Address,
     /// Exchange keys (X25519) and ask for encrypted replies and pushes.
     #[arg(long)]
     pub encrypt: bool,
@@ -154,7 +155,7 @@ pub struct ReportArgs {
 pub struct BenchArgs {
     /// Server address: host:port, or unix:/path/to/socket.
     #[arg(long, value_name = "ADDR", value_parser = parse_server)]
-    pub server: ServerAddr,
+    pub server: Address,
     /// Subscriber connections; all are subscribed before reporting starts.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub subscribers: usize,
@@ -193,8 +194,8 @@ pub struct BenchArgs {
     pub allow_remote: bool,
 }
 
-fn parse_server(s: &str) -> Result<ServerAddr, String> {
-    s.parse::<ServerAddr>().map_err(|e| e.to_string())
+fn parse_server(s: &str) -> Result<Address, String> {
+    s.parse::<Address>().map_err(|e| e.to_string())
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {

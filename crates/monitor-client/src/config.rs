@@ -1,103 +1,12 @@
 //! [`ClientConfig`]: where the server is, who this client is, and every timeout, limit and
 //! policy of the push receiver and the reporter.
 
-use std::fmt;
-use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
-use monitor_proto::{Uuid, UUID_LEN};
+use monitor_proto::{Address, Uuid, UUID_LEN};
 use rand::Rng;
 
 use crate::error::{Error, Result};
-
-/// Where the server listens: `host:port` (TCP) or `unix:/path` (a Unix socket).
-///
-/// ```
-/// use monitor_client::ServerAddr;
-/// let tcp: ServerAddr = "127.0.0.1:9503".parse().unwrap();
-/// assert_eq!(tcp, ServerAddr::Tcp("127.0.0.1:9503".into()));
-/// let unix: ServerAddr = "unix:/run/monitor.sock".parse().unwrap();
-/// assert_eq!(unix.to_string(), "unix:/run/monitor.sock");
-/// assert!("no-port".parse::<ServerAddr>().is_err());
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ServerAddr {
-    /// `host:port`; the host may be a name, an IPv4 address or a bracketed IPv6 address.
-    /// Names are resolved at each connection attempt.
-    Tcp(String),
-    /// A Unix socket path.
-    Unix(PathBuf),
-}
-
-impl ServerAddr {
-    /// Whether this is a TCP address on the loopback network (or a Unix socket): the load
-    /// generator only targets such addresses unless told otherwise.
-    pub fn is_local(&self) -> bool {
-        match self {
-            ServerAddr::Unix(_) => true,
-            ServerAddr::Tcp(hostport) => {
-                let host = hostport
-                    .rsplit_once(':')
-                    .map_or(hostport.as_str(), |(h, _)| h);
-                let host = host.trim_start_matches('[').trim_end_matches(']');
-                host.eq_ignore_ascii_case("localhost")
-                    || host
-                        .parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback())
-            }
-        }
-    }
-}
-
-impl FromStr for ServerAddr {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<ServerAddr> {
-        let bad = |reason: &str| Error::BadAddress {
-            address: s.to_owned(),
-            reason: reason.to_owned(),
-        };
-        if let Some(path) = s.strip_prefix("unix:") {
-            if path.is_empty() {
-                return Err(bad(
-                    "unix: needs a socket path, e.g. unix:/run/monitor.sock",
-                ));
-            }
-            return Ok(ServerAddr::Unix(PathBuf::from(path)));
-        }
-        let Some((host, port)) = s.rsplit_once(':') else {
-            return Err(bad(
-                "expected host:port (e.g. 127.0.0.1:9503) or unix:/path",
-            ));
-        };
-        if host.is_empty() {
-            return Err(bad("the host is missing"));
-        }
-        if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
-            return Err(bad("an IPv6 host goes in brackets, e.g. [::1]:9503"));
-        }
-        if port.parse::<u16>().is_err() {
-            return Err(bad("the port must be a number from 0 to 65535"));
-        }
-        Ok(ServerAddr::Tcp(s.to_owned()))
-    }
-}
-
-impl fmt::Display for ServerAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ServerAddr::Tcp(hostport) => f.write_str(hostport),
-            ServerAddr::Unix(path) => write!(f, "unix:{}", path.display()),
-        }
-    }
-}
-
-impl From<std::net::SocketAddr> for ServerAddr {
-    fn from(addr: std::net::SocketAddr) -> ServerAddr {
-        ServerAddr::Tcp(addr.to_string())
-    }
-}
 
 /// What the reporter does with reports it wrote to a connection that dropped before their
 /// acknowledgement came. `docs/client.md` discusses the choice.
@@ -134,7 +43,7 @@ pub const DEFAULT_MAX_REPORT_FRAME_LEN: u32 = monitor_proto::codec::DEFAULT_MAX_
 #[non_exhaustive]
 pub struct ClientConfig {
     /// The server.
-    pub server: ServerAddr,
+    pub server: Address,
     /// This client's 33-byte id, carried by every frame. [`ClientConfig::new`] makes a
     /// random one shaped like the PHP clients' (32 hex characters and a letter).
     pub uuid: Uuid,
@@ -193,7 +102,7 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     /// The defaults, for `server`, with a random uuid.
-    pub fn new(server: ServerAddr) -> ClientConfig {
+    pub fn new(server: Address) -> ClientConfig {
         ClientConfig {
             server,
             uuid: random_uuid(b'c'),
@@ -327,36 +236,6 @@ pub fn parse_uuid(text: &str) -> Result<Uuid> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    #[test]
-    fn addresses() {
-        for ok in [
-            "127.0.0.1:9503",
-            "localhost:1",
-            "[::1]:9503",
-            "host.example:0",
-        ] {
-            assert_eq!(
-                ok.parse::<ServerAddr>().unwrap(),
-                ServerAddr::Tcp(ok.into())
-            );
-        }
-        for bad in [
-            "",
-            "9503",
-            "host:",
-            ":9503",
-            "host:99999",
-            "::1:9503",
-            "unix:",
-        ] {
-            assert!(bad.parse::<ServerAddr>().is_err(), "{bad}");
-        }
-        assert!("127.0.0.2:1".parse::<ServerAddr>().unwrap().is_local());
-        assert!("[::1]:1".parse::<ServerAddr>().unwrap().is_local());
-        assert!("unix:/x".parse::<ServerAddr>().unwrap().is_local());
-        assert!(!"10.0.0.1:1".parse::<ServerAddr>().unwrap().is_local());
-    }
 
     #[test]
     fn uuids() {

@@ -18,8 +18,9 @@ use tokio::time::{sleep_until, Instant, Interval, MissedTickBehavior, Sleep};
 use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 
-use crate::config::{ClientConfig, ServerAddr};
+use crate::config::ClientConfig;
 use crate::error::{Error, Result};
+use monitor_proto::Address;
 
 /// The read half of a connection.
 pub(crate) type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
@@ -66,14 +67,14 @@ impl Status {
 }
 
 /// Opens a byte stream to `addr`.
-pub(crate) async fn open_transport(addr: &ServerAddr) -> Result<(BoxRead, BoxWrite)> {
+pub(crate) async fn open_transport(addr: &Address) -> Result<(BoxRead, BoxWrite)> {
     let connect_err = |source| Error::Connect {
         address: addr.to_string(),
         source,
     };
     match addr {
-        ServerAddr::Tcp(hostport) => {
-            let stream = tokio::net::TcpStream::connect(hostport.as_str())
+        Address::Tcp { host, port } => {
+            let stream = tokio::net::TcpStream::connect((host.as_str(), *port))
                 .await
                 .map_err(connect_err)?;
             // Reports and heartbeats are small: send them now, not after Nagle's delay.
@@ -81,7 +82,7 @@ pub(crate) async fn open_transport(addr: &ServerAddr) -> Result<(BoxRead, BoxWri
             let (r, w) = stream.into_split();
             Ok((Box::new(r), Box::new(w)))
         }
-        ServerAddr::Unix(path) => {
+        Address::Unix(path) => {
             let stream = tokio::net::UnixStream::connect(path)
                 .await
                 .map_err(connect_err)?;
@@ -390,7 +391,7 @@ fn is_permanent(e: &Error) -> bool {
         Error::SubscribeRefused { .. }
             | Error::KeyExchange { .. }
             | Error::Config { .. }
-            | Error::BadAddress { .. }
+            | Error::BadAddress(_)
     )
 }
 

@@ -20,13 +20,8 @@ pub enum Error {
     },
 
     /// A server address that is neither `host:port` nor `unix:/path`.
-    #[error("invalid server address `{address}`: {reason}")]
-    BadAddress {
-        /// What was given.
-        address: String,
-        /// What is wrong with it.
-        reason: String,
-    },
+    #[error(transparent)]
+    BadAddress(#[from] monitor_proto::AddressError),
 
     /// Opening the connection failed (refused, unreachable, no such socket, ...).
     #[error("cannot connect to {address}: {source}")]

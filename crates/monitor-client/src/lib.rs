@@ -15,7 +15,7 @@
 //!
 //! # Layout
 //! - [`config`]: [`ClientConfig`] (server address, uuid, heartbeat, timeouts, backoff,
-//!   buffer sizes, flags, limits) and [`ServerAddr`].
+//!   buffer sizes, flags, limits); the server's [`Address`] comes from monitor-proto.
 //! - `connection`: connecting over TCP or a Unix socket, the key exchange, handshakes,
 //!   backoff, and the [`Status`] both clients publish.
 //! - [`receiver`]: [`PushReceiver`], [`Subscription`], [`Event`], [`Push`].
@@ -72,10 +72,11 @@ pub mod receiver;
 pub mod reporter;
 
 pub use bench::{BenchConfig, BenchReport};
-pub use config::{ClientConfig, Delivery, ServerAddr};
+pub use config::{ClientConfig, Delivery};
 pub use connection::Status;
 pub use error::{Error, Result};
 pub use health::{HealthProbe, HealthReport};
+pub use monitor_proto::Address;
 pub use monitor_proto::Uuid;
 pub use receiver::{Event, Push, PushReceiver, Subscription};
 pub use reporter::{AckFuture, Reporter, ReporterStats};

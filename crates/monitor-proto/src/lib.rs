@@ -17,6 +17,7 @@
 //!   AES-256-GCM [`layer::crypto`], and the X25519 / legacy [`layer::kex`].
 //! - [`message`]: [`MessageCodec`], frames plus the body layers for a client or server
 //!   [`Role`]; the [`message::reply`] envelope and the [`message::request`] bodies.
+//! - [`address`]: [`Address`], `host:port` or `unix:/path`, as servers and clients write it.
 //! - [`error`]: the one [`Error`] type; [`Error::is_fatal`] says whether the stream can go on.
 //!
 //! # Example
@@ -56,6 +57,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod address;
 pub mod codec;
 pub mod error;
 #[doc(hidden)]
@@ -64,6 +66,7 @@ pub mod header;
 pub mod layer;
 pub mod message;
 
+pub use address::{Address, AddressError};
 pub use codec::{Builder, Frame, FrameCodec};
 pub use error::{Error, Fault};
 pub use header::{Direction, Header, MsgType, Uuid, HEADER_LEN, PREFIX_LEN, UUID_LEN};

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use clap::Parser;
 use tracing::{error, info, warn};
 
-use crate::config::{Config, ConfigError, ListenAddress, ListenerConfig, SchedPolicy};
+use monitor_proto::Address;
+
+use crate::config::{Config, ConfigError, ListenerConfig, SchedPolicy};
 use crate::server::Server;
 
 /// The monitor push/report server.
@@ -25,7 +27,7 @@ pub struct Args {
     /// Listen on ADDR (host:port, or unix:/path); repeat for several. Replaces the
     /// config file's listeners.
     #[arg(long = "listen", value_name = "ADDR")]
-    pub listen: Vec<ListenAddress>,
+    pub listen: Vec<Address>,
     /// Close a connection after SECS without a complete frame from it.
     #[arg(long, value_name = "SECS")]
     pub idle_timeout: Option<u64>,
@@ -235,13 +237,16 @@ mod tests {
             "127.0.0.1:1",
             "--listen",
             "unix:/tmp/x.sock",
+            "--listen",
+            "localhost:9605",
             "--idle-timeout",
             "7",
             "--legacy-key-exchange",
         ])
         .unwrap();
-        assert_eq!(c.listeners.len(), 2);
+        assert_eq!(c.listeners.len(), 3);
         assert_eq!(c.listeners[1].name, "server2");
+        assert_eq!(c.listeners[2].address.to_string(), "localhost:9605");
         assert_eq!(c.server.idle_timeout_secs, 7);
         assert!(c.server.legacy_key_exchange);
         assert_eq!(parse(&[]).unwrap(), Config::default());
@@ -256,7 +261,7 @@ mod tests {
         );
         let err = parse(&["--listen", "bogus"]).unwrap_err();
         assert!(
-            err.contains("--listen") && err.contains("neither host:port"),
+            err.contains("--listen") && err.contains("expected host:port"),
             "{err}"
         );
         let err = parse(&["--config", "/nonexistent/monitor.toml"]).unwrap_err();

@@ -1,10 +1,9 @@
 //! Configuration: the TOML file, its defaults, and the command-line overrides.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
+use monitor_proto::Address;
 use serde::{Deserialize, Serialize};
 
 /// The whole configuration: `[server]` settings and one or more `[[listener]]`s.
@@ -169,8 +168,9 @@ pub struct ListenerConfig {
     /// A name for the logs (the PHP server had `server`, `server2`, ...).
     #[serde(default = "default_listener_name")]
     pub name: String,
-    /// `host:port`, or `unix:/path/to/socket`.
-    pub address: ListenAddress,
+    /// `host:port` (the host may be a name, e.g. `localhost:9503`), or
+    /// `unix:/path/to/socket`.
+    pub address: Address,
 }
 
 fn default_listener_name() -> String {
@@ -181,56 +181,10 @@ impl Default for ListenerConfig {
     fn default() -> Self {
         ListenerConfig {
             name: default_listener_name(),
-            address: ListenAddress::Tcp(SocketAddr::from(([0, 0, 0, 0], 9503))),
-        }
-    }
-}
-
-/// Where a listener accepts connections.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum ListenAddress {
-    /// A TCP address; port 0 picks a free port.
-    Tcp(SocketAddr),
-    /// A Unix socket path, for same-host clients.
-    Unix(PathBuf),
-}
-
-impl FromStr for ListenAddress {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        if let Some(path) = s.strip_prefix("unix:") {
-            if path.is_empty() {
-                return Err("unix: needs a socket path, e.g. unix:/run/monitor.sock".into());
-            }
-            return Ok(ListenAddress::Unix(PathBuf::from(path)));
-        }
-        s.parse::<SocketAddr>()
-            .map(ListenAddress::Tcp)
-            .map_err(|_| format!("`{s}` is neither host:port (e.g. 0.0.0.0:9503) nor unix:/path"))
-    }
-}
-
-impl TryFrom<String> for ListenAddress {
-    type Error = String;
-
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl From<ListenAddress> for String {
-    fn from(a: ListenAddress) -> String {
-        a.to_string()
-    }
-}
-
-impl fmt::Display for ListenAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ListenAddress::Tcp(addr) => write!(f, "{addr}"),
-            ListenAddress::Unix(path) => write!(f, "unix:{}", path.display()),
+            address: Address::Tcp {
+                host: "0.0.0.0".into(),
+                port: 9503,
+            },
         }
     }
 }
@@ -505,17 +459,17 @@ mod tests {
             [[listener]]
             address = "127.0.0.1:0"
             [[listener]]
+            address = "localhost:0"
+            [[listener]]
             name = "local"
             address = "unix:/tmp/m.sock"
             "#,
         )
         .unwrap();
-        assert_eq!(c.listeners.len(), 2);
-        assert_eq!(
-            c.listeners[1].address,
-            ListenAddress::Unix("/tmp/m.sock".into())
-        );
-        assert_eq!(c.listeners[1].address.to_string(), "unix:/tmp/m.sock");
+        assert_eq!(c.listeners.len(), 3);
+        assert_eq!(c.listeners[1].address.to_string(), "localhost:0");
+        assert_eq!(c.listeners[2].address, Address::Unix("/tmp/m.sock".into()));
+        assert_eq!(c.listeners[2].address.to_string(), "unix:/tmp/m.sock");
     }
 
     #[test]
@@ -530,7 +484,7 @@ mod tests {
         let err = Config::from_toml("[server]\nslow_consumer = \"wait\"\n").unwrap_err();
         assert!(err.to_string().contains("slow_consumer"), "{err}");
         let err = Config::from_toml("[[listener]]\naddress = \"nowhere\"\n").unwrap_err();
-        assert!(err.to_string().contains("neither host:port"), "{err}");
+        assert!(err.to_string().contains("expected host:port"), "{err}");
         let err = Config::from_toml("listener = []\n").unwrap_err();
         assert!(err.to_string().starts_with("listener:"), "{err}");
     }

@@ -59,8 +59,8 @@ pub mod server;
 pub mod stats;
 
 pub use config::{
-    Config, ConfigDiff, ConfigError, ListenAddress, ListenerConfig, SchedPolicy, Settings,
-    SlowConsumer,
+    Config, ConfigDiff, ConfigError, ListenerConfig, SchedPolicy, Settings, SlowConsumer,
 };
+pub use monitor_proto::Address;
 pub use server::{BoundAddress, Server, ServerError, ServerHandle};
 pub use stats::StatsSnapshot;

@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::config::{Config, ConfigDiff, ConfigError, ListenAddress, Settings};
+use monitor_proto::Address;
+
+use crate::config::{Config, ConfigDiff, ConfigError, Settings};
 use crate::conn;
 use crate::hub::Hub;
 use crate::stats::{Stats, StatsSnapshot};
@@ -57,7 +59,7 @@ pub enum ServerError {
         /// The listener's name.
         name: String,
         /// The configured address.
-        address: ListenAddress,
+        address: Address,
         /// Why.
         source: std::io::Error,
     },
@@ -182,12 +184,15 @@ impl Server {
                 source,
             };
             let (listener, address) = match &l.address {
-                ListenAddress::Tcp(addr) => {
-                    let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
+                Address::Tcp { host, port } => {
+                    // A host name binds the first of its addresses that works.
+                    let listener = TcpListener::bind((host.as_str(), *port))
+                        .await
+                        .map_err(bind_err)?;
                     let local = listener.local_addr().map_err(bind_err)?;
                     (Listener::Tcp(listener), BoundAddress::Tcp(local))
                 }
-                ListenAddress::Unix(path) => {
+                Address::Unix(path) => {
                     remove_stale_socket(path);
                     let listener = UnixListener::bind(path).map_err(bind_err)?;
                     (

@@ -65,7 +65,7 @@ async fn several_listeners_including_a_unix_socket() {
         });
         c.listeners.push(monitor_server::ListenerConfig {
             name: "local".into(),
-            address: monitor_server::ListenAddress::Unix(sock_for_config),
+            address: monitor_server::Address::Unix(sock_for_config),
         });
     })
     .await;
@@ -88,7 +88,7 @@ async fn several_listeners_including_a_unix_socket() {
     let second_config = Config {
         listeners: vec![monitor_server::ListenerConfig {
             name: "local".into(),
-            address: monitor_server::ListenAddress::Unix(sock.clone()),
+            address: monitor_server::Address::Unix(sock.clone()),
         }],
         ..Config::default()
     };

@@ -61,6 +61,7 @@ pub struct Builder {
     pub(crate) accept: Option<Direction>,
     pub(crate) max_inflated_len: usize,
     pub(crate) compress_threshold: usize,
+    pub(crate) max_reserve: usize,
 }
 
 impl Default for Builder {
@@ -78,6 +79,7 @@ impl Builder {
             accept: None,
             max_inflated_len: DEFAULT_MAX_INFLATED_LEN,
             compress_threshold: DEFAULT_COMPRESS_THRESHOLD,
+            max_reserve: usize::MAX,
         }
     }
 
@@ -132,6 +134,22 @@ impl Builder {
         self
     }
 
+    /// Once a frame is judged, room for all of it is reserved in the read buffer in one go
+    /// if it is at most this many bytes (default: any size). A larger frame's room grows
+    /// as its bytes arrive, so that the caller can first decide whether it may buffer it
+    /// (see [`FrameCodec::pending_frame_len`]): a server budgeting memory for partial
+    /// frames sets this.
+    ///
+    /// ```
+    /// # use monitor_proto::codec::Builder;
+    /// let codec = Builder::new().max_reserve(64 * 1024).frame_codec();
+    /// # let _ = codec;
+    /// ```
+    pub fn max_reserve(&mut self, bytes: usize) -> &mut Self {
+        self.max_reserve = bytes;
+        self
+    }
+
     /// A frame codec with these settings.
     pub fn frame_codec(&self) -> FrameCodec {
         FrameCodec {
@@ -139,6 +157,7 @@ impl Builder {
                 max_frame_len: self.max_frame_len,
                 accept: self.accept,
             },
+            max_reserve: self.max_reserve,
             state: State::Prefix,
         }
     }
@@ -168,6 +187,7 @@ enum State {
 #[derive(Debug, Clone)]
 pub struct FrameCodec {
     limits: HeaderLimits,
+    max_reserve: usize,
     state: State,
 }
 
@@ -191,6 +211,15 @@ impl FrameCodec {
     /// The configured `max_frame_len`.
     pub fn max_frame_len(&self) -> u32 {
         self.limits.max_frame_len
+    }
+
+    /// The whole length (header included) of the frame judged and waited for: `Some` once
+    /// its first 12 bytes have been checked and until it is complete.
+    pub fn pending_frame_len(&self) -> Option<usize> {
+        match self.state {
+            State::Prefix => None,
+            State::Rest(prefix) => Some(prefix.length as usize),
+        }
     }
 
     /// Changes `max_frame_len` on a live codec (e.g. on a configuration reload); a frame
@@ -259,8 +288,10 @@ impl Decoder for FrameCodec {
         };
         let length = prefix.length as usize;
         if src.len() < length {
-            // Room for the whole frame, reserved once.
-            src.reserve(length - src.len());
+            // Room for the whole frame, reserved once (unless the caller budgets it).
+            if length <= self.max_reserve {
+                src.reserve(length - src.len());
+            }
             self.state = State::Rest(prefix);
             return Ok(None);
         }
@@ -394,6 +425,24 @@ mod tests {
         let mut codec = FrameCodec::new();
         assert!(codec.decode(&mut buf).unwrap().is_none());
         assert!(buf.capacity() >= wire.len());
+    }
+
+    #[test]
+    fn a_frame_over_max_reserve_is_not_reserved_but_still_decodes() {
+        let frame = Frame::new(
+            Header::new(MsgType::Report, UUID),
+            Bytes::from(vec![b'x'; 100_000]),
+        );
+        let wire = encoded(std::slice::from_ref(&frame));
+        let mut codec = Builder::new().max_reserve(65_536).frame_codec();
+        let mut buf = BytesMut::from(&wire[..PREFIX_LEN]);
+        assert_eq!(codec.pending_frame_len(), None);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert_eq!(codec.pending_frame_len(), Some(wire.len()));
+        assert!(buf.capacity() < 65_536, "reserved {}", buf.capacity());
+        buf.extend_from_slice(&wire[PREFIX_LEN..]);
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(frame));
+        assert_eq!(codec.pending_frame_len(), None);
     }
 
     #[test]

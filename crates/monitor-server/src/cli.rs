@@ -2,12 +2,15 @@
 
 use std::path::PathBuf;
 
+use std::io::Write;
+
 use clap::Parser;
 use tracing::{error, info, warn};
 
 use monitor_proto::Address;
 
 use crate::config::{Config, ConfigError, ListenerConfig, SchedPolicy};
+use crate::logging::say;
 use crate::server::Server;
 
 /// The monitor push/report server.
@@ -128,33 +131,33 @@ fn flag_for(key: &str) -> Option<&'static str> {
 /// Runs the command line; returns the process exit code.
 pub fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    crate::logging::init();
     let config = match args.config() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("monitor-server: {e}");
+            say(&format!("monitor-server: {e}"));
             return std::process::ExitCode::from(2);
         }
     };
     if args.print_config {
-        print!("{}", config.to_toml());
-        return std::process::ExitCode::SUCCESS;
+        let mut out = std::io::stdout().lock();
+        let printed = out
+            .write_all(config.to_toml().as_bytes())
+            .and_then(|()| out.flush());
+        return if printed.is_ok() {
+            std::process::ExitCode::SUCCESS
+        } else {
+            std::process::ExitCode::FAILURE
+        };
     }
     if args.check_config {
-        eprintln!("monitor-server: configuration is valid");
+        say("monitor-server: configuration is valid");
         return std::process::ExitCode::SUCCESS;
     }
     let runtime = match crate::runtime::build(&config.server) {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("monitor-server: cannot start the runtime: {e}");
+            say(&format!("monitor-server: cannot start the runtime: {e}"));
             return std::process::ExitCode::FAILURE;
         }
     };
@@ -166,6 +169,17 @@ pub fn main() -> std::process::ExitCode {
 }
 
 async fn serve(args: Args, config: Config) -> std::process::ExitCode {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Installed before the listeners announce themselves: a SIGHUP or SIGTERM sent as soon
+    // as "listening" is logged must find its handler, not the default action.
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        error!("cannot install signal handlers");
+        return std::process::ExitCode::FAILURE;
+    };
     let server = match Server::bind(config).await {
         Ok(s) => s,
         Err(e) => {
@@ -174,28 +188,25 @@ async fn serve(args: Args, config: Config) -> std::process::ExitCode {
         }
     };
     let handle = server.handle();
-    let signals = tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::hangup()),
-        ) else {
-            error!("cannot install signal handlers");
-            return;
-        };
+    let signals = handle.clone();
+    handle.spawn_supervised("signal handler", async move {
         loop {
             tokio::select! {
                 _ = term.recv() => { info!("SIGTERM received"); break; }
                 _ = int.recv() => { info!("SIGINT received"); break; }
-                _ = hup.recv() => reload(&args, &handle),
+                _ = hup.recv() => reload(&args, &signals),
             }
         }
-        handle.shutdown();
+        signals.shutdown();
     });
     server.run().await;
-    signals.abort();
-    std::process::ExitCode::SUCCESS
+    match handle.failure() {
+        Some(why) => {
+            error!("stopped because {why}");
+            std::process::ExitCode::FAILURE
+        }
+        None => std::process::ExitCode::SUCCESS,
+    }
 }
 
 fn reload(args: &Args, handle: &crate::ServerHandle) {

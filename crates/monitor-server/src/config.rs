@@ -32,6 +32,9 @@ impl Default for Config {
 /// Largest `idle_timeout_secs` and `drain_timeout_secs`: one year. Deadlines are
 /// computed as `Instant + timeout`, which must not overflow.
 pub const MAX_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
+/// Frames up to this size (64 KiB) never wait for the `max_buffered_bytes` budget, so
+/// ordinary clients are not slowed by connections that hold large partial frames.
+pub const SMALL_FRAME_LEN: usize = 64 * 1024;
 /// Largest `workers`: each is an OS thread, and idle workers scan each other's queues.
 pub const MAX_WORKERS: usize = 1024;
 
@@ -52,6 +55,24 @@ pub struct Settings {
     pub max_connections: usize,
     /// Pushes queued per subscriber before the slow-consumer policy applies.
     pub subscriber_queue: usize,
+    /// Bytes of push bodies queued per subscriber before the slow-consumer policy
+    /// applies; an empty queue always takes one push, so a subscriber holds at most this
+    /// plus one push.
+    pub subscriber_queue_bytes: usize,
+    /// A connection whose socket has not taken a byte of its pending output for this long
+    /// is closed (a subscriber that stopped reading), and counted.
+    pub write_timeout_secs: u64,
+    /// Most topic patterns in one subscription; more is a malformed subscribe.
+    pub max_topics: usize,
+    /// Longest topic pattern, in bytes; longer is a malformed subscribe.
+    pub max_topic_len: usize,
+    /// Server-wide budget for the bytes of incomplete frames larger than 64 KiB: a
+    /// connection whose frame would need more than is left stops reading (TCP
+    /// backpressure) until the budget frees up. Smaller frames never wait for it.
+    pub max_buffered_bytes: usize,
+    /// A frame still incomplete this long after its first bytes arrived closes its
+    /// connection.
+    pub frame_timeout_secs: u64,
     /// What happens to a subscriber whose queue is full.
     pub slow_consumer: SlowConsumer,
     /// Allow the legacy key exchange (the key travels in the clear).
@@ -75,6 +96,12 @@ impl Default for Settings {
             compress_threshold: monitor_proto::codec::DEFAULT_COMPRESS_THRESHOLD,
             max_connections: 100_000,
             subscriber_queue: 8192,
+            subscriber_queue_bytes: 8 * 1024 * 1024,
+            write_timeout_secs: 10,
+            max_topics: 64,
+            max_topic_len: 256,
+            max_buffered_bytes: 256 * 1024 * 1024,
+            frame_timeout_secs: 30,
             slow_consumer: SlowConsumer::Drop,
             legacy_key_exchange: false,
             drain_timeout_secs: 5,
@@ -99,16 +126,20 @@ impl Settings {
     pub(crate) fn keep_restart_only(&mut self, running: &Settings) {
         self.max_connections = running.max_connections;
         self.subscriber_queue = running.subscriber_queue;
+        self.subscriber_queue_bytes = running.subscriber_queue_bytes;
         self.workers = running.workers;
         self.sched_policy = running.sched_policy;
     }
 
-    /// The message codec settings these imply.
+    /// The message codec settings these imply. Room for a frame is reserved at once only
+    /// up to [`SMALL_FRAME_LEN`]: a larger frame's buffer grows once the connection has its
+    /// share of `max_buffered_bytes`.
     pub(crate) fn codec_builder(&self) -> monitor_proto::Builder {
         let mut b = monitor_proto::Builder::new();
         b.max_frame_len(self.max_frame_len)
             .max_inflated_len(self.max_inflated_len)
-            .compress_threshold(self.compress_threshold);
+            .compress_threshold(self.compress_threshold)
+            .max_reserve(SMALL_FRAME_LEN);
         b
     }
 }
@@ -308,6 +339,35 @@ impl Config {
         if s.subscriber_queue == 0 {
             return invalid("server.subscriber_queue", "must be at least 1".into());
         }
+        if s.subscriber_queue_bytes == 0 {
+            return invalid("server.subscriber_queue_bytes", "must be at least 1".into());
+        }
+        for (key, secs) in [
+            ("server.write_timeout_secs", s.write_timeout_secs),
+            ("server.frame_timeout_secs", s.frame_timeout_secs),
+        ] {
+            if secs == 0 || secs > MAX_TIMEOUT_SECS {
+                return invalid(
+                    key,
+                    format!("must be from 1 to {MAX_TIMEOUT_SECS} (one year)"),
+                );
+            }
+        }
+        if s.max_topics == 0 {
+            return invalid("server.max_topics", "must be at least 1".into());
+        }
+        if s.max_topic_len == 0 {
+            return invalid("server.max_topic_len", "must be at least 1".into());
+        }
+        if s.max_buffered_bytes < s.max_frame_len as usize {
+            return invalid(
+                "server.max_buffered_bytes",
+                format!(
+                    "{} is less than max_frame_len {}: a frame of that size could never be read",
+                    s.max_buffered_bytes, s.max_frame_len
+                ),
+            );
+        }
         if self.listeners.is_empty() {
             return invalid("listener", "at least one [[listener]] is needed".into());
         }
@@ -378,6 +438,42 @@ impl Config {
             true,
         );
         check(
+            "server.write_timeout_secs",
+            a.write_timeout_secs.to_string(),
+            b.write_timeout_secs.to_string(),
+            true,
+        );
+        check(
+            "server.max_topics",
+            a.max_topics.to_string(),
+            b.max_topics.to_string(),
+            true,
+        );
+        check(
+            "server.max_topic_len",
+            a.max_topic_len.to_string(),
+            b.max_topic_len.to_string(),
+            true,
+        );
+        check(
+            "server.max_buffered_bytes",
+            a.max_buffered_bytes.to_string(),
+            b.max_buffered_bytes.to_string(),
+            true,
+        );
+        check(
+            "server.frame_timeout_secs",
+            a.frame_timeout_secs.to_string(),
+            b.frame_timeout_secs.to_string(),
+            true,
+        );
+        check(
+            "server.subscriber_queue_bytes",
+            a.subscriber_queue_bytes.to_string(),
+            b.subscriber_queue_bytes.to_string(),
+            false,
+        );
+        check(
             "server.max_connections",
             a.max_connections.to_string(),
             b.max_connections.to_string(),
@@ -436,6 +532,12 @@ mod tests {
             compress_threshold = 81920
             max_connections = 100000
             subscriber_queue = 8192
+            subscriber_queue_bytes = 8388608
+            write_timeout_secs = 10
+            max_topics = 64
+            max_topic_len = 256
+            max_buffered_bytes = 268435456
+            frame_timeout_secs = 30
             slow_consumer = "drop"
             legacy_key_exchange = false
             drain_timeout_secs = 5
@@ -523,6 +625,24 @@ mod tests {
     }
 
     #[test]
+    fn new_limits_are_checked() {
+        for (toml, key) in [
+            ("write_timeout_secs = 0", "server.write_timeout_secs"),
+            ("frame_timeout_secs = 31536001", "server.frame_timeout_secs"),
+            ("max_topics = 0", "server.max_topics"),
+            ("max_topic_len = 0", "server.max_topic_len"),
+            (
+                "subscriber_queue_bytes = 0",
+                "server.subscriber_queue_bytes",
+            ),
+            ("max_buffered_bytes = 1048575", "server.max_buffered_bytes"),
+        ] {
+            let err = Config::from_toml(&format!("[server]\n{toml}\n")).unwrap_err();
+            assert!(err.to_string().starts_with(key), "{toml}: {err}");
+        }
+    }
+
+    #[test]
     fn deadlines_and_permits_are_bounded() {
         let mut c = Config::default();
         c.server.idle_timeout_secs = u64::MAX;
@@ -546,6 +666,12 @@ mod tests {
         s.compress_threshold = 1;
         s.max_connections = 1;
         s.subscriber_queue = 1;
+        s.subscriber_queue_bytes = 1;
+        s.write_timeout_secs = 1;
+        s.max_topics = 1;
+        s.max_topic_len = 1;
+        s.max_buffered_bytes = 1000;
+        s.frame_timeout_secs = 1;
         s.slow_consumer = SlowConsumer::Disconnect;
         s.legacy_key_exchange = true;
         s.drain_timeout_secs = 1;

@@ -1,11 +1,15 @@
 //! One connection: a single task that reads and answers requests, writes queued pushes,
-//! and enforces the idle timeout, all in one `select!` loop.
+//! and enforces its deadlines (idle, incomplete frame, stalled write), all in one
+//! `select!` loop with one timer.
 //!
 //! Reads and writes never wait on each other: replies and pushes are encoded into a write
 //! buffer that the loop flushes whenever the socket is writable. When the write buffer is
 //! over [`WRITE_HIGH_WATER`] the loop stops reading requests and taking pushes, so a
 //! client that does not read can only fill its own bounded push queue (then the
-//! slow-consumer policy applies) and never makes the server buffer without bound.
+//! slow-consumer policy applies) and never makes the server buffer without bound; if its
+//! socket takes nothing for `write_timeout_secs`, it is closed. A frame larger than
+//! [`SMALL_FRAME_LEN`] is read only once the connection holds its length from the
+//! server-wide [`ByteBudget`](crate::budget::ByteBudget).
 
 use std::fmt;
 use std::io;
@@ -20,17 +24,16 @@ use monitor_proto::{
     Error as ProtoError, Header, MessageCodec, MsgType, Outgoing, Received, Report, Role,
     SessionKey, Subscribe, Uuid,
 };
-use std::collections::VecDeque;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use tokio::sync::watch;
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{sleep_until, Instant};
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::Settings;
-use crate::hub::{Push, PushQueue};
+use crate::config::{Settings, SMALL_FRAME_LEN};
+use crate::queue::{Batch, Push, PushQueue};
 use crate::server::Shared;
 use crate::stats::Stats;
 
@@ -110,6 +113,22 @@ enum Close {
     EofMidFrame(usize),
     /// No complete frame for `idle_timeout_secs`.
     Idle(u64),
+    /// A frame still incomplete `frame_timeout_secs` after its first bytes.
+    FrameTimeout {
+        /// The timeout.
+        secs: u64,
+        /// Bytes of the frame received.
+        received: usize,
+        /// Its announced length, once its first 12 bytes were judged.
+        length: Option<usize>,
+    },
+    /// The socket took none of the pending output for `write_timeout_secs`.
+    WriteTimeout {
+        /// The timeout.
+        secs: u64,
+        /// Bytes waiting to be written.
+        pending: usize,
+    },
     /// A header that breaks the protocol; the stream cannot go on.
     Protocol(ProtoError),
     /// A malformed subscribe (answered, then closed).
@@ -130,6 +149,27 @@ impl fmt::Display for Close {
                 write!(f, "closed by peer with {n} bytes of an unfinished frame")
             }
             Close::Idle(secs) => write!(f, "idle timeout: no complete frame in {secs} s"),
+            Close::FrameTimeout {
+                secs,
+                received,
+                length: Some(length),
+            } => write!(
+                f,
+                "frame timeout: {received} of {length} bytes after {secs} s (frame_timeout_secs)"
+            ),
+            Close::FrameTimeout {
+                secs,
+                received,
+                length: None,
+            } => write!(
+                f,
+                "frame timeout: {received} bytes of a header after {secs} s (frame_timeout_secs)"
+            ),
+            Close::WriteTimeout { secs, pending } => write!(
+                f,
+                "write timeout: the socket took none of {pending} pending bytes in {secs} s \
+                 (write_timeout_secs)"
+            ),
             Close::Protocol(e) => write!(f, "protocol error: {e}"),
             Close::MalformedSubscribe => f.write_str("malformed subscribe"),
             Close::SlowConsumer => {
@@ -158,20 +198,34 @@ struct Conn {
     rbuf: BytesMut,
     wbuf: BytesMut,
     subscription: Option<Subscription>,
-    /// This connection's push queue, once it has subscribed.
+    /// This connection's push queue, once it has subscribed; a new one per subscribe.
     queue: Option<Arc<PushQueue>>,
     /// Pushes taken from the queue and not yet encoded, oldest first.
-    batch: VecDeque<Arc<Push>>,
+    batch: Batch,
     /// Subscribers to wake once the reports of this read are all published.
     wakes: Vec<std::task::Waker>,
     reported: bool,
     uuid: Option<Uuid>,
     frames_in: u64,
+    /// Frames written to the socket (not merely encoded).
     frames_out: u64,
     /// The part of `frames_in` / `frames_out` already added to the shared stats.
     frames_in_counted: u64,
     frames_out_counted: u64,
+    /// Bytes of the frame at the head of `wbuf` still to write, when a write ended inside
+    /// it (0: `wbuf` starts at a frame boundary). Frames are counted as they are written.
+    wbuf_head_rest: usize,
     last_frame: Instant,
+    /// When the incomplete frame in `rbuf` began arriving.
+    partial_since: Option<Instant>,
+    /// When the socket last took bytes while output was pending (or when output became
+    /// pending).
+    write_since: Option<Instant>,
+    /// Bytes of the `max_buffered_bytes` budget this connection holds for the large frame
+    /// it is reading.
+    budget_held: usize,
+    /// The length of a large frame this connection may not read until the budget has it.
+    budget_wanted: Option<usize>,
     closing: Option<Close>,
 }
 
@@ -186,12 +240,12 @@ pub(crate) async fn serve<T: Transport>(
     let mut conn = Conn::new(shared, peer, started);
     debug!(peer = %conn.peer, id = conn.id, "connection opened");
     let reason = conn.run(&mut stream, &token).await;
-    // Only subscribers change the hub: connections that never subscribed come and go
-    // without making publishers rebuild its snapshot.
-    if conn.queue.is_some() {
-        conn.shared.hub.unsubscribe(conn.id);
-    }
     conn.flush_stats();
+    match &reason {
+        Close::FrameTimeout { .. } => Stats::add(&conn.shared.stats.frame_timeouts, 1),
+        Close::WriteTimeout { .. } => Stats::add(&conn.shared.stats.write_timeouts, 1),
+        _ => {}
+    }
     let role = match (conn.subscription.is_some(), conn.reported) {
         (true, true) => "subscriber+reporter",
         (true, false) => "subscriber",
@@ -200,25 +254,44 @@ pub(crate) async fn serve<T: Transport>(
     };
     let uuid = conn.uuid.map_or_else(|| "-".to_owned(), |u| u.to_string());
     let duration_ms = started.elapsed().as_millis() as u64;
+    // Encoded but never written: the drain deadline passed, or the socket failed.
+    let frames_unsent = conn.unwritten_frames();
     match &reason {
         Close::Protocol(_)
         | Close::MalformedSubscribe
         | Close::SlowConsumer
         | Close::Idle(_)
+        | Close::FrameTimeout { .. }
+        | Close::WriteTimeout { .. }
         | Close::EofMidFrame(_) => warn!(
             peer = %conn.peer, uuid = %uuid, role, duration_ms, frames_in = conn.frames_in,
-            frames_out = conn.frames_out, reason = %reason, "connection closed"
+            frames_out = conn.frames_out, frames_unsent, reason = %reason, "connection closed"
         ),
         _ => info!(
             peer = %conn.peer, uuid = %uuid, role, duration_ms, frames_in = conn.frames_in,
-            frames_out = conn.frames_out, reason = %reason, "connection closed"
+            frames_out = conn.frames_out, frames_unsent, reason = %reason, "connection closed"
         ),
+    }
+}
+
+impl Drop for Conn {
+    /// However the task ends (a panic included), the hub and the budget get back what
+    /// this connection held.
+    fn drop(&mut self) {
+        // Only subscribers change the hub: connections that never subscribed come and go
+        // without touching it.
+        if self.queue.is_some() {
+            self.shared.hub.unsubscribe(self.id);
+        }
+        self.shared
+            .budget
+            .give_back(std::mem::take(&mut self.budget_held));
     }
 }
 
 /// Waits until `batch` holds pushes (`true`) or the queue is closed and drained
 /// (`false`); never, if this connection has not subscribed.
-async fn take_pushes(queue: &Option<Arc<PushQueue>>, batch: &mut VecDeque<Arc<Push>>) -> bool {
+async fn take_pushes(queue: &Option<Arc<PushQueue>>, batch: &mut Batch) -> bool {
     match queue {
         Some(queue) => std::future::poll_fn(|cx| queue.poll_take(cx, batch)).await,
         None => std::future::pending().await,
@@ -237,6 +310,17 @@ fn write_now<W: AsyncWrite + Unpin>(writer: &mut W, buf: &[u8]) -> Option<io::Re
         std::task::Poll::Ready(result) => Some(result),
         std::task::Poll::Pending => None,
     }
+}
+
+/// The length of the frame that starts at `at` in an encode buffer (bytes 4..8 of its
+/// header), at least 1 so that a walk always moves on.
+fn frame_len_at(buf: &[u8], at: usize) -> usize {
+    buf.get(at + 4..at + 8)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(buf.len().saturating_sub(at), |b| {
+            u32::from_le_bytes(b) as usize
+        })
+        .max(1)
 }
 
 fn unix_now() -> u64 {
@@ -270,7 +354,7 @@ impl Conn {
             wbuf: BytesMut::new(),
             subscription: None,
             queue: None,
-            batch: VecDeque::new(),
+            batch: Batch::default(),
             wakes: Vec::new(),
             reported: false,
             uuid: None,
@@ -278,26 +362,36 @@ impl Conn {
             frames_out: 0,
             frames_in_counted: 0,
             frames_out_counted: 0,
+            wbuf_head_rest: 0,
             last_frame: started,
+            partial_since: None,
+            write_since: None,
+            budget_held: 0,
+            budget_wanted: None,
             closing: None,
         }
     }
 
     async fn run<T: Transport>(&mut self, stream: &mut T, token: &CancellationToken) -> Close {
         let (reader, mut writer) = stream.halves();
-        let idle = sleep_until(self.idle_deadline());
+        // One timer for every deadline of the connection (idle, incomplete frame, stalled
+        // write): armed at the earliest, and checked when it fires.
+        let mut armed = self.next_deadline();
+        let timer = sleep_until(armed);
         // Made once: every connection waits on the same token, and a fresh `cancelled()`
         // per turn would join (and leave) its shared waiter list each time.
         let cancelled = token.cancelled();
-        tokio::pin!(idle, cancelled);
+        let shared = Arc::clone(&self.shared);
+        tokio::pin!(timer, cancelled);
         let reason = loop {
             if let Some(reason) = self.closing.take() {
                 break reason;
             }
-            if self.refresh_settings() {
-                idle.as_mut().reset(self.idle_deadline());
-            }
-            if self.wbuf.len() < WRITE_HIGH_WATER && self.rbuf.len() >= monitor_proto::HEADER_LEN {
+            self.refresh_settings();
+            if self.budget_wanted.is_none()
+                && self.wbuf.len() < WRITE_HIGH_WATER
+                && self.rbuf.len() >= monitor_proto::HEADER_LEN
+            {
                 // Frames left undecoded while the write buffer was full (see `on_read`);
                 // a partial frame is found incomplete at once.
                 self.on_read();
@@ -305,8 +399,18 @@ impl Conn {
                     continue;
                 }
             }
-            // Reads only when every complete frame read so far has been handled.
+            if !self.wbuf.is_empty() && self.write_since.is_none() {
+                self.write_since = Some(Instant::now());
+            }
+            let due = self.next_deadline();
+            if due < armed {
+                armed = due;
+                timer.as_mut().reset(due);
+            }
+            // Reads only when every complete frame read so far has been handled, and
+            // when a large frame in progress has its share of the budget.
             let room = self.wbuf.len() < WRITE_HIGH_WATER;
+            let wanted = self.budget_wanted;
             tokio::select! {
                 biased;
                 () = &mut cancelled => {
@@ -321,7 +425,7 @@ impl Conn {
                         break reason;
                     }
                 }
-                ready = std::future::poll_fn(|cx| reader.poll_read_ready(cx)), if room => {
+                ready = std::future::poll_fn(|cx| reader.poll_read_ready(cx)), if room && wanted.is_none() => {
                     if let Err(e) = ready {
                         break Close::Io(e);
                     }
@@ -342,6 +446,9 @@ impl Conn {
                         Err(e) => break Close::Io(e),
                     }
                 },
+                () = shared.budget.take(wanted.unwrap_or(0)), if wanted.is_some() => {
+                    self.budget_granted(wanted.unwrap_or(0));
+                }
                 more = take_pushes(&self.queue, &mut self.batch), if room => {
                     if !more {
                         break Close::SlowConsumer;
@@ -353,13 +460,13 @@ impl Conn {
                         break reason;
                     }
                 }
-                () = &mut idle => {
+                () = &mut timer => {
                     self.flush_stats();
-                    let deadline = self.idle_deadline();
-                    if Instant::now() >= deadline {
-                        break Close::Idle(self.settings.idle_timeout_secs);
+                    if let Some(reason) = self.expired(Instant::now()) {
+                        break reason;
                     }
-                    idle.as_mut().reset(deadline);
+                    armed = self.next_deadline();
+                    timer.as_mut().reset(armed);
                 }
             }
         };
@@ -369,31 +476,75 @@ impl Conn {
 
     /// Last words (an error reply before a close) are worth a bounded wait.
     async fn finish<W: AsyncWrite + Unpin>(&mut self, writer: &mut W, reason: &Close) {
-        if !self.wbuf.is_empty() && !matches!(reason, Close::Io(_)) {
-            let _ = timeout(CLOSE_FLUSH_TIMEOUT, writer.write_all_buf(&mut self.wbuf)).await;
+        let deadline = Instant::now() + CLOSE_FLUSH_TIMEOUT;
+        if !matches!(reason, Close::Io(_) | Close::WriteTimeout { .. }) {
+            self.write_all_until(writer, deadline).await;
         }
-        let _ = timeout(CLOSE_FLUSH_TIMEOUT, writer.shutdown()).await;
+        let _ = tokio::time::timeout_at(deadline, writer.shutdown()).await;
     }
 
-    fn idle_deadline(&self) -> Instant {
-        self.last_frame + Duration::from_secs(self.settings.idle_timeout_secs)
+    /// Writes `wbuf` until it is empty, the deadline passes or the socket fails, counting
+    /// the frames written; whatever is left stays in `wbuf` (see
+    /// [`Conn::unwritten_frames`]).
+    async fn write_all_until<W: AsyncWrite + Unpin>(&mut self, writer: &mut W, deadline: Instant) {
+        while !self.wbuf.is_empty() {
+            let written = tokio::time::timeout_at(deadline, writer.write(&self.wbuf)).await;
+            match written {
+                Ok(Ok(n)) if n > 0 => self.advance_written(n),
+                _ => return,
+            }
+        }
     }
 
-    /// Applies a reloaded configuration, if there is one; returns whether there was.
+    /// The earliest of the connection's deadlines.
+    fn next_deadline(&self) -> Instant {
+        let s = &self.settings;
+        let mut due = self.last_frame + Duration::from_secs(s.idle_timeout_secs);
+        if let Some(since) = self.partial_since {
+            due = due.min(since + Duration::from_secs(s.frame_timeout_secs));
+        }
+        if let Some(since) = self.write_since {
+            due = due.min(since + Duration::from_secs(s.write_timeout_secs));
+        }
+        due
+    }
+
+    /// The deadline that has passed at `now`, if one has.
+    fn expired(&self, now: Instant) -> Option<Close> {
+        let s = &self.settings;
+        if let Some(since) = self.write_since {
+            if !self.wbuf.is_empty() && now >= since + Duration::from_secs(s.write_timeout_secs) {
+                return Some(Close::WriteTimeout {
+                    secs: s.write_timeout_secs,
+                    pending: self.wbuf.len(),
+                });
+            }
+        }
+        if let Some(since) = self.partial_since {
+            if now >= since + Duration::from_secs(s.frame_timeout_secs) {
+                return Some(Close::FrameTimeout {
+                    secs: s.frame_timeout_secs,
+                    received: self.rbuf.len(),
+                    length: self.codec.frames().pending_frame_len(),
+                });
+            }
+        }
+        if now >= self.last_frame + Duration::from_secs(s.idle_timeout_secs) {
+            return Some(Close::Idle(s.idle_timeout_secs));
+        }
+        None
+    }
+
+    /// Applies a reloaded configuration, if there is one.
     ///
     /// A reload takes effect at this connection's next event: a frame (checked before it
-    /// is handled), a push, or its idle timer. Checking is one atomic load, and an idle
-    /// task carries no waiting future for it.
-    fn refresh_settings(&mut self) -> bool {
+    /// is handled), a push, or its timer. Checking is one atomic load, and an idle task
+    /// carries no waiting future for it.
+    fn refresh_settings(&mut self) {
         if !self.settings_rx.has_changed().unwrap_or(false) {
-            return false;
+            return;
         }
         let settings = self.settings_rx.borrow_and_update().clone();
-        self.apply(settings);
-        true
-    }
-
-    fn apply(&mut self, settings: Arc<Settings>) {
         self.codec.set_limits(
             settings.max_frame_len,
             settings.max_inflated_len,
@@ -411,26 +562,22 @@ impl Conn {
         }
         while let Some(push) = self.batch.pop_front() {
             self.encode_push(&push);
-            if self.wbuf.len() >= WRITE_HIGH_WATER
-                && !matches!(
-                    tokio::time::timeout_at(deadline, writer.write_all_buf(&mut self.wbuf)).await,
-                    Ok(Ok(()))
-                )
-            {
-                return;
+            if self.wbuf.len() >= WRITE_HIGH_WATER {
+                self.write_all_until(writer, deadline).await;
+                if !self.wbuf.is_empty() {
+                    return;
+                }
             }
         }
-        let _ = tokio::time::timeout_at(deadline, async {
-            writer.write_all_buf(&mut self.wbuf).await?;
-            writer.shutdown().await
-        })
-        .await;
+        self.write_all_until(writer, deadline).await;
+        let _ = tokio::time::timeout_at(deadline, writer.shutdown()).await;
     }
 
     /// Decodes and handles the buffered frames, until the write buffer is over
     /// [`WRITE_HIGH_WATER`]: the rest wait in the read buffer until the peer has read
     /// enough (see the top of [`Conn::run`]), so one read full of requests cannot grow
-    /// the replies past the bound.
+    /// the replies past the bound. A large frame that is not complete asks for its share
+    /// of the budget before more of it is read.
     fn on_read(&mut self) {
         self.refresh_settings();
         let before = self.frames_in;
@@ -438,14 +585,15 @@ impl Conn {
             match self.codec.decode(&mut self.rbuf) {
                 Ok(Some(received)) => {
                     self.frames_in += 1;
+                    self.frame_done();
                     self.handle(received);
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    self.frame_incomplete(before);
+                    break;
+                }
                 Err(e) => {
-                    self.shared
-                        .stats
-                        .protocol_errors
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Stats::add(&self.shared.stats.protocol_errors, 1);
                     self.closing = Some(Close::Protocol(e));
                     break;
                 }
@@ -463,7 +611,52 @@ impl Conn {
         // Between bursts a connection keeps no read buffer (see `ReadReady`).
         if self.rbuf.is_empty() {
             self.rbuf = BytesMut::new();
+            self.partial_since = None;
         }
+    }
+
+    /// A frame was decoded: the budget it held goes back, and a large read buffer is not
+    /// kept alive by the few bytes of the next frame it may hold.
+    fn frame_done(&mut self) {
+        self.partial_since = None;
+        if self.budget_held > 0 {
+            self.shared
+                .budget
+                .give_back(std::mem::take(&mut self.budget_held));
+            if self.rbuf.capacity() > 2 * SMALL_FRAME_LEN {
+                self.rbuf = BytesMut::from(&self.rbuf[..]);
+            }
+        }
+    }
+
+    /// The read buffer ends in an incomplete frame: start its clock, and if it is large,
+    /// take its length from the budget (or wait for it, not reading meanwhile).
+    fn frame_incomplete(&mut self, frames_before: u64) {
+        if self.rbuf.is_empty() {
+            return;
+        }
+        if self.partial_since.is_none() || self.frames_in > frames_before {
+            self.partial_since = Some(Instant::now());
+        }
+        let Some(length) = self.codec.frames().pending_frame_len() else {
+            return;
+        };
+        if length <= SMALL_FRAME_LEN || self.budget_held > 0 {
+            return;
+        }
+        if self.shared.budget.try_take(length) {
+            self.budget_granted(length);
+        } else {
+            debug!(peer = %self.peer, length, "frame waits for max_buffered_bytes");
+            self.budget_wanted = Some(length);
+        }
+    }
+
+    /// The budget gave this connection `length` bytes for the frame it is reading.
+    fn budget_granted(&mut self, length: usize) {
+        self.budget_wanted = None;
+        self.budget_held = length;
+        self.rbuf.reserve(length.saturating_sub(self.rbuf.len()));
     }
 
     fn handle(&mut self, received: Received) {
@@ -499,20 +692,15 @@ impl Conn {
         let out = Outgoing::new(msg_type, request.uuid, json)
             .with_compress(request.compress)
             .with_encrypt(encrypt);
-        match self.codec.encode_message(out, &mut self.wbuf) {
-            Ok(()) => self.frames_out += 1,
-            Err(e) => {
-                // Only an oversized reply gets here (the key was checked first): say so.
-                warn!(peer = %self.peer, error = %e, "reply not sent");
-                let out = Outgoing::new(
-                    msg_type,
-                    request.uuid,
-                    reply::error(&format!("reply not sent: {e}")),
-                );
-                if self.codec.encode_message(out, &mut self.wbuf).is_ok() {
-                    self.frames_out += 1;
-                }
-            }
+        if let Err(e) = self.codec.encode_message(out, &mut self.wbuf) {
+            // Only an oversized reply gets here (the key was checked first): say so.
+            warn!(peer = %self.peer, error = %e, "reply not sent");
+            let out = Outgoing::new(
+                msg_type,
+                request.uuid,
+                reply::error(&format!("reply not sent: {e}")),
+            );
+            let _ = self.codec.encode_message(out, &mut self.wbuf);
         }
     }
 
@@ -573,10 +761,16 @@ impl Conn {
                 return;
             }
         };
-        let queue = Arc::clone(
-            self.queue
-                .get_or_insert_with(|| PushQueue::new(self.settings.subscriber_queue)),
+        // A new queue for the new subscription: the pushes the old one matched, queued or
+        // taken and not yet encoded, are dropped here (and the hub discards the old queue
+        // when it replaces it), so none of them follows this acknowledgement. Pushes
+        // already encoded come before it. This is what makes a re-subscribe a barrier.
+        self.batch = Batch::default();
+        let queue = PushQueue::bounded(
+            self.settings.subscriber_queue,
+            self.settings.subscriber_queue_bytes,
         );
+        self.queue = Some(Arc::clone(&queue));
         self.subscription = Some(Subscription {
             uuid: header.uuid,
             wants: monitor_proto::Wants {
@@ -651,9 +845,7 @@ impl Conn {
             };
             self.encode_push(&push);
         }
-        if self.batch.is_empty() && self.batch.capacity() > BATCH_KEEP {
-            self.batch = VecDeque::new();
-        }
+        self.batch.shrink(BATCH_KEEP);
     }
 
     fn encode_push(&mut self, push: &Push) {
@@ -664,7 +856,7 @@ impl Conn {
             .codec
             .compresses(sub.wants.compress, json.len())
             .then(|| &push.compressed()[..]);
-        match self.codec.encode_body(
+        if let Err(e) = self.codec.encode_body(
             MsgType::Push,
             sub.uuid,
             sub.wants,
@@ -672,11 +864,8 @@ impl Conn {
             compressed,
             &mut self.wbuf,
         ) {
-            Ok(()) => self.frames_out += 1,
-            Err(e) => {
-                Stats::add(&self.shared.stats.pushes_dropped, 1);
-                debug!(peer = %self.peer, error = %e, "push not sent");
-            }
+            Stats::add(&self.shared.stats.pushes_dropped, 1);
+            debug!(peer = %self.peer, error = %e, "push not sent");
         }
     }
 
@@ -685,12 +874,48 @@ impl Conn {
         match written {
             Ok(0) => Some(Close::Io(io::ErrorKind::WriteZero.into())),
             Ok(n) => {
-                bytes::Buf::advance(&mut self.wbuf, n);
-                self.after_write();
+                self.advance_written(n);
                 None
             }
             Err(e) => Some(Close::Io(e)),
         }
+    }
+
+    /// `n` bytes of `wbuf` were written: counts the frames they completed, drops them, and
+    /// restarts the write-stall clock.
+    fn advance_written(&mut self, n: usize) {
+        // Walk the frame boundaries inside the written part: `wbuf` holds whole frames
+        // after `wbuf_head_rest`, each announcing its length at bytes 4..8.
+        let mut end = if self.wbuf_head_rest > 0 {
+            self.wbuf_head_rest
+        } else {
+            frame_len_at(&self.wbuf, 0)
+        };
+        while end <= n {
+            self.frames_out += 1;
+            if end == n {
+                break;
+            }
+            end += frame_len_at(&self.wbuf, end);
+        }
+        self.wbuf_head_rest = end.saturating_sub(n);
+        bytes::Buf::advance(&mut self.wbuf, n);
+        self.write_since = (!self.wbuf.is_empty()).then(Instant::now);
+        self.after_write();
+    }
+
+    /// Frames encoded and not (entirely) written.
+    fn unwritten_frames(&self) -> u64 {
+        let mut count = 0;
+        let mut at = self.wbuf_head_rest;
+        if at > 0 {
+            count += 1;
+        }
+        while at < self.wbuf.len() {
+            count += 1;
+            at += frame_len_at(&self.wbuf, at);
+        }
+        count
     }
 
     /// Once everything is written, the write buffer is released (an idle connection holds

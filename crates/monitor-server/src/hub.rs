@@ -433,8 +433,8 @@ mod tests {
     }
 
     fn take(q: &PushQueue) -> VecDeque<Arc<Push>> {
-        let mut batch = VecDeque::new();
+        let mut batch = crate::queue::Batch::default();
         q.take_now(&mut batch);
-        batch
+        std::iter::from_fn(|| batch.pop_front()).collect()
     }
 }

@@ -8,8 +8,11 @@
 //! - [`hub`]: subscriptions and the fan-out of reports (one shared body per report,
 //!   the slow-consumer policy).
 //! - [`queue`]: a subscriber's bounded queue of pushes, and the shared push body.
+//! - `budget`: the server-wide budget of bytes in large partial frames.
 //! - [`stats`]: the server's counters.
 //! - [`runtime`]: the tokio runtime: worker count and the workers' CPU scheduling policy.
+//! - [`logging`]: best-effort logging: a log line that cannot be written never stops
+//!   the server.
 //! - [`cli`]: the `monitor-server` command line.
 //!
 //! `docs/server.md` explains the design and the reasons for its limits.
@@ -49,10 +52,12 @@
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+mod budget;
 pub mod cli;
 pub mod config;
 mod conn;
 pub mod hub;
+pub mod logging;
 pub mod queue;
 pub mod runtime;
 pub mod server;

@@ -44,14 +44,63 @@ impl Push {
 /// Why [`PushQueue::try_push`] refused a push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushError {
-    /// The subscriber has `capacity` pushes it has not written yet.
+    /// The subscriber has as many pushes, or as many bytes of them, unwritten as its queue
+    /// allows.
     Full,
     /// The queue was closed (the connection is gone, or it was evicted).
     Closed,
 }
 
+/// The consumer's side of a queue: pushes taken and not yet written, oldest first, and
+/// their bytes. They still count against the queue's limits until they leave the batch.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pushes: VecDeque<Arc<Push>>,
+    bytes: usize,
+}
+
+impl Batch {
+    /// The oldest push, which leaves the batch (and stops counting against the limits at
+    /// the next take).
+    pub fn pop_front(&mut self) -> Option<Arc<Push>> {
+        let push = self.pushes.pop_front()?;
+        self.bytes -= push.json.len();
+        Some(push)
+    }
+
+    /// The oldest push, without taking it.
+    pub fn front(&self) -> Option<&Arc<Push>> {
+        self.pushes.front()
+    }
+
+    /// Pushes in the batch.
+    pub fn len(&self) -> usize {
+        self.pushes.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.pushes.is_empty()
+    }
+
+    /// Bytes of push bodies in the batch.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Releases the batch's buffer if it is empty and holds room for more than `keep`
+    /// pushes, so that a burst does not pin its buffer for the connection's life.
+    pub fn shrink(&mut self, keep: usize) {
+        if self.pushes.is_empty() && self.pushes.capacity() > keep {
+            self.pushes = VecDeque::new();
+        }
+    }
+}
+
 /// One subscriber's bounded queue of pushes: many publishers, one consumer (its
-/// connection task).
+/// connection task). It is bounded both in pushes and in bytes (NATS's `max_pending`,
+/// Centrifugo's `client_queue_max_size`): a subscriber that stops reading holds at most
+/// its byte bound plus one push, however large the reports.
 ///
 /// It is a mutex around a `VecDeque` and a waker, rather than a channel, because an idle
 /// subscriber should cost almost nothing: about 100 bytes and no allocation until the first
@@ -62,23 +111,44 @@ pub enum PushError {
 pub struct PushQueue {
     state: Mutex<QueueState>,
     capacity: usize,
+    capacity_bytes: usize,
 }
 
 #[derive(Debug, Default)]
 struct QueueState {
     items: VecDeque<Arc<Push>>,
-    /// Pushes the consumer has taken but not yet written; they count against the capacity.
+    /// Bytes of the push bodies in `items`.
+    bytes: usize,
+    /// Pushes the consumer has taken but not yet written, and their bytes; they count
+    /// against the limits.
     taken: usize,
+    taken_bytes: usize,
     waker: Option<Waker>,
     closed: bool,
 }
 
+/// What a queue holds now (see [`PushQueue::depth`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Pushes queued or taken and not yet written.
+    pub pushes: usize,
+    /// Their bytes.
+    pub bytes: usize,
+}
+
 impl PushQueue {
-    /// A queue that holds at most `capacity` unwritten pushes.
+    /// A queue that holds at most `capacity` unwritten pushes, of any size.
     pub fn new(capacity: usize) -> Arc<PushQueue> {
+        PushQueue::bounded(capacity, usize::MAX)
+    }
+
+    /// A queue that holds at most `capacity` unwritten pushes and, but for one push taken
+    /// when it is empty, at most `capacity_bytes` bytes of their bodies.
+    pub fn bounded(capacity: usize, capacity_bytes: usize) -> Arc<PushQueue> {
         Arc::new(PushQueue {
             state: Mutex::new(QueueState::default()),
             capacity,
+            capacity_bytes,
         })
     }
 
@@ -95,14 +165,22 @@ impl PushQueue {
     /// # Errors
     /// [`PushError::Full`] or [`PushError::Closed`]; the push is not queued.
     pub fn try_push(&self, push: &Arc<Push>) -> Result<Option<Waker>, PushError> {
+        let size = push.json.len();
         let mut state = self.lock();
         if state.closed {
             return Err(PushError::Closed);
         }
-        if state.items.len() + state.taken >= self.capacity {
+        let pushes = state.items.len() + state.taken;
+        let bytes = state.bytes + state.taken_bytes;
+        // An empty queue takes any one push, so a report larger than the byte bound
+        // still reaches a subscriber that keeps up.
+        if pushes >= self.capacity
+            || (pushes > 0 && bytes.saturating_add(size) > self.capacity_bytes)
+        {
             return Err(PushError::Full);
         }
         state.items.push_back(Arc::clone(push));
+        state.bytes += size;
         Ok(state.waker.take())
     }
 
@@ -121,13 +199,15 @@ impl PushQueue {
         was_open
     }
 
-    /// Closes the queue and drops the pushes still in it, for when its consumer is gone:
-    /// a publisher's snapshot may keep the queue itself a little longer, but not them.
+    /// Closes the queue and drops the pushes still in it, for when its consumer is gone
+    /// or has subscribed again: a publisher's snapshot may keep the queue itself a little
+    /// longer, but not them.
     pub fn discard(&self) {
         let unwritten = {
             let mut state = self.lock();
             state.closed = true;
             state.waker = None;
+            state.bytes = 0;
             std::mem::take(&mut state.items)
         };
         drop(unwritten);
@@ -138,11 +218,20 @@ impl PushQueue {
         self.lock().closed
     }
 
+    /// What the queue holds now, counting what its consumer has taken and not written.
+    pub fn depth(&self) -> QueueDepth {
+        let state = self.lock();
+        QueueDepth {
+            pushes: state.items.len() + state.taken,
+            bytes: state.bytes + state.taken_bytes,
+        }
+    }
+
     /// Consumer side: appends everything queued to `batch`, the consumer's unwritten
-    /// pushes (its length is what still counts against the capacity). Ready with `true`
+    /// pushes (what is in it still counts against the limits). Ready with `true`
     /// when `batch` has pushes, `false` when the queue is closed and drained; pending
     /// (with the waker registered) when there is nothing to do.
-    pub fn poll_take(&self, cx: &mut Context<'_>, batch: &mut VecDeque<Arc<Push>>) -> Poll<bool> {
+    pub fn poll_take(&self, cx: &mut Context<'_>, batch: &mut Batch) -> Poll<bool> {
         let mut state = self.lock();
         Self::move_into(&mut state, batch);
         if !batch.is_empty() {
@@ -159,18 +248,20 @@ impl PushQueue {
     }
 
     /// Consumer side, without waiting: like [`PushQueue::poll_take`].
-    pub fn take_now(&self, batch: &mut VecDeque<Arc<Push>>) {
+    pub fn take_now(&self, batch: &mut Batch) {
         Self::move_into(&mut self.lock(), batch);
     }
 
-    fn move_into(state: &mut QueueState, batch: &mut VecDeque<Arc<Push>>) {
-        if batch.is_empty() {
+    fn move_into(state: &mut QueueState, batch: &mut Batch) {
+        if batch.pushes.is_empty() {
             // O(1), and the consumer's spent buffer becomes the queue's next one.
-            std::mem::swap(&mut state.items, batch);
+            std::mem::swap(&mut state.items, &mut batch.pushes);
         } else {
-            batch.extend(state.items.drain(..));
+            batch.pushes.extend(state.items.drain(..));
         }
-        state.taken = batch.len();
+        batch.bytes += std::mem::take(&mut state.bytes);
+        state.taken = batch.pushes.len();
+        state.taken_bytes = batch.bytes;
     }
 }
 
@@ -188,7 +279,7 @@ mod tests {
             q.try_push(p).unwrap();
         }
         assert_eq!(q.try_push(&pushes[3]).err(), Some(PushError::Full));
-        let mut batch = VecDeque::new();
+        let mut batch = Batch::default();
         q.take_now(&mut batch);
         assert_eq!(batch.len(), 3);
         assert_eq!(
@@ -200,11 +291,63 @@ mod tests {
         q.take_now(&mut batch);
         q.try_push(&pushes[3]).unwrap();
         q.take_now(&mut batch);
-        let order: Vec<_> = batch.iter().map(|p| p.json().clone()).collect();
+        let order: Vec<_> = batch.pushes.iter().map(|p| p.json().clone()).collect();
         let want: Vec<_> = pushes[1..4].iter().map(|p| p.json().clone()).collect();
         assert_eq!(order, want);
         q.close();
         assert_eq!(q.try_push(&pushes[4]).err(), Some(PushError::Closed));
+    }
+
+    #[test]
+    fn bytes_are_bounded_taken_ones_included_and_an_empty_queue_takes_any_push() {
+        let push = |n: usize| Arc::new(Push::new(format!("\"{}\"", "x".repeat(n)).as_bytes()));
+        // Bodies are the envelope (37 bytes) + the report; reports of 63 bytes make 100.
+        let hundred = push(61);
+        assert_eq!(hundred.json().len(), 100);
+        let q = PushQueue::bounded(100, 250);
+        q.try_push(&hundred).unwrap();
+        q.try_push(&hundred).unwrap();
+        assert_eq!(
+            q.try_push(&hundred).err(),
+            Some(PushError::Full),
+            "300 > 250"
+        );
+        assert_eq!(
+            q.depth(),
+            QueueDepth {
+                pushes: 2,
+                bytes: 200
+            }
+        );
+        let mut batch = Batch::default();
+        q.take_now(&mut batch);
+        assert_eq!(batch.bytes(), 200);
+        assert_eq!(
+            q.try_push(&hundred).err(),
+            Some(PushError::Full),
+            "taken bytes count"
+        );
+        batch.pop_front();
+        q.take_now(&mut batch);
+        q.try_push(&hundred).unwrap();
+        assert_eq!(
+            q.depth(),
+            QueueDepth {
+                pushes: 2,
+                bytes: 200
+            }
+        );
+        while batch.pop_front().is_some() {}
+        q.take_now(&mut batch);
+        while batch.pop_front().is_some() {}
+        q.take_now(&mut batch);
+        assert_eq!(q.depth(), QueueDepth::default());
+        // Larger than the whole bound: taken only by an empty queue.
+        let big = push(1000);
+        q.try_push(&big).unwrap();
+        assert_eq!(q.try_push(&hundred).err(), Some(PushError::Full));
+        q.discard();
+        assert_eq!(q.depth(), QueueDepth::default());
     }
 
     #[test]
@@ -219,7 +362,7 @@ mod tests {
         let waker = Waker::from(Arc::clone(&flag));
         let mut cx = Context::from_waker(&waker);
         let q = PushQueue::new(8);
-        let mut batch = VecDeque::new();
+        let mut batch = Batch::default();
         assert!(q.poll_take(&mut cx, &mut batch).is_pending());
         let waker = q.try_push(&Arc::new(Push::new(b"{}"))).unwrap();
         assert!(
@@ -234,7 +377,7 @@ mod tests {
             "once"
         );
         assert_eq!(q.poll_take(&mut cx, &mut batch), Poll::Ready(true));
-        batch.clear();
+        while batch.pop_front().is_some() {}
         q.close();
         assert_eq!(q.poll_take(&mut cx, &mut batch), Poll::Ready(false));
     }

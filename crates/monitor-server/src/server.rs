@@ -10,10 +10,11 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use monitor_proto::Address;
 
+use crate::budget::ByteBudget;
 use crate::config::{Config, ConfigDiff, ConfigError, Settings};
 use crate::conn;
 use crate::hub::Hub;
@@ -24,8 +25,12 @@ use crate::stats::{Stats, StatsSnapshot};
 pub(crate) struct Shared {
     pub(crate) hub: Hub,
     pub(crate) stats: Stats,
+    /// Bytes of large partial frames, all connections together (`max_buffered_bytes`).
+    pub(crate) budget: ByteBudget,
     settings: watch::Sender<Arc<Settings>>,
     next_id: AtomicU64,
+    /// Why a background task failed, once one has (the server then shuts down).
+    failure: Mutex<Option<String>>,
     connection_slots: Arc<Semaphore>,
 }
 
@@ -43,9 +48,11 @@ impl Shared {
         Shared {
             hub: Hub::default(),
             stats: Stats::default(),
+            budget: ByteBudget::new(settings.max_buffered_bytes),
             connection_slots: Arc::new(Semaphore::new(settings.max_connections)),
             settings: watch::channel(Arc::new(settings)).0,
             next_id: AtomicU64::new(1),
+            failure: Mutex::new(None),
         }
     }
 }
@@ -144,6 +151,37 @@ impl ServerHandle {
         self.shared.hub.subscriber_count()
     }
 
+    /// Bytes of the `max_buffered_bytes` budget that connections hold now for the large
+    /// frames they are reading.
+    pub fn buffered_bytes(&self) -> usize {
+        self.shared.budget.used()
+    }
+
+    /// Runs `task` in the background for this server. If it panics, the panic is logged
+    /// and the server shuts down in order: a process that lost, say, its signal handler
+    /// or an accept loop is worse than one that stops cleanly.
+    pub fn spawn_supervised<F>(&self, name: &'static str, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        tokio::spawn(supervised(
+            name,
+            task,
+            Arc::clone(&self.shared),
+            self.token.clone(),
+        ));
+    }
+
+    /// Why the server stopped on its own, if a background task failed (see
+    /// [`ServerHandle::spawn_supervised`]).
+    pub fn failure(&self) -> Option<String> {
+        self.shared
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Starts a graceful shutdown: stop accepting, stop reading, deliver what is queued
     /// (bounded by `drain_timeout_secs`), close. [`Server::run`] returns when done.
     pub fn shutdown(&self) {
@@ -164,6 +202,7 @@ impl ServerHandle {
         let mut live = new.server.clone();
         live.keep_restart_only(&current.server);
         current.server = live.clone();
+        self.shared.budget.set_limit(live.max_buffered_bytes);
         self.shared.settings.send_replace(Arc::new(live));
         Ok(diff)
     }
@@ -239,11 +278,16 @@ impl Server {
             if let Listener::Unix(_, path) = &l.listener {
                 unix_paths.push(path.clone());
             }
-            tracker.spawn(accept_loop(
-                l,
+            tracker.spawn(supervised(
+                "accept loop",
+                accept_loop(
+                    l,
+                    Arc::clone(&self.shared),
+                    self.token.clone(),
+                    tracker.clone(),
+                ),
                 Arc::clone(&self.shared),
                 self.token.clone(),
-                tracker.clone(),
             ));
         }
         self.token.cancelled().await;
@@ -266,6 +310,31 @@ impl Server {
             let _ = std::fs::remove_file(path);
         }
         info!("shutdown complete");
+    }
+}
+
+/// Runs `task` as its own tokio task and waits for it; a panic is logged and cancels
+/// `token` (the server's shutdown).
+async fn supervised<F>(name: &'static str, task: F, shared: Arc<Shared>, token: CancellationToken)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    if let Err(e) = tokio::spawn(task).await {
+        if e.is_panic() {
+            let payload = e.into_panic();
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".to_owned());
+            error!(task = name, panic = %message, "background task panicked: shutting down");
+            shared
+                .failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert_with(|| format!("{name} panicked: {message}"));
+            token.cancel();
+        }
     }
 }
 

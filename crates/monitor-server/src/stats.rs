@@ -16,6 +16,8 @@ pub struct Stats {
     pub(crate) pushes_dropped: AtomicU64,
     pub(crate) slow_consumers_disconnected: AtomicU64,
     pub(crate) protocol_errors: AtomicU64,
+    pub(crate) frame_timeouts: AtomicU64,
+    pub(crate) write_timeouts: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -42,6 +44,12 @@ pub struct StatsSnapshot {
     pub slow_consumers_disconnected: u64,
     /// Connections closed for breaking the protocol (bad header, wrong message type, ...).
     pub protocol_errors: u64,
+    /// Connections closed because a frame was incomplete `frame_timeout_secs` after its
+    /// first bytes.
+    pub frame_timeouts: u64,
+    /// Connections closed because their socket took none of their pending output for
+    /// `write_timeout_secs` (subscribers that stopped reading).
+    pub write_timeouts: u64,
 }
 
 impl Stats {
@@ -58,6 +66,8 @@ impl Stats {
             pushes_dropped: self.pushes_dropped.load(Relaxed),
             slow_consumers_disconnected: self.slow_consumers_disconnected.load(Relaxed),
             protocol_errors: self.protocol_errors.load(Relaxed),
+            frame_timeouts: self.frame_timeouts.load(Relaxed),
+            write_timeouts: self.write_timeouts.load(Relaxed),
         }
     }
 

@@ -189,7 +189,8 @@ async fn a_thousand_reports_arrive_in_order_at_every_subscriber() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_pauses_gets_every_push_in_order_when_it_reads_again() {
     const REPORTS: u64 = 200;
-    let server = start(|_| {}).await;
+    // Room for all 200 in the queue: this test is about writability, not the byte bound.
+    let server = start(|c| c.server.subscriber_queue_bytes = 64 << 20).await;
     let mut sub = Client::connect(server.addr(), "pausing").await;
     sub.subscribe("bulk", &[]).await;
     // 200 pushes of 64 KiB are 12.8 MB: more than loopback's socket buffers and the

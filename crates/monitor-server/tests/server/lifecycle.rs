@@ -6,7 +6,7 @@ use monitor_proto::MsgType;
 use monitor_server::{BoundAddress, Config};
 use serde_json::Value;
 
-use crate::support::{start, Client, WAIT};
+use crate::support::{eventually_async, start, Client, WAIT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_delivers_queued_pushes() {
@@ -26,9 +26,15 @@ async fn graceful_shutdown_delivers_queued_pushes() {
         );
     }
     let handle = server.handle.clone();
+    let server_addr = server.addr();
     let stopping = tokio::spawn(server.stop());
-    // Give the shutdown a moment to start, then read everything that was acknowledged.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Once the shutdown has started (the listener is closed), read everything that was
+    // acknowledged.
+    let addr = server_addr;
+    eventually_async("the listener closes", || async move {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
     for n in 0..REPORTS {
         let v: Value = serde_json::from_str(&sub.push().await).unwrap();
         assert_eq!(v["n"].as_u64(), Some(n));
@@ -128,8 +134,8 @@ async fn reload_applies_live_settings_to_open_connections() {
         .any(|l| l.starts_with("server.max_connections")));
     assert!(diff.needs_restart.iter().any(|l| l.starts_with("listener")));
 
-    // The same, still open connection now gets a legacy key.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The same, still open connection now gets a legacy key: a reload applies to a
+    // connection's next frame.
     c.send(MsgType::KeyRequest, "", false, false).await;
     assert!(c.reply(MsgType::KeyReply).await.1.is_success());
     server.stop().await;

@@ -648,6 +648,7 @@ impl Conn {
             self.budget_granted(length);
         } else {
             debug!(peer = %self.peer, length, "frame waits for max_buffered_bytes");
+            Stats::add(&self.shared.stats.budget_waits, 1);
             self.budget_wanted = Some(length);
         }
     }

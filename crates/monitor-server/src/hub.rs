@@ -86,6 +86,18 @@ impl Hub {
         }
     }
 
+    /// What each subscriber's queue holds now, by connection id. Locks the registry only
+    /// to copy the queues' references, then each queue in turn.
+    pub fn queue_depths(&self) -> Vec<(u64, crate::queue::QueueDepth)> {
+        let queues: Vec<_> = self
+            .lock()
+            .by_id
+            .values()
+            .map(|s| (s.id, Arc::clone(&s.queue)))
+            .collect();
+        queues.into_iter().map(|(id, q)| (id, q.depth())).collect()
+    }
+
     /// Number of subscribed connections.
     pub fn subscriber_count(&self) -> usize {
         self.lock().by_id.len()

@@ -151,6 +151,12 @@ impl ServerHandle {
         self.shared.hub.subscriber_count()
     }
 
+    /// What each subscriber's queue holds now (pushes and bytes not yet written), by
+    /// connection id.
+    pub fn queue_depths(&self) -> Vec<(u64, crate::queue::QueueDepth)> {
+        self.shared.hub.queue_depths()
+    }
+
     /// Bytes of the `max_buffered_bytes` budget that connections hold now for the large
     /// frames they are reading.
     pub fn buffered_bytes(&self) -> usize {

@@ -18,6 +18,7 @@ pub struct Stats {
     pub(crate) protocol_errors: AtomicU64,
     pub(crate) frame_timeouts: AtomicU64,
     pub(crate) write_timeouts: AtomicU64,
+    pub(crate) budget_waits: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -50,6 +51,9 @@ pub struct StatsSnapshot {
     /// Connections closed because their socket took none of their pending output for
     /// `write_timeout_secs` (subscribers that stopped reading).
     pub write_timeouts: u64,
+    /// Times a connection stopped reading because its large frame did not fit in what
+    /// was left of `max_buffered_bytes`.
+    pub budget_waits: u64,
 }
 
 impl Stats {
@@ -68,6 +72,7 @@ impl Stats {
             protocol_errors: self.protocol_errors.load(Relaxed),
             frame_timeouts: self.frame_timeouts.load(Relaxed),
             write_timeouts: self.write_timeouts.load(Relaxed),
+            budget_waits: self.budget_waits.load(Relaxed),
         }
     }
 

@@ -1,7 +1,5 @@
 //! Listeners, shutdown, reload and the binary itself.
 
-use std::time::Duration;
-
 use monitor_proto::MsgType;
 use monitor_server::{BoundAddress, Config};
 use serde_json::Value;
@@ -389,4 +387,87 @@ fn binary_serves_and_exits_zero_on_sigterm() {
         rest.contains("SIGTERM received") && rest.contains("shutdown complete"),
         "{rest}"
     );
+}
+
+/// A heartbeat over a Unix socket, with plain blocking I/O; whether it was answered.
+fn heartbeat_over(path: &std::path::Path) -> bool {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut s = loop {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(s) => break s,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("{}: {e}", path.display()),
+        }
+    };
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let hb =
+        monitor_proto::Header::new(MsgType::Heartbeat, crate::support::uuid("pipe")).to_bytes();
+    s.write_all(&hb).unwrap();
+    let mut reply = [0u8; 45];
+    s.read_exact(&mut reply).is_ok() && reply[1] == MsgType::HeartbeatReply.as_u8()
+}
+
+/// `monitor-server 2>&1 | head -2`: once the log pipe is closed every log line fails,
+/// and the server must keep serving and still stop on SIGTERM (the failed write used to
+/// panic the signal task, leaving a server only SIGKILL could stop).
+#[test]
+fn binary_serves_and_stops_on_sigterm_after_its_log_pipe_breaks() {
+    use std::io::BufRead;
+    let dir = std::env::temp_dir().join(format!("monitor-epipe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("m.sock");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_monitor-server"))
+        .arg("--listen")
+        .arg(format!("unix:{}", sock.display()))
+        .env("RUST_LOG", "debug")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "stderr ended");
+    }
+    drop(stderr); // like `head`: the read end closes, later writes get EPIPE
+    let mut server = ServerProcess {
+        child,
+        lines: std::sync::mpsc::channel().1,
+    };
+    for _ in 0..3 {
+        assert!(heartbeat_over(&sock), "served after the pipe broke");
+    }
+    server.signal("-TERM");
+    assert_eq!(server.exit_code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `monitor-server 2>/dev/full`: every log write fails from the start; it serves anyway
+/// (it used to exit 101 at once).
+#[test]
+fn binary_serves_with_its_log_on_a_full_device() {
+    let dir = std::env::temp_dir().join(format!("monitor-full-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("m.sock");
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_monitor-server"))
+        .arg("--listen")
+        .arg(format!("unix:{}", sock.display()))
+        .stderr(full)
+        .spawn()
+        .unwrap();
+    let mut server = ServerProcess {
+        child,
+        lines: std::sync::mpsc::channel().1,
+    };
+    assert!(heartbeat_over(&sock));
+    server.signal("-TERM");
+    assert_eq!(server.exit_code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,5 +5,6 @@
 mod support;
 
 mod behaviour;
+mod hardening;
 mod lifecycle;
 mod limits;

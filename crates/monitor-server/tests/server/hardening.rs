@@ -51,7 +51,7 @@ async fn large_partial_frames_wait_for_the_budget_and_small_ones_do_not() {
 
     // The second sends a whole frame: it does not fit what is left, so it waits.
     let b = report_frame(&second, LEN, "big.b");
-    let mut writer = second.framed.get_mut();
+    let writer = second.framed.get_mut();
     writer.write_all(&b).await.unwrap();
     writer.flush().await.unwrap();
     eventually("the second frame waits for the budget", || {

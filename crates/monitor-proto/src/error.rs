@@ -118,6 +118,28 @@ pub enum Error {
         reason: String,
     },
 
+    /// A subscribe whose `"topics"` lists more patterns than `max_topics`. The message
+    /// reads well after the server's `"malformed body: "` prefix.
+    #[error("topics: {count} patterns, more than max_topics {max}")]
+    TooManyTopics {
+        /// How many elements the array has (counted, not kept, past the limit).
+        count: usize,
+        /// The configured `max_topics`.
+        max: usize,
+    },
+
+    /// A subscribe pattern longer than `max_topic_len` bytes (decoded UTF-8). The
+    /// message reads well after the server's `"malformed body: "` prefix.
+    #[error("topics[{index}]: {len} bytes, more than max_topic_len {max}")]
+    TopicTooLong {
+        /// The pattern's position in `"topics"`, from 0.
+        index: usize,
+        /// Its length in bytes.
+        len: usize,
+        /// The configured `max_topic_len`.
+        max: usize,
+    },
+
     /// A key-exchange public key that is not 32 bytes of base64.
     #[error("bad public key: {reason}")]
     BadPublicKey {
@@ -232,6 +254,21 @@ mod tests {
                 "malformed body: missing code",
             ),
             (
+                Error::TooManyTopics {
+                    count: 1_000_000,
+                    max: 64,
+                },
+                "topics: 1000000 patterns, more than max_topics 64",
+            ),
+            (
+                Error::TopicTooLong {
+                    index: 3,
+                    len: 300,
+                    max: 256,
+                },
+                "topics[3]: 300 bytes, more than max_topic_len 256",
+            ),
+            (
                 Error::EncryptedBodyTooShort { len: 3 },
                 "encrypted body of 3 bytes is shorter than nonce + tag (28 bytes)",
             ),
@@ -250,6 +287,14 @@ mod tests {
         assert!(!Error::InflatedTooLarge { max: 1 }.is_fatal());
         assert!(!Error::malformed("x").is_fatal());
         assert!(!Error::NonContributoryKey.is_fatal());
+        // A subscribe over the topic limits is a malformed body: the peer is answered.
+        assert!(!Error::TooManyTopics { count: 2, max: 1 }.is_fatal());
+        assert!(!Error::TopicTooLong {
+            index: 0,
+            len: 2,
+            max: 1
+        }
+        .is_fatal());
     }
 
     #[test]
@@ -257,5 +302,18 @@ mod tests {
         assert_eq!(Error::NoSessionKey.fault(), Fault::Local);
         assert_eq!(Error::Io(io::Error::other("x")).fault(), Fault::Io);
         assert_eq!(Error::DecryptFailed.fault(), Fault::Peer);
+        assert_eq!(
+            Error::TooManyTopics { count: 2, max: 1 }.fault(),
+            Fault::Peer
+        );
+        assert_eq!(
+            Error::TopicTooLong {
+                index: 0,
+                len: 2,
+                max: 1
+            }
+            .fault(),
+            Fault::Peer
+        );
     }
 }

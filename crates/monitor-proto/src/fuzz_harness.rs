@@ -67,7 +67,7 @@ pub fn decode_stream(data: &[u8]) {
 fn parse_body(role: Role, msg_type: MsgType, body: Bytes) {
     match role {
         Role::Server => {
-            let _ = Request::parse(msg_type, body);
+            let _ = Request::parse(msg_type, body, &crate::TopicLimits::default());
         }
         Role::Client => {
             let _ = Reply::parse(&body);

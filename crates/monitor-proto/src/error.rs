@@ -111,6 +111,14 @@ pub enum Error {
     #[error("no session key: send a key request first")]
     NoSessionKey,
 
+    /// The session key has sealed as many bodies as its nonce counter allows; sealing
+    /// more would reuse a nonce, so it is refused. Nothing was written.
+    #[error("session key exhausted ({sealed} bodies sealed under it): send a new key request")]
+    KeyExhausted {
+        /// Bodies sealed under the key (and its clones).
+        sealed: u64,
+    },
+
     /// A body that is not what its message type requires.
     #[error("malformed body: {reason}")]
     MalformedBody {
@@ -164,7 +172,8 @@ pub enum Error {
 pub enum Fault {
     /// The peer sent something wrong: log it with the peer, answer or close.
     Peer,
-    /// This end misused the API or its configuration (e.g. encrypting without a key).
+    /// This end misused the API or its configuration (e.g. encrypting without a key), or
+    /// its key has sealed all it may.
     /// A body over the limit on encoding is reported as [`Error::FrameTooLong`], whose
     /// fault is [`Fault::Peer`]; the caller of an encoder knows it is its own.
     Local,
@@ -201,7 +210,7 @@ impl Error {
     pub fn fault(&self) -> Fault {
         match self {
             Error::Io(_) => Fault::Io,
-            Error::NoSessionKey => Fault::Local,
+            Error::NoSessionKey | Error::KeyExhausted { .. } => Fault::Local,
             _ => Fault::Peer,
         }
     }
@@ -300,6 +309,8 @@ mod tests {
     #[test]
     fn faults() {
         assert_eq!(Error::NoSessionKey.fault(), Fault::Local);
+        assert_eq!(Error::KeyExhausted { sealed: 1 }.fault(), Fault::Local);
+        assert!(!Error::KeyExhausted { sealed: 1 }.is_fatal());
         assert_eq!(Error::Io(io::Error::other("x")).fault(), Fault::Io);
         assert_eq!(Error::DecryptFailed.fault(), Fault::Peer);
         assert_eq!(

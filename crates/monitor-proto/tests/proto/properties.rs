@@ -148,11 +148,31 @@ proptest! {
     }
 
     #[test]
-    fn encrypt_round_trip(plain in prop::collection::vec(any::<u8>(), 0..3000), uuid in uuid()) {
-        let mut header = Header::new(MsgType::Push, uuid).with_cipher(true);
+    fn encrypt_round_trip(plain in prop::collection::vec(any::<u8>(), 0..3000), uuid in uuid(), t in msg_type()) {
+        let mut header = Header::new(t, uuid).with_cipher(true);
         header.length = (HEADER_LEN + 28 + plain.len()) as u32;
         let aad = header.to_bytes();
-        prop_assert_eq!(&key().open(&aad, &key().seal(&aad, &plain)).unwrap()[..], &plain[..]);
+        prop_assert_eq!(&key().open(&aad, &key().seal(&header, &plain).unwrap()).unwrap()[..], &plain[..]);
+    }
+
+    /// `seal_frame` then `open`, many frames under one key: every body opens to its
+    /// plaintext, and no nonce repeats.
+    #[test]
+    fn sealed_frames_open_and_never_repeat_a_nonce(
+        plains in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 1..40),
+        types in prop::collection::vec(msg_type(), 1..40),
+        uuid in uuid(),
+    ) {
+        let key = key();
+        let mut nonces = std::collections::HashSet::new();
+        for (plain, t) in plains.iter().zip(types.iter().cycle()) {
+            let mut wire = BytesMut::new();
+            key.seal_frame(&Header::new(*t, uuid), plain, &mut wire).unwrap();
+            let frame = FrameCodec::new().decode(&mut wire).unwrap().unwrap();
+            prop_assert!(frame.header.cipher);
+            prop_assert!(nonces.insert(frame.body[..12].to_vec()));
+            prop_assert_eq!(&key.open(&frame.header.to_bytes(), &frame.body).unwrap()[..], &plain[..]);
+        }
     }
 
     #[test]

@@ -326,6 +326,14 @@ proptest! {
         if truncate {
             body.truncate(cut.index(body.len() + 1));
         }
+        // The fuzz harness's own checks (small and default limits agree), on the body
+        // as is (selector 4: a subscribe) and compressed.
+        let mut selected = vec![4u8];
+        selected.extend_from_slice(&body);
+        monitor_proto::fuzz_harness::body_layers(&selected);
+        selected.truncate(1);
+        selected.extend_from_slice(&deflate(&body));
+        monitor_proto::fuzz_harness::body_layers(&selected);
         for parsed in [
             Subscribe::parse(Bytes::from(body.clone()), &limits).map(Request::Subscribe),
             Request::parse(MsgType::Subscribe, Bytes::from(body), &limits),

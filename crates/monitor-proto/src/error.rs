@@ -111,11 +111,41 @@ pub enum Error {
     #[error("no session key: send a key request first")]
     NoSessionKey,
 
+    /// The session key has sealed as many bodies as its nonce counter allows; sealing
+    /// more would reuse a nonce, so it is refused. Nothing was written.
+    #[error("session key exhausted ({sealed} bodies sealed under it): send a new key request")]
+    KeyExhausted {
+        /// Bodies sealed under the key (and its clones).
+        sealed: u64,
+    },
+
     /// A body that is not what its message type requires.
     #[error("malformed body: {reason}")]
     MalformedBody {
         /// What is wrong with it.
         reason: String,
+    },
+
+    /// A subscribe whose `"topics"` lists more patterns than `max_topics`. The message
+    /// reads well after the server's `"malformed body: "` prefix.
+    #[error("topics: {count} patterns, more than max_topics {max}")]
+    TooManyTopics {
+        /// How many elements the array has (counted, not kept, past the limit).
+        count: usize,
+        /// The configured `max_topics`.
+        max: usize,
+    },
+
+    /// A subscribe pattern longer than `max_topic_len` bytes (decoded UTF-8). The
+    /// message reads well after the server's `"malformed body: "` prefix.
+    #[error("topics[{index}]: {len} bytes, more than max_topic_len {max}")]
+    TopicTooLong {
+        /// The pattern's position in `"topics"`, from 0.
+        index: usize,
+        /// Its length in bytes.
+        len: usize,
+        /// The configured `max_topic_len`.
+        max: usize,
     },
 
     /// A key-exchange public key that is not 32 bytes of base64.
@@ -142,7 +172,8 @@ pub enum Error {
 pub enum Fault {
     /// The peer sent something wrong: log it with the peer, answer or close.
     Peer,
-    /// This end misused the API or its configuration (e.g. encrypting without a key).
+    /// This end misused the API or its configuration (e.g. encrypting without a key), or
+    /// its key has sealed all it may.
     /// A body over the limit on encoding is reported as [`Error::FrameTooLong`], whose
     /// fault is [`Fault::Peer`]; the caller of an encoder knows it is its own.
     Local,
@@ -179,7 +210,7 @@ impl Error {
     pub fn fault(&self) -> Fault {
         match self {
             Error::Io(_) => Fault::Io,
-            Error::NoSessionKey => Fault::Local,
+            Error::NoSessionKey | Error::KeyExhausted { .. } => Fault::Local,
             _ => Fault::Peer,
         }
     }
@@ -232,6 +263,21 @@ mod tests {
                 "malformed body: missing code",
             ),
             (
+                Error::TooManyTopics {
+                    count: 1_000_000,
+                    max: 64,
+                },
+                "topics: 1000000 patterns, more than max_topics 64",
+            ),
+            (
+                Error::TopicTooLong {
+                    index: 3,
+                    len: 300,
+                    max: 256,
+                },
+                "topics[3]: 300 bytes, more than max_topic_len 256",
+            ),
+            (
                 Error::EncryptedBodyTooShort { len: 3 },
                 "encrypted body of 3 bytes is shorter than nonce + tag (28 bytes)",
             ),
@@ -250,12 +296,35 @@ mod tests {
         assert!(!Error::InflatedTooLarge { max: 1 }.is_fatal());
         assert!(!Error::malformed("x").is_fatal());
         assert!(!Error::NonContributoryKey.is_fatal());
+        // A subscribe over the topic limits is a malformed body: the peer is answered.
+        assert!(!Error::TooManyTopics { count: 2, max: 1 }.is_fatal());
+        assert!(!Error::TopicTooLong {
+            index: 0,
+            len: 2,
+            max: 1
+        }
+        .is_fatal());
     }
 
     #[test]
     fn faults() {
         assert_eq!(Error::NoSessionKey.fault(), Fault::Local);
+        assert_eq!(Error::KeyExhausted { sealed: 1 }.fault(), Fault::Local);
+        assert!(!Error::KeyExhausted { sealed: 1 }.is_fatal());
         assert_eq!(Error::Io(io::Error::other("x")).fault(), Fault::Io);
         assert_eq!(Error::DecryptFailed.fault(), Fault::Peer);
+        assert_eq!(
+            Error::TooManyTopics { count: 2, max: 1 }.fault(),
+            Fault::Peer
+        );
+        assert_eq!(
+            Error::TopicTooLong {
+                index: 0,
+                len: 2,
+                max: 1
+            }
+            .fault(),
+            Fault::Peer
+        );
     }
 }

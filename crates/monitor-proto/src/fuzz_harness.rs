@@ -7,11 +7,13 @@ use bytes::{Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
 use crate::codec::Builder;
+use crate::error::Error;
 use crate::header::{check_prefix, Header, HeaderLimits, HEADER_LEN};
 use crate::layer::compress::inflate;
 use crate::layer::crypto::SessionKey;
 use crate::message::reply::Reply;
-use crate::message::request::Request;
+use crate::message::request::{Request, Subscribe};
+use crate::message::topic::TopicLimits;
 use crate::message::{MessageCodec, Role};
 use crate::MsgType;
 
@@ -19,6 +21,12 @@ use crate::MsgType;
 const MAX_FRAME: u32 = 64 * 1024;
 const MAX_INFLATED: usize = 64 * 1024;
 const FUZZ_KEY: [u8; 32] = [0x42; 32];
+/// Topic limits small enough that the fuzzer crosses them: a subscribe is parsed under
+/// these and under the defaults, and the two must agree.
+pub const TOPIC_LIMITS: TopicLimits = TopicLimits {
+    max_topics: 8,
+    max_topic_len: 16,
+};
 
 fn codec(role: Role) -> MessageCodec {
     let mut codec = Builder::new()
@@ -67,10 +75,69 @@ pub fn decode_stream(data: &[u8]) {
 fn parse_body(role: Role, msg_type: MsgType, body: Bytes) {
     match role {
         Role::Server => {
-            let _ = Request::parse(msg_type, body);
+            let small = Request::parse(msg_type, body.clone(), &TOPIC_LIMITS);
+            match &small {
+                // A reply type is refused as a request whatever its body.
+                Err(Error::WrongDirection { .. }) => assert!(!msg_type.is_request()),
+                Err(e) => assert!(!e.is_fatal(), "a body error is not fatal: {e}"),
+                Ok(_) => {}
+            }
+            if msg_type == MsgType::Subscribe {
+                let small = small.map(|r| match r {
+                    Request::Subscribe(s) => s,
+                    other => panic!("a subscribe body parsed as {other:?}"),
+                });
+                check_subscribe(small, Subscribe::parse(body, &TopicLimits::default()));
+            }
         }
         Role::Client => {
             let _ = Reply::parse(&body);
+        }
+    }
+}
+
+/// The topic-limit invariants, for one body parsed under [`TOPIC_LIMITS`] (`small`) and
+/// under the defaults (`wide`): what parses is within the limits, limit errors name the
+/// limit and a value over it, and raising the limits refuses nothing more and keeps the
+/// same patterns. When `wide` parses, it also checks the values the errors give.
+fn check_subscribe(small: Result<Subscribe, Error>, wide: Result<Subscribe, Error>) {
+    let TopicLimits {
+        max_topics,
+        max_topic_len,
+    } = TOPIC_LIMITS;
+    match small {
+        Ok(s) => {
+            assert!(
+                s.topics.len() <= max_topics,
+                "{} topics kept",
+                s.topics.len()
+            );
+            for p in &s.topics {
+                assert!(p.to_string().len() <= max_topic_len, "{p:?} kept");
+            }
+            let wide = match wide {
+                Ok(wide) => wide,
+                Err(e) => panic!("within the small limits, refused under the defaults: {e}"),
+            };
+            assert_eq!(wide.topics, s.topics);
+            assert_eq!(wide.code, s.code);
+        }
+        Err(Error::TooManyTopics { count, max }) => {
+            assert!(max == max_topics && count > max, "{count} > {max}");
+            if let Ok(wide) = wide {
+                assert_eq!(wide.topics.len(), count, "the count is exact");
+            }
+        }
+        Err(Error::TopicTooLong { index, len, max }) => {
+            assert!(max == max_topic_len && len > max && index < max_topics);
+            if let Ok(wide) = wide {
+                assert_eq!(wide.topics[index].to_string().len(), len);
+            }
+        }
+        Err(e) => {
+            // Malformed whatever the limits (not JSON, no code, a topic not a string).
+            assert!(matches!(e, Error::MalformedBody { .. }), "{e}");
+            assert!(wide.is_err(), "refused under the small limits only: {e}");
         }
     }
 }
@@ -90,16 +157,23 @@ pub fn header(data: &[u8]) {
     }
 }
 
-/// Body layers: byte 0 picks a message type; the rest goes through inflate, decrypt (as
-/// the body of a frame with that header) and the request and reply parsers.
+/// Body layers: byte 0 picks a message type; the rest goes through inflate (and what
+/// inflates, through the request parser: a small zlib body may list many topics), decrypt
+/// (as the body of a frame with that header) and the request and reply parsers.
 pub fn body_layers(data: &[u8]) {
     let Some((&selector, body)) = data.split_first() else {
         return;
     };
-    let _ = inflate(body, MAX_INFLATED);
+    let inflated = inflate(body, MAX_INFLATED);
+    if let Ok(inflated) = &inflated {
+        assert!(inflated.len() <= MAX_INFLATED);
+    }
     let msg_type = MsgType::ALL[usize::from(selector) % MsgType::ALL.len()];
     let header = Header::new(msg_type, crate::Uuid([selector; 33]));
     let key = SessionKey::from_bytes(&FUZZ_KEY);
+    if let Ok(inflated) = inflated {
+        parse_body(Role::Server, msg_type, inflated);
+    }
     if let Ok(plain) = key.open(&header.to_bytes(), body) {
         parse_body(Role::Client, msg_type, plain);
     }

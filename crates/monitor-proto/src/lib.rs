@@ -72,5 +72,5 @@ pub use error::{Error, Fault};
 pub use header::{Direction, Header, MsgType, Uuid, HEADER_LEN, PREFIX_LEN, UUID_LEN};
 pub use layer::crypto::SessionKey;
 pub use message::request::{Report, Request, Subscribe, Token};
-pub use message::topic::TopicPattern;
+pub use message::topic::{TopicLimits, TopicPattern};
 pub use message::{MessageCodec, Outgoing, Received, Role, Wants};

@@ -198,9 +198,12 @@ mod tests {
             .respond(&client.public_key_base64(), &UUID)
             .unwrap();
         let client_key = client.finish(&server_pub, &UUID).unwrap();
-        let aad = [0u8; 45];
-        let sealed = server_key.seal(&aad, b"hello");
-        assert_eq!(&client_key.open(&aad, &sealed).unwrap()[..], b"hello");
+        let header = crate::Header::new(crate::MsgType::Push, UUID).with_cipher(true);
+        let sealed = server_key.seal(&header, b"hello").unwrap();
+        assert_eq!(
+            &client_key.open(&header.to_bytes(), &sealed).unwrap()[..],
+            b"hello"
+        );
     }
 
     #[test]

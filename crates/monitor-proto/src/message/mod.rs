@@ -109,6 +109,9 @@ impl Outgoing {
 /// Frames plus body layers, for one end of one connection: holds its role, its limits and
 /// the connection's session key.
 ///
+/// A clone shares the session key, and with it the key's nonce counter (see
+/// [`SessionKey`]): bodies encrypted by a codec and its clones never share a nonce.
+///
 /// # Example
 /// ```
 /// use bytes::BytesMut;
@@ -189,7 +192,8 @@ impl MessageCodec {
     }
 
     /// Installs (or, with `None`, forgets) the session key. A new key request replaces
-    /// the connection's key.
+    /// the connection's key. The new key counts its nonces from 0, which is safe because
+    /// its bytes are new.
     pub fn set_session_key(&mut self, key: Option<SessionKey>) {
         self.key = key;
     }
@@ -235,8 +239,9 @@ impl MessageCodec {
     ///
     /// # Errors
     /// [`Error::NoSessionKey`] if encryption is due and there is no key;
-    /// [`Error::FrameTooLong`] if the result exceeds `max_frame_len`. Nothing is written
-    /// on error.
+    /// [`Error::KeyExhausted`] if it is due and the key has sealed all it may (a new key
+    /// request must replace it); [`Error::FrameTooLong`] if the result exceeds
+    /// `max_frame_len`. Nothing is written on error.
     pub fn encode_message(&self, msg: Outgoing, dst: &mut BytesMut) -> Result<(), Error> {
         let wants = Wants {
             compress: msg.compress,
@@ -297,8 +302,7 @@ impl MessageCodec {
         match key {
             Some(key) => {
                 self.frames.sized_header(&header, body.len() + OVERHEAD)?;
-                key.seal_frame(&header, body, dst);
-                Ok(())
+                key.seal_frame(&header, body, dst)
             }
             None => self.frames.encode_parts(&header, body, dst),
         }
@@ -335,6 +339,7 @@ impl Encoder<Outgoing> for MessageCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::header::HEADER_LEN;
     use crate::layer::crypto::KEY_LEN;
 
     const UUID: Uuid = Uuid(*b"0123456789abcdef0123456789abcdef0");
@@ -459,6 +464,90 @@ mod tests {
         assert!(matches!(first.body, Err(Error::NoSessionKey)));
         let second = client.decode(&mut wire).unwrap().unwrap();
         assert_eq!(&second.body.unwrap()[..], b"{\"n\":2}");
+    }
+
+    #[test]
+    fn an_exhausted_key_fails_encoding_and_writes_nothing() {
+        let (mut client, mut server) = pair();
+        let twin = server.clone();
+        server.session_key().unwrap().set_sealed(u64::MAX - 1);
+        let mut wire = BytesMut::new();
+        let push = || Outgoing::new(MsgType::Push, UUID, "{}").with_encrypt(true);
+        server.encode(push(), &mut wire).unwrap();
+        let got = client.decode(&mut wire).unwrap().unwrap();
+        assert_eq!(&got.body.unwrap()[..], b"{}");
+        // The last nonce is spent, by this codec and by its clone alike.
+        for codec in [&mut server, &mut twin.clone()] {
+            let err = codec.encode(push(), &mut wire).unwrap_err();
+            assert!(
+                matches!(err, Error::KeyExhausted { sealed: u64::MAX }),
+                "{err}"
+            );
+            assert!(!err.is_fatal());
+            assert!(wire.is_empty(), "nothing written");
+            let shared = json_of_len(200);
+            let err = codec
+                .encode_body(
+                    MsgType::Push,
+                    UUID,
+                    Wants {
+                        compress: true,
+                        encrypt: true,
+                    },
+                    &shared,
+                    None,
+                    &mut wire,
+                )
+                .unwrap_err();
+            assert!(matches!(err, Error::KeyExhausted { .. }));
+            assert!(wire.is_empty(), "nothing written");
+        }
+        // What needs no key still goes, and a new key works.
+        server
+            .encode(
+                Outgoing::new(MsgType::HeartbeatReply, UUID, "{}").with_encrypt(true),
+                &mut wire,
+            )
+            .unwrap();
+        server
+            .encode(Outgoing::new(MsgType::Push, UUID, "{}"), &mut wire)
+            .unwrap();
+        assert_eq!(
+            client.decode(&mut wire).unwrap().unwrap().body.unwrap(),
+            "{}"
+        );
+        assert_eq!(
+            client.decode(&mut wire).unwrap().unwrap().body.unwrap(),
+            "{}"
+        );
+        let new_key = SessionKey::from_bytes(&[4; KEY_LEN]);
+        server.set_session_key(Some(new_key.clone()));
+        client.set_session_key(Some(new_key));
+        let got = through(&mut server, &mut client, push());
+        assert!(got.header.cipher);
+        assert_eq!(&got.body.unwrap()[..], b"{}");
+    }
+
+    #[test]
+    fn cloned_codecs_never_share_a_nonce() {
+        let (_, server) = pair();
+        let mut codecs = [server.clone(), server.clone(), server];
+        let mut nonces = std::collections::HashSet::new();
+        for i in 0..300 {
+            let mut wire = BytesMut::new();
+            codecs[i % 3]
+                .encode(
+                    Outgoing::new(MsgType::Push, UUID, "{}").with_encrypt(true),
+                    &mut wire,
+                )
+                .unwrap();
+            let nonce: [u8; 12] = wire[HEADER_LEN..HEADER_LEN + 12].try_into().unwrap();
+            assert!(nonces.insert(nonce), "nonce {nonce:?} reused");
+        }
+    }
+
+    fn json_of_len(len: usize) -> Vec<u8> {
+        format!("\"{}\"", "a".repeat(len - 2)).into_bytes()
     }
 
     #[test]

@@ -5,12 +5,13 @@ use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
+use serde::de::{DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::error::Error;
 use crate::header::MsgType;
-use crate::message::topic::TopicPattern;
+use crate::message::topic::{TopicLimits, TopicPattern};
 
 /// An authentication token (protocol §6). Never shown by `Debug`.
 #[derive(Clone, PartialEq, Eq)]
@@ -48,16 +49,22 @@ pub enum Request {
 }
 
 impl Request {
-    /// Parses the plaintext body of a request of type `msg_type`.
+    /// Parses the plaintext body of a request of type `msg_type`; a subscribe's
+    /// `"topics"` is held to `topic_limits`.
     ///
     /// # Errors
     /// [`Error::MalformedBody`] for a body its type does not allow;
-    /// [`Error::WrongDirection`] for a server → client type.
-    pub fn parse(msg_type: MsgType, body: Bytes) -> Result<Request, Error> {
+    /// [`Error::TooManyTopics`] or [`Error::TopicTooLong`] for a subscribe over
+    /// `topic_limits`; [`Error::WrongDirection`] for a server → client type.
+    pub fn parse(
+        msg_type: MsgType,
+        body: Bytes,
+        topic_limits: &TopicLimits,
+    ) -> Result<Request, Error> {
         match msg_type {
             MsgType::KeyRequest => KeyRequest::parse(&body).map(Request::Key),
             MsgType::Heartbeat => Ok(Request::Heartbeat),
-            MsgType::Subscribe => Subscribe::parse(body).map(Request::Subscribe),
+            MsgType::Subscribe => Subscribe::parse(body, topic_limits).map(Request::Subscribe),
             MsgType::Report => Report::parse(body).map(Request::Report),
             other => Err(Error::WrongDirection {
                 msg_type: other,
@@ -184,11 +191,19 @@ fn as_string(raw: &RawValue) -> Option<String> {
 
 impl Subscribe {
     /// Parses a subscribe body: a JSON object with a non-empty string `code`, and if
-    /// present, `topics` as an array of strings.
+    /// present, `topics` as an array of at most `limits.max_topics` strings of at most
+    /// `limits.max_topic_len` bytes each.
+    ///
+    /// Past `max_topics` the parser only counts: however many topics a body lists (a
+    /// small zlib body can inflate to a million), parsing allocates no more than
+    /// `max_topics` patterns. Each pattern's length is checked before it is made.
     ///
     /// # Errors
-    /// [`Error::MalformedBody`], whose reason goes after `"malformed body: "` in the reply.
-    pub fn parse(raw: Bytes) -> Result<Subscribe, Error> {
+    /// [`Error::MalformedBody`], whose reason goes after `"malformed body: "` in the reply;
+    /// [`Error::TooManyTopics`] (with the count) or [`Error::TopicTooLong`] (with the index
+    /// and length of the first pattern too long) for a subscribe over `limits`, whose
+    /// messages read well after the same prefix. All are body errors: the stream can go on.
+    pub fn parse(raw: Bytes, limits: &TopicLimits) -> Result<Subscribe, Error> {
         let text = object_text(&raw)?;
         let fields: SubscribeFields<'_> = serde_json::from_str(text)
             .map_err(|e| Error::malformed(format!("invalid JSON: {e}")))?;
@@ -201,11 +216,7 @@ impl Subscribe {
         };
         let topics = match fields.topics {
             None => Vec::new(),
-            Some(t) => serde_json::from_str::<Vec<Cow<'_, str>>>(t.get())
-                .map_err(|_| Error::malformed("topics must be an array of strings"))?
-                .iter()
-                .map(|p| TopicPattern::parse(p))
-                .collect(),
+            Some(t) => parse_topics(t.get(), *limits)?,
         };
         let token = fields.token.and_then(as_string).map(Token);
         Ok(Subscribe {
@@ -229,6 +240,136 @@ impl Subscribe {
     /// Whether this subscription receives a report with this code.
     pub fn wants(&self, code: Option<&str>) -> bool {
         TopicPattern::any_matches(&self.topics, code)
+    }
+}
+
+/// Reads the JSON text of `"topics"` (one JSON value, as the outer parse found it) under
+/// `limits`.
+///
+/// Memory: at most `max_topics` patterns of at most `max_topic_len` bytes, plus serde_json's
+/// one scratch buffer, used only for strings with escapes, reused for each of them, and
+/// never longer than the body (which `max_frame_len` or `max_inflated_len` bounds).
+fn parse_topics(text: &str, limits: TopicLimits) -> Result<Vec<TopicPattern>, Error> {
+    let not_strings = |_| Error::malformed("topics must be an array of strings");
+    let mut de = serde_json::Deserializer::from_str(text);
+    let topics = serde::Deserializer::deserialize_seq(&mut de, TopicsVisitor { limits })
+        .map_err(not_strings)?;
+    de.end().map_err(not_strings)?;
+    topics
+}
+
+/// Visits the `"topics"` array. A broken limit is not a serde error but the visitor's
+/// value (`Ok(Err(..))`), so it keeps its structured [`Error`]; a serde error means the
+/// value is not an array of strings.
+struct TopicsVisitor {
+    limits: TopicLimits,
+}
+
+impl<'de> Visitor<'de> for TopicsVisitor {
+    type Value = Result<Vec<TopicPattern>, Error>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of strings")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let TopicLimits {
+            max_topics,
+            max_topic_len,
+        } = self.limits;
+        let mut topics: Vec<TopicPattern> = Vec::new();
+        while topics.len() < max_topics {
+            let index = topics.len();
+            match seq.next_element_seed(PatternSeed { max_topic_len })? {
+                None => return Ok(Ok(topics)),
+                Some(Ok(pattern)) => {
+                    if topics.len() == topics.capacity() {
+                        // Grow by doubling as `push` would, but never past the limit:
+                        // `max_topics` patterns is the memory this body may cost.
+                        let room = topics.capacity().max(4).min(max_topics - index);
+                        topics.reserve_exact(room);
+                    }
+                    topics.push(pattern);
+                }
+                Some(Err(len)) => {
+                    // serde_json refuses an array that is not read to its end; the rest
+                    // is skipped without being looked at.
+                    while seq.next_element::<IgnoredAny>()?.is_some() {}
+                    return Ok(Err(Error::TopicTooLong {
+                        index,
+                        len,
+                        max: max_topic_len,
+                    }));
+                }
+            }
+        }
+        // At the limit: any further element is checked to be a string and counted, never
+        // kept, so the error can give the count at no cost in memory.
+        let mut count = max_topics;
+        while seq.next_element_seed(SkipString)?.is_some() {
+            count = count.saturating_add(1);
+        }
+        if count > max_topics {
+            return Ok(Err(Error::TooManyTopics {
+                count,
+                max: max_topics,
+            }));
+        }
+        Ok(Ok(topics))
+    }
+}
+
+/// One pattern: its length is checked before the pattern is made, so a long string costs
+/// no allocation of ours. `Ok(Err(len))` is a pattern of `len` bytes, over the limit.
+struct PatternSeed {
+    max_topic_len: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for PatternSeed {
+    type Value = Result<TopicPattern, usize>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for PatternSeed {
+    type Value = Result<TopicPattern, usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    // serde_json hands over a string without escapes as a slice of the body, and one with
+    // escapes decoded into its scratch buffer; both come here.
+    fn visit_str<E: serde::de::Error>(self, pattern: &str) -> Result<Self::Value, E> {
+        if pattern.len() > self.max_topic_len {
+            return Ok(Err(pattern.len()));
+        }
+        Ok(Ok(TopicPattern::parse(pattern)))
+    }
+}
+
+/// A string, read and dropped.
+struct SkipString;
+
+impl<'de> DeserializeSeed<'de> for SkipString {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for SkipString {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
     }
 }
 
@@ -310,14 +451,19 @@ mod tests {
 
     #[test]
     fn subscribe_rules() {
-        let s = Subscribe::parse(Bytes::from_static(br#"{"code":"demo","status":"1"}"#)).unwrap();
+        let s = Subscribe::parse(
+            Bytes::from_static(br#"{"code":"demo","status":"1"}"#),
+            &TopicLimits::default(),
+        )
+        .unwrap();
         assert_eq!(s.code, "demo");
         assert!(s.topics.is_empty() && s.wants(None));
         assert_eq!(&s.raw[..], br#"{"code":"demo","status":"1"}"#);
 
-        let s = Subscribe::parse(Bytes::from_static(
-            br#"{"code":"c","topics":["host.*","db"]}"#,
-        ))
+        let s = Subscribe::parse(
+            Bytes::from_static(br#"{"code":"c","topics":["host.*","db"]}"#),
+            &TopicLimits::default(),
+        )
         .unwrap();
         assert!(s.wants(Some("host.cpu")) && s.wants(Some("db")) && !s.wants(Some("dbx")));
         assert!(!s.wants(None));
@@ -342,11 +488,159 @@ mod tests {
             (b"", "empty body, expected a JSON object"),
         ];
         for (body, want) in bad {
-            let got = reason(Subscribe::parse(Bytes::copy_from_slice(body)).unwrap_err());
+            let got = reason(
+                Subscribe::parse(Bytes::copy_from_slice(body), &TopicLimits::default())
+                    .unwrap_err(),
+            );
             assert_eq!(got, want, "{}", String::from_utf8_lossy(body));
         }
-        let got = reason(Subscribe::parse(Bytes::from_static(b"{\"code\":")).unwrap_err());
+        let got = reason(
+            Subscribe::parse(Bytes::from_static(b"{\"code\":"), &TopicLimits::default())
+                .unwrap_err(),
+        );
         assert!(got.starts_with("invalid JSON"), "{got}");
+    }
+
+    /// A subscribe body with `n` topics, each `pattern(i)`.
+    fn with_topics(n: usize, pattern: impl Fn(usize) -> String) -> Bytes {
+        let topics: Vec<String> = (0..n).map(pattern).collect();
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        Subscribe::body("c", &topics)
+    }
+
+    #[test]
+    fn topic_count_limit_is_inclusive() {
+        let limits = TopicLimits::default();
+        assert_eq!((limits.max_topics, limits.max_topic_len), (64, 256));
+        let s = Subscribe::parse(with_topics(64, |i| format!("t{i}")), &limits).unwrap();
+        assert_eq!(s.topics.len(), 64);
+        assert_eq!(s.topics[63], TopicPattern::parse("t63"));
+        assert!(s.topics.capacity() <= 64, "{}", s.topics.capacity());
+
+        let err = Subscribe::parse(with_topics(65, |i| format!("t{i}")), &limits).unwrap_err();
+        assert!(matches!(err, Error::TooManyTopics { count: 65, max: 64 }));
+        assert_eq!(
+            err.to_string(),
+            "topics: 65 patterns, more than max_topics 64"
+        );
+        assert!(!err.is_fatal());
+        assert_eq!(err.fault(), crate::Fault::Peer);
+
+        let err = Subscribe::parse(with_topics(1000, |_| "*".into()), &limits).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "topics: 1000 patterns, more than max_topics 64"
+        );
+
+        // Other limits, and none at all.
+        let two = TopicLimits {
+            max_topics: 2,
+            ..limits
+        };
+        let s = Subscribe::parse(with_topics(2, |_| "a".into()), &two).unwrap();
+        assert_eq!(s.topics.len(), 2);
+        assert!(Subscribe::parse(with_topics(3, |_| "a".into()), &two).is_err());
+        let zero = TopicLimits {
+            max_topics: 0,
+            ..limits
+        };
+        let s = Subscribe::parse(with_topics(0, |_| "a".into()), &zero).unwrap();
+        assert!(s.topics.is_empty());
+        let s = Subscribe::parse(Bytes::from_static(br#"{"code":"c","topics":[]}"#), &zero);
+        assert!(s.unwrap().topics.is_empty());
+        let err = Subscribe::parse(with_topics(1, |_| "a".into()), &zero).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "topics: 1 patterns, more than max_topics 0"
+        );
+    }
+
+    #[test]
+    fn topic_length_limit_is_inclusive() {
+        let limits = TopicLimits::default();
+        let at = "x".repeat(256);
+        let s = Subscribe::parse(with_topics(4, |_| at.clone()), &limits).unwrap();
+        assert_eq!(s.topics[3].to_string(), at);
+
+        let body = with_topics(5, |i| if i == 3 { "y".repeat(300) } else { "a".into() });
+        let err = Subscribe::parse(body, &limits).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::TopicTooLong {
+                index: 3,
+                len: 300,
+                max: 256
+            }
+        ));
+        assert_eq!(
+            err.to_string(),
+            "topics[3]: 300 bytes, more than max_topic_len 256"
+        );
+        assert!(!err.is_fatal());
+        assert_eq!(err.fault(), crate::Fault::Peer);
+        let one_over = with_topics(1, |_| "z".repeat(257));
+        assert_eq!(
+            Subscribe::parse(one_over, &limits).unwrap_err().to_string(),
+            "topics[0]: 257 bytes, more than max_topic_len 256"
+        );
+    }
+
+    #[test]
+    fn topic_length_is_decoded_utf8_bytes() {
+        let four = TopicLimits {
+            max_topic_len: 4,
+            ..TopicLimits::default()
+        };
+        let parse = |body: &'static [u8]| Subscribe::parse(Bytes::from_static(body), &four);
+        // 4 bytes once decoded, though its JSON text is 19.
+        let s = parse(br#"{"code":"c","topics":["\u0061\u0062\u0063*"]}"#).unwrap();
+        assert_eq!(s.topics, [TopicPattern::parse("abc*")]);
+        // 2 characters of 2 bytes each fit; 3 characters (6 bytes) do not.
+        let s = parse("{\"code\":\"c\",\"topics\":[\"\u{e9}\u{e9}\"]}".as_bytes()).unwrap();
+        assert_eq!(s.topics[0].to_string(), "\u{e9}\u{e9}");
+        let err = parse(br#"{"code":"c","topics":["\u00e9\u00e9\u00e9"]}"#).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "topics[0]: 6 bytes, more than max_topic_len 4"
+        );
+    }
+
+    #[test]
+    fn topic_limits_and_types_together() {
+        let limits = TopicLimits {
+            max_topics: 2,
+            max_topic_len: 3,
+        };
+        let parse = |body: &'static [u8]| Subscribe::parse(Bytes::from_static(body), &limits);
+        // The first pattern too long is reported, even when there are also too many.
+        let err = parse(br#"{"code":"c","topics":["a","long",7,"b","c"]}"#).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "topics[1]: 4 bytes, more than max_topic_len 3"
+        );
+        // Past the limit elements are counted, and must still be strings.
+        let err = parse(br#"{"code":"c","topics":["a","b","c","d"]}"#).unwrap_err();
+        assert!(matches!(err, Error::TooManyTopics { count: 4, max: 2 }));
+        let err = parse(br#"{"code":"c","topics":["a","b",{"x":1}]}"#).unwrap_err();
+        assert_eq!(reason(err), "topics must be an array of strings");
+        let err = parse(br#"{"code":"c","topics":["a",1]}"#).unwrap_err();
+        assert_eq!(reason(err), "topics must be an array of strings");
+        // A pattern past the limit is not judged on its length (it is not kept).
+        let err = parse(br#"{"code":"c","topics":["a","b","much too long"]}"#).unwrap_err();
+        assert!(matches!(err, Error::TooManyTopics { count: 3, max: 2 }));
+        // The code is checked first.
+        let err = parse(br#"{"topics":["a","b","c"]}"#).unwrap_err();
+        assert_eq!(reason(err), "missing code");
+        // Through Request::parse.
+        let request = Request::parse(
+            MsgType::Subscribe,
+            Bytes::from_static(br#"{"code":"c","topics":["a","b","c"]}"#),
+            &limits,
+        );
+        assert!(matches!(
+            request,
+            Err(Error::TooManyTopics { count: 3, max: 2 })
+        ));
     }
 
     #[test]
@@ -383,11 +677,15 @@ mod tests {
     #[test]
     fn request_dispatch() {
         assert!(matches!(
-            Request::parse(MsgType::Heartbeat, Bytes::from_static(b"junk")),
+            Request::parse(
+                MsgType::Heartbeat,
+                Bytes::from_static(b"junk"),
+                &TopicLimits::default()
+            ),
             Ok(Request::Heartbeat)
         ));
         assert!(matches!(
-            Request::parse(MsgType::Push, Bytes::new()),
+            Request::parse(MsgType::Push, Bytes::new(), &TopicLimits::default()),
             Err(Error::WrongDirection { .. })
         ));
     }

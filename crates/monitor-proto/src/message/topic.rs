@@ -63,6 +63,55 @@ impl fmt::Display for TopicPattern {
     }
 }
 
+/// Default [`TopicLimits::max_topics`]: patterns in one subscription.
+pub const DEFAULT_MAX_TOPICS: usize = 64;
+/// Default [`TopicLimits::max_topic_len`]: bytes in one pattern.
+pub const DEFAULT_MAX_TOPIC_LEN: usize = 256;
+
+/// How many `"topics"` patterns a subscribe may list, and how long each may be (protocol
+/// §6). A subscribe over either limit is malformed; the parser stops keeping patterns at
+/// the limit, so a body listing a million topics costs no more memory than `max_topics`
+/// patterns.
+///
+/// `Copy`, so a server can hand its configured limits to every connection. Both limits
+/// are inclusive.
+///
+/// # Example
+/// ```
+/// use bytes::Bytes;
+/// use monitor_proto::{Error, Subscribe, TopicLimits};
+///
+/// let limits = TopicLimits { max_topics: 2, ..TopicLimits::default() };
+/// let body = Bytes::from_static(br#"{"code":"c","topics":["a","b","c"]}"#);
+/// let err = Subscribe::parse(body, &limits).unwrap_err();
+/// assert!(matches!(err, Error::TooManyTopics { count: 3, max: 2 }));
+/// assert_eq!(err.to_string(), "topics: 3 patterns, more than max_topics 2");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TopicLimits {
+    /// Most patterns in one subscription's `"topics"` (default 64).
+    pub max_topics: usize,
+    /// Most bytes in one pattern (default 256): the UTF-8 length of the string after its
+    /// JSON escapes are decoded, a trailing `*` included.
+    pub max_topic_len: usize,
+}
+
+impl TopicLimits {
+    /// The protocol's defaults: 64 patterns of at most 256 bytes each.
+    pub const fn new() -> TopicLimits {
+        TopicLimits {
+            max_topics: DEFAULT_MAX_TOPICS,
+            max_topic_len: DEFAULT_MAX_TOPIC_LEN,
+        }
+    }
+}
+
+impl Default for TopicLimits {
+    fn default() -> Self {
+        TopicLimits::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

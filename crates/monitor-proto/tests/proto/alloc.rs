@@ -1,12 +1,16 @@
 //! Decoding a stream of plain frames allocates nothing per frame once the read buffer is
 //! warm: the body is a slice of the read buffer, and the buffer's space is reclaimed in
-//! place once the frames are dropped.
+//! place once the frames are dropped. Parsing a subscribe costs at most `max_topics`
+//! patterns, however many topics it lists.
 //!
 //! `allocation_counter` installs a counting global allocator for this test binary; it
 //! counts per thread, so tests running in parallel on other threads do not disturb a count.
 
 use bytes::{Bytes, BytesMut};
-use monitor_proto::{Frame, FrameCodec, Header, MessageCodec, MsgType, Outgoing, Role, Uuid};
+use monitor_proto::{
+    Error, Frame, FrameCodec, Header, MessageCodec, MsgType, Outgoing, Role, Subscribe,
+    TopicLimits, Uuid,
+};
 use tokio_util::codec::{Decoder, Encoder};
 
 const FRAMES: usize = 20_000;
@@ -148,4 +152,48 @@ fn a_large_key_request_is_parsed_without_a_value_tree() {
         "{peak} bytes at the peak for a {} byte body",
         body.len()
     );
+}
+
+/// The attack: a subscribe body of `count` one-letter topics (`"t",` is 4 bytes each),
+/// zlib-compressed as a client would send it; returns the compressed body and the
+/// allocation count and peak of parsing the inflated body with the default limits.
+fn subscribe_with_topics(count: usize) -> (usize, u64, u64, Result<Subscribe, Error>) {
+    use monitor_proto::layer::compress::{deflate, inflate};
+    let mut json = br#"{"code":"c","topics":["#.to_vec();
+    json.extend(std::iter::repeat_n(&br#""t","#[..], count).flatten());
+    json.extend_from_slice(br#""t"]}"#);
+    let packed = deflate(&json);
+    let body = inflate(&packed, 8 << 20).unwrap();
+    assert_eq!(body.len(), json.len());
+    let limits = TopicLimits::default();
+    let mut parsed = None;
+    let info = allocation_counter::measure(|| parsed = Some(Subscribe::parse(body, &limits)));
+    (
+        packed.len(),
+        info.count_total,
+        info.bytes_max,
+        parsed.unwrap(),
+    )
+}
+
+#[test]
+fn a_million_topics_cost_what_max_topics_cost() {
+    let (packed, allocs, peak, parsed) = subscribe_with_topics(1_000_000);
+    assert!(packed < 8 * 1024, "{packed} bytes compressed");
+    let err = parsed.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "topics: 1000001 patterns, more than max_topics 64"
+    );
+    // The code, the pattern list (grown to 64 at most) and 64 patterns: O(max_topics).
+    assert!(allocs <= 64 + 16, "{allocs} allocations");
+    assert!(peak < 8 * 1024, "{peak} bytes at the peak");
+
+    // Exactly what a body one over the limit costs: nothing depends on the count.
+    let (_, allocs_65, peak_65, parsed) = subscribe_with_topics(64);
+    assert!(matches!(
+        parsed,
+        Err(Error::TooManyTopics { count: 65, max: 64 })
+    ));
+    assert_eq!((allocs, peak), (allocs_65, peak_65));
 }

@@ -1,11 +1,12 @@
 //! Property tests: every encode/decode pair round-trips, arbitrary input never panics,
-//! and encrypted frames are authenticated.
+//! encrypted frames are authenticated, and subscribe bodies are held to their topic limits.
 
 use bytes::{Bytes, BytesMut};
 use monitor_proto::layer::compress::{deflate, inflate};
 use monitor_proto::layer::crypto::SessionKey;
 use monitor_proto::{
-    Error, Frame, FrameCodec, Header, MessageCodec, MsgType, Outgoing, Role, Uuid, HEADER_LEN,
+    Error, Frame, FrameCodec, Header, MessageCodec, MsgType, Outgoing, Request, Role, Subscribe,
+    TopicLimits, TopicPattern, Uuid, HEADER_LEN,
 };
 use proptest::prelude::*;
 use tokio_util::codec::{Decoder, Encoder};
@@ -147,11 +148,31 @@ proptest! {
     }
 
     #[test]
-    fn encrypt_round_trip(plain in prop::collection::vec(any::<u8>(), 0..3000), uuid in uuid()) {
-        let mut header = Header::new(MsgType::Push, uuid).with_cipher(true);
+    fn encrypt_round_trip(plain in prop::collection::vec(any::<u8>(), 0..3000), uuid in uuid(), t in msg_type()) {
+        let mut header = Header::new(t, uuid).with_cipher(true);
         header.length = (HEADER_LEN + 28 + plain.len()) as u32;
         let aad = header.to_bytes();
-        prop_assert_eq!(&key().open(&aad, &key().seal(&aad, &plain)).unwrap()[..], &plain[..]);
+        prop_assert_eq!(&key().open(&aad, &key().seal(&header, &plain).unwrap()).unwrap()[..], &plain[..]);
+    }
+
+    /// `seal_frame` then `open`, many frames under one key: every body opens to its
+    /// plaintext, and no nonce repeats.
+    #[test]
+    fn sealed_frames_open_and_never_repeat_a_nonce(
+        plains in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 1..40),
+        types in prop::collection::vec(msg_type(), 1..40),
+        uuid in uuid(),
+    ) {
+        let key = key();
+        let mut nonces = std::collections::HashSet::new();
+        for (plain, t) in plains.iter().zip(types.iter().cycle()) {
+            let mut wire = BytesMut::new();
+            key.seal_frame(&Header::new(*t, uuid), plain, &mut wire).unwrap();
+            let frame = FrameCodec::new().decode(&mut wire).unwrap().unwrap();
+            prop_assert!(frame.header.cipher);
+            prop_assert!(nonces.insert(frame.body[..12].to_vec()));
+            prop_assert_eq!(&key.open(&frame.header.to_bytes(), &frame.body).unwrap()[..], &plain[..]);
+        }
     }
 
     #[test]
@@ -219,6 +240,120 @@ proptest! {
                 if let Ok(body) = received.body {
                     prop_assert_ne!(&body[..], &json[..]);
                 }
+            }
+        }
+    }
+}
+
+/// Topic limits small enough that generated bodies cross them.
+fn topic_limits() -> impl Strategy<Value = TopicLimits> {
+    (0usize..10, 0usize..12).prop_map(|(max_topics, max_topic_len)| TopicLimits {
+        max_topics,
+        max_topic_len,
+    })
+}
+
+/// One element of a `"topics"` array as JSON text: mostly strings (with characters that
+/// need escaping, and multi-byte ones), sometimes another JSON value.
+fn topic_element() -> impl Strategy<Value = String> {
+    prop_oneof![
+        6 => "[a-z.*é\"\\\\\u{1F600}]{0,14}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+        1 => prop::sample::select(vec!["1", "null", "true", "[\"a\"]", "{\"a\":\"b\"}", "-0.5e3"])
+            .prop_map(str::to_owned),
+    ]
+}
+
+/// What `Subscribe::parse` must say of `topics` under `limits`: the first pattern kept
+/// (index under `max_topics`) that is too long, else too many, else all of them.
+fn expected_topics(topics: &[String], limits: &TopicLimits) -> Result<Vec<TopicPattern>, Error> {
+    let kept = &topics[..topics.len().min(limits.max_topics)];
+    if let Some((index, t)) = kept
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t.len() > limits.max_topic_len)
+    {
+        return Err(Error::TopicTooLong {
+            index,
+            len: t.len(),
+            max: limits.max_topic_len,
+        });
+    }
+    if topics.len() > limits.max_topics {
+        return Err(Error::TooManyTopics {
+            count: topics.len(),
+            max: limits.max_topics,
+        });
+    }
+    Ok(topics.iter().map(|t| TopicPattern::parse(t)).collect())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// `Subscribe::body` then `Subscribe::parse` under any limits: the patterns come back
+    /// exactly when they are within the limits, and otherwise the error names the first
+    /// pattern too long or the exact count.
+    #[test]
+    fn subscribe_body_round_trips_under_topic_limits(
+        code in "[a-z]{1,8}",
+        topics in prop::collection::vec("[a-z.*é\"\\\\\u{1F600}]{0,14}", 0..14),
+        limits in topic_limits(),
+    ) {
+        let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let body = Subscribe::body(&code, &refs);
+        let got = Subscribe::parse(body.clone(), &limits);
+        match (expected_topics(&topics, &limits), got) {
+            (Ok(want), Ok(s)) => {
+                prop_assert_eq!(s.code, code);
+                prop_assert_eq!(s.topics, want);
+                prop_assert_eq!(s.raw, body);
+            }
+            (Err(want), Err(got)) => prop_assert_eq!(want.to_string(), got.to_string()),
+            (want, got) => prop_assert!(false, "want {:?}, got {:?}", want, got),
+        }
+    }
+
+    /// Any subscribe body, well formed or not: it parses with at most `max_topics`
+    /// patterns of at most `max_topic_len` bytes each, or it is a body error.
+    #[test]
+    fn any_subscribe_body_parses_within_topic_limits_or_errs(
+        elements in prop::collection::vec(topic_element(), 0..14),
+        cut in any::<prop::sample::Index>(),
+        truncate: bool,
+        limits in topic_limits(),
+    ) {
+        let mut body = format!(r#"{{"code":"c","topics":[{}]}}"#, elements.join(",")).into_bytes();
+        if truncate {
+            body.truncate(cut.index(body.len() + 1));
+        }
+        // The fuzz harness's own checks (small and default limits agree), on the body
+        // as is (selector 4: a subscribe) and compressed.
+        let mut selected = vec![4u8];
+        selected.extend_from_slice(&body);
+        monitor_proto::fuzz_harness::body_layers(&selected);
+        selected.truncate(1);
+        selected.extend_from_slice(&deflate(&body));
+        monitor_proto::fuzz_harness::body_layers(&selected);
+        for parsed in [
+            Subscribe::parse(Bytes::from(body.clone()), &limits).map(Request::Subscribe),
+            Request::parse(MsgType::Subscribe, Bytes::from(body), &limits),
+        ] {
+            match parsed {
+                Ok(Request::Subscribe(s)) => {
+                    prop_assert!(s.topics.len() <= limits.max_topics);
+                    for p in &s.topics {
+                        prop_assert!(p.to_string().len() <= limits.max_topic_len, "{}", p);
+                    }
+                }
+                Ok(other) => prop_assert!(false, "not a subscribe: {:?}", other),
+                Err(Error::TooManyTopics { count, max }) => {
+                    prop_assert!(count > max && max == limits.max_topics);
+                }
+                Err(Error::TopicTooLong { index, len, max }) => {
+                    prop_assert!(len > max && max == limits.max_topic_len);
+                    prop_assert!(index < limits.max_topics);
+                }
+                Err(e) => prop_assert!(!e.is_fatal() && matches!(e, Error::MalformedBody { .. }), "{}", e),
             }
         }
     }

@@ -8,7 +8,7 @@ use monitor_proto::layer::compress::{deflate, inflate};
 use monitor_proto::layer::kex::{derive_key_bytes, ClientHandshake, ServerHandshake};
 use monitor_proto::message::reply::{self, KeyReplyData, Reply};
 use monitor_proto::{
-    Frame, FrameCodec, Header, MessageCodec, MsgType, Request, Role, SessionKey, Uuid,
+    Frame, FrameCodec, Header, MessageCodec, MsgType, Request, Role, SessionKey, TopicLimits, Uuid,
 };
 use serde_json::Value;
 use tokio_util::codec::{Decoder, Encoder};
@@ -206,7 +206,8 @@ fn server_codec_reads_php_requests() {
             .unwrap();
         let body = received.body.unwrap();
         assert_eq!(&body[..], v.json_text(), "{name}");
-        let request = Request::parse(received.header.msg_type, body).unwrap();
+        let request =
+            Request::parse(received.header.msg_type, body, &TopicLimits::default()).unwrap();
         match (name, request) {
             ("subscribe_request", Request::Subscribe(s)) => assert_eq!(s.code, "demo"),
             ("report_request" | "report_request_compressed", Request::Report(r)) => {

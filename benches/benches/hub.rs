@@ -14,7 +14,6 @@
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::VecDeque;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -24,7 +23,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use monitor_proto::Report;
-use monitor_server::hub::{Hub, Push, PushQueue};
+use monitor_server::hub::{Hub, PushQueue};
+use monitor_server::queue::Batch;
 use monitor_server::stats::Stats;
 use monitor_server::SlowConsumer;
 
@@ -42,7 +42,7 @@ struct Fixture {
     hub: Arc<Hub>,
     queues: Vec<Arc<PushQueue>>,
     stats: Stats,
-    batch: VecDeque<Arc<Push>>,
+    batch: Batch,
     wakes: Vec<Waker>,
 }
 
@@ -60,7 +60,7 @@ impl Fixture {
             hub,
             queues,
             stats: Stats::default(),
-            batch: VecDeque::new(),
+            batch: Batch::default(),
             wakes: Vec::new(),
         }
     }

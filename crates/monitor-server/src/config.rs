@@ -98,8 +98,8 @@ impl Default for Settings {
             subscriber_queue: 8192,
             subscriber_queue_bytes: 8 * 1024 * 1024,
             write_timeout_secs: 10,
-            max_topics: 64,
-            max_topic_len: 256,
+            max_topics: monitor_proto::message::topic::DEFAULT_MAX_TOPICS,
+            max_topic_len: monitor_proto::message::topic::DEFAULT_MAX_TOPIC_LEN,
             max_buffered_bytes: 256 * 1024 * 1024,
             frame_timeout_secs: 30,
             slow_consumer: SlowConsumer::Drop,
@@ -141,6 +141,14 @@ impl Settings {
             .compress_threshold(self.compress_threshold)
             .max_reserve(SMALL_FRAME_LEN);
         b
+    }
+
+    /// The topic limits of a subscription.
+    pub(crate) fn topic_limits(&self) -> monitor_proto::TopicLimits {
+        let mut limits = monitor_proto::TopicLimits::new();
+        limits.max_topics = self.max_topics;
+        limits.max_topic_len = self.max_topic_len;
+        limits
     }
 }
 

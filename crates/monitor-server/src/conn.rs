@@ -135,6 +135,8 @@ enum Close {
     MalformedSubscribe,
     /// Its push queue was full under `slow_consumer = "disconnect"`.
     SlowConsumer,
+    /// Its session key has sealed as many bodies as its nonces allow.
+    KeyExhausted,
     /// Reading or writing failed.
     Io(io::Error),
     /// The server is shutting down.
@@ -174,6 +176,9 @@ impl fmt::Display for Close {
             Close::MalformedSubscribe => f.write_str("malformed subscribe"),
             Close::SlowConsumer => {
                 f.write_str("slow consumer: push queue full (slow_consumer = \"disconnect\")")
+            }
+            Close::KeyExhausted => {
+                f.write_str("session key exhausted: the client must exchange a new key")
             }
             Close::Io(e) => write!(f, "i/o error: {e}"),
             Close::Shutdown => f.write_str("server shutdown"),
@@ -694,8 +699,12 @@ impl Conn {
             .with_compress(request.compress)
             .with_encrypt(encrypt);
         if let Err(e) = self.codec.encode_message(out, &mut self.wbuf) {
-            // Only an oversized reply gets here (the key was checked first): say so.
+            // An oversized reply (the key was checked first), or a key with no nonce left:
+            // say so, in a plaintext reply.
             warn!(peer = %self.peer, error = %e, "reply not sent");
+            if let ProtoError::KeyExhausted { .. } = e {
+                self.closing.get_or_insert(Close::KeyExhausted);
+            }
             let out = Outgoing::new(
                 msg_type,
                 request.uuid,
@@ -751,7 +760,8 @@ impl Conn {
     }
 
     fn subscribe(&mut self, header: &Header, body: Result<Bytes, ProtoError>) {
-        let parsed = body.and_then(Subscribe::parse);
+        let limits = self.settings.topic_limits();
+        let parsed = body.and_then(|b| Subscribe::parse(b, &limits));
         let subscribe = match parsed {
             Ok(s) => s,
             Err(e) => {
@@ -791,13 +801,10 @@ impl Conn {
 
     fn report(&mut self, header: &Header, body: Result<Bytes, ProtoError>) {
         let parsed = body.and_then(Report::parse);
-        let json = match parsed {
+        let json = match parsed.map(|report| (self.push_size_check(&report), report)) {
             Err(e) => reply::error(&malformed(&e)),
-            Ok(report) if self.push_too_large(&report) => reply::error(&format!(
-                "report too large: its push would exceed max_frame_len {}",
-                self.settings.max_frame_len
-            )),
-            Ok(report) => {
+            Ok((Err(too_large), _)) => reply::error(&too_large),
+            Ok((Ok(()), report)) => {
                 self.reported = true;
                 let delivered = self.shared.hub.publish(
                     &report,
@@ -812,16 +819,43 @@ impl Conn {
         self.send(MsgType::ReportAck, header, json, header.cipher);
     }
 
-    /// Whether the push frame of `report` could exceed `max_frame_len`: every frame this
-    /// server sends respects the limit its peers are configured with. The check assumes
-    /// the largest form (encrypted, uncompressed), so that a report is refused the same
-    /// way whoever is subscribed, rather than acknowledged and then dropped for an
-    /// encrypting subscriber.
-    fn push_too_large(&self, report: &Report) -> bool {
-        let push_len = monitor_proto::HEADER_LEN
-            + monitor_proto::layer::crypto::OVERHEAD
-            + reply::push_len(report.raw.len());
-        push_len > self.settings.max_frame_len as usize
+    /// Refuses a report whose push frame would exceed `max_frame_len` in the form it is
+    /// sent in: every frame this server sends respects the limit its peers are configured
+    /// with. A push body over `compress_threshold` always goes out compressed, so its
+    /// compressed length is what counts; otherwise its plain length. Room for encryption
+    /// is always allowed for, so that a report is refused the same way whoever is
+    /// subscribed, rather than acknowledged and then dropped for an encrypting subscriber.
+    ///
+    /// Compressing costs, so it is done here only when the answer depends on it: when even
+    /// zlib's worst-case expansion of the body would fit, the compressed form surely does.
+    fn push_size_check(&self, report: &Report) -> Result<(), String> {
+        let max = self.settings.max_frame_len as usize;
+        let overhead = monitor_proto::HEADER_LEN + monitor_proto::layer::crypto::OVERHEAD;
+        let json_len = reply::push_len(report.raw.len());
+        if json_len <= self.settings.compress_threshold {
+            return if json_len + overhead <= max {
+                Ok(())
+            } else {
+                Err(format!(
+                    "report too large: its push of {} bytes would exceed max_frame_len {max}",
+                    json_len + overhead
+                ))
+            };
+        }
+        let worst_deflated = json_len + json_len / 1000 + 64;
+        if worst_deflated + overhead <= max {
+            return Ok(());
+        }
+        let compressed = monitor_proto::layer::compress::deflate(&reply::push(&report.raw));
+        if compressed.len() + overhead <= max {
+            Ok(())
+        } else {
+            Err(format!(
+                "report too large: its compressed push of {} bytes would exceed max_frame_len \
+                 {max}",
+                compressed.len() + overhead
+            ))
+        }
     }
 
     /// Encodes taken pushes, oldest first, until the batch is empty or the write buffer
@@ -865,6 +899,11 @@ impl Conn {
             compressed,
             &mut self.wbuf,
         ) {
+            if let ProtoError::KeyExhausted { .. } = e {
+                // No nonce is left under this key; the client reconnects and exchanges a
+                // new one.
+                self.closing.get_or_insert(Close::KeyExhausted);
+            }
             Stats::add(&self.shared.stats.pushes_dropped, 1);
             debug!(peer = %self.peer, error = %e, "push not sent");
         }
@@ -959,6 +998,31 @@ mod tests {
                 .unwrap();
         }
         wire
+    }
+
+    /// Frames are counted when their last byte is written, whatever the write sizes; what
+    /// is left at the close is counted as unsent (it used to be counted as sent).
+    #[test]
+    fn frames_are_counted_as_written_and_the_rest_as_unsent() {
+        let shared = Arc::new(Shared::new(Settings::default()));
+        for chunk in [1usize, 7, 44, 45, 46, 90, 1000] {
+            let mut conn = Conn::new(Arc::clone(&shared), "test".into(), Instant::now());
+            conn.wbuf = heartbeats(20); // 20 frames of 45 bytes
+            let total = conn.wbuf.len();
+            let mut written = 0;
+            while written + chunk <= total / 2 {
+                conn.advance_written(chunk);
+                written += chunk;
+                assert_eq!(conn.frames_out as usize, written / HEADER_LEN, "chunk {chunk}");
+            }
+            assert_eq!(
+                conn.frames_out + conn.unwritten_frames(),
+                20,
+                "chunk {chunk}: written {written}"
+            );
+            conn.advance_written(total - written);
+            assert_eq!((conn.frames_out, conn.unwritten_frames()), (20, 0));
+        }
     }
 
     #[test]

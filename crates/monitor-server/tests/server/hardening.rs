@@ -240,3 +240,69 @@ async fn a_panicking_background_task_shuts_the_server_down() {
         "{why}"
     );
 }
+
+/// The topic-amplification attack: a 4 KB zlib body listing 1,000,000 topics, and
+/// subscriptions just over each limit, are malformed: answered with the limit and the
+/// value, then closed. A reload changes the limits for the next subscribe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_over_the_topic_limits_are_refused_naming_the_limit() {
+    let server = start(|_| {}).await;
+    let mut healthy = Client::connect(server.addr(), "healthy").await;
+    healthy.subscribe("h", &["t.*"]).await;
+
+    let topics = |n: usize, len: usize| -> String {
+        let list: Vec<String> = (0..n).map(|i| format!("\"{i:0>len$}\"")).collect();
+        format!(r#"{{"code":"attack","topics":[{}]}}"#, list.join(","))
+    };
+    // 4 MB inflated, a few KB on the wire: the body of the reported attack.
+    let attack = format!(
+        r#"{{"code":"attack","topics":[{}"x"]}}"#,
+        "\"x\",".repeat(999_999)
+    );
+    let cases = [
+        (
+            attack,
+            true,
+            "topics: 1000000 patterns, more than max_topics 64",
+        ),
+        (
+            topics(65, 3),
+            false,
+            "topics: 65 patterns, more than max_topics 64",
+        ),
+        (
+            topics(1, 257),
+            false,
+            "topics[0]: 257 bytes, more than max_topic_len 256",
+        ),
+    ];
+    for (body, compress, msg) in cases {
+        let mut attacker = Client::connect(server.addr(), "attacker").await;
+        let (_, reply) = attacker.subscribe_with(&body, compress, false).await;
+        assert_eq!(reply.err_code, -1);
+        assert_eq!(reply.msg, format!("malformed body: {msg}"));
+        attacker.expect_closed().await;
+    }
+    // At the limits: accepted.
+    let mut edge = Client::connect(server.addr(), "edge").await;
+    let (_, ack) = edge.subscribe_with(&topics(64, 256), false, false).await;
+    assert!(ack.is_success(), "{}", ack.msg);
+    assert_eq!(server.handle.subscribers(), 2);
+
+    // Live: the next subscribe is judged by the reloaded limits.
+    let mut config = monitor_server::Config::default();
+    config.listeners[0].address = "127.0.0.1:0".parse().unwrap();
+    config.server.max_topics = 2;
+    server.handle.reload(config).unwrap();
+    let mut late = Client::connect(server.addr(), "late").await;
+    let (_, reply) = late.subscribe_with(&topics(3, 1), false, false).await;
+    assert_eq!(
+        reply.msg,
+        "malformed body: topics: 3 patterns, more than max_topics 2"
+    );
+
+    let mut reporter = Client::connect(server.addr(), "reporter").await;
+    assert_eq!(reporter.report(r#"{"code":"t.1"}"#).await, 1);
+    assert_eq!(healthy.push().await, r#"{"code":"t.1"}"#);
+    server.stop().await;
+}

@@ -320,7 +320,60 @@ async fn a_report_whose_push_could_exceed_max_frame_len_is_refused() {
     assert_eq!(refused.err_code, -1);
     assert_eq!(
         refused.msg,
-        "report too large: its push would exceed max_frame_len 200"
+        "report too large: its push of 201 bytes would exceed max_frame_len 200"
+    );
+    assert_eq!(server.handle.stats().pushes_dropped, 0);
+    server.stop().await;
+}
+
+/// "Limits are inclusive" end to end: a report frame of exactly `max_frame_len`, and a
+/// compressed one that inflates to exactly `max_inflated_len`, are accepted and pushed,
+/// because their pushes go out compressed (over `compress_threshold`) and fit. They used
+/// to be refused as if their pushes went out plain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_at_the_limits_are_pushed_compressed() {
+    const MAX_FRAME: usize = 4096;
+    const MAX_INFLATED: usize = 8192;
+    let server = start(|c| {
+        c.server.max_frame_len = MAX_FRAME as u32;
+        c.server.max_inflated_len = MAX_INFLATED;
+        c.server.max_buffered_bytes = MAX_FRAME;
+        c.server.compress_threshold = 1000;
+    })
+    .await;
+    let mut sub = Client::connect(server.addr(), "sub").await;
+    sub.key_exchange().await;
+    let (_, ack) = sub.subscribe_with(r#"{"code":"edge"}"#, false, true).await;
+    assert!(ack.is_success());
+    let mut reporter = Client::connect(server.addr(), "reporter").await;
+    let report = |len: usize| {
+        let head = r#"{"code":"edge","pad":""#;
+        format!("{head}{}\"}}", "e".repeat(len - head.len() - 2))
+    };
+
+    // A whole frame of exactly max_frame_len, sent plain.
+    let whole = report(MAX_FRAME - 45);
+    assert_eq!(reporter.report(&whole).await, 1);
+    let r = sub.recv().await;
+    assert!(r.header.compress && r.header.cipher, "{:?}", r.header);
+    let reply = monitor_proto::message::reply::Reply::parse(&r.body.unwrap()).unwrap();
+    assert_eq!(reply.data.get(), whole);
+
+    // Compressed, inflating to exactly max_inflated_len; one byte more is refused.
+    let inflated = report(MAX_INFLATED);
+    reporter
+        .send(MsgType::Report, inflated.clone(), true, false)
+        .await;
+    let (_, ack) = reporter.reply(MsgType::ReportAck).await;
+    assert!(ack.is_success(), "{}", ack.msg);
+    assert_eq!(sub.push().await, inflated);
+    reporter
+        .send(MsgType::Report, report(MAX_INFLATED + 1), true, false)
+        .await;
+    let (_, refused) = reporter.reply(MsgType::ReportAck).await;
+    assert_eq!(
+        refused.msg,
+        format!("malformed body: compressed body inflates beyond max_inflated_len {MAX_INFLATED}")
     );
     assert_eq!(server.handle.stats().pushes_dropped, 0);
     server.stop().await;

@@ -40,7 +40,7 @@ use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::codec::Decoder;
 
-use crate::config::{random_uuid, ClientConfig, DEFAULT_MAX_FRAME_LEN};
+use crate::config::{random_uuid, ClientConfig, DEFAULT_MAX_FRAME_LEN, MAX_DURATION};
 use crate::connection::{BoxRead, BoxWrite, Connection, Handshake};
 use crate::error::{Error, Result};
 use monitor_proto::Address;
@@ -154,18 +154,27 @@ impl BenchConfig {
         if self.duration.is_zero() {
             return bad("duration", "must be more than zero");
         }
-        if self.duration > Duration::from_secs(3600)
-            || self.warmup > Duration::from_secs(600)
-            || self.drain > Duration::from_secs(600)
-            || self.settle > Duration::from_secs(600)
-        {
-            return bad(
-                "duration",
-                "duration is capped at 3600 s, warmup, settle and drain at 600 s",
-            );
+        let caps = [
+            ("duration", self.duration, 3600),
+            ("warmup", self.warmup, 600),
+            ("settle", self.settle, 600),
+            ("drain", self.drain, 600),
+        ];
+        for (field, value, cap) in caps {
+            if value > Duration::from_secs(cap) {
+                return bad(field, &format!("must be at most {cap} s"));
+            }
         }
-        if self.heartbeat_interval.is_zero() || self.connect_timeout.is_zero() {
-            return bad("heartbeat_interval", "timeouts must be more than zero");
+        for (field, value) in [
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("connect_timeout", self.connect_timeout),
+        ] {
+            if value.is_zero() {
+                return bad(field, "must be more than zero");
+            }
+            if value > MAX_DURATION {
+                return bad(field, "must be at most one year");
+            }
         }
         Ok(())
     }
@@ -1146,7 +1155,7 @@ mod tests {
         let checks: [(&str, Breaker); 4] = [
             ("subscribers", |c| c.subscribers = MAX_CONNECTIONS + 1),
             ("reporters", |c| c.reporters = 0),
-            ("duration", |c| c.settle = Duration::from_secs(601)),
+            ("settle", |c| c.settle = Duration::from_secs(601)),
             ("size", |c| c.size = MAX_SIZE + 1),
         ];
         for (field, break_it) in checks {

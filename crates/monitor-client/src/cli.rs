@@ -86,11 +86,48 @@ pub struct ConnArgs {
     pub retries: Option<u32>,
 }
 
+/// The flag that sets each [`ClientConfig`] field, so that a usage error names what the
+/// user typed rather than the library's field.
+const CONN_FLAGS: &[(&str, &str)] = &[
+    ("server", "--server"),
+    ("uuid", "--uuid"),
+    ("heartbeat_interval", "--heartbeat"),
+    ("connect_timeout", "--connect-timeout"),
+    ("ack_timeout", "--ack-timeout"),
+    ("max_attempts", "--retries"),
+];
+
+/// The flag that sets each [`BenchConfig`] field.
+const BENCH_FLAGS: &[(&str, &str)] = &[
+    ("server", "--server"),
+    ("subscribers", "--subscribers"),
+    ("reporters", "--reporters"),
+    ("size", "--size"),
+    ("duration", "--duration"),
+    ("rate", "--rate"),
+    ("window", "--window"),
+    ("warmup", "--warmup"),
+    ("settle", "--settle"),
+    ("drain", "--drain"),
+];
+
+/// A configuration error as a usage message: `--flag: reason` when a flag sets the field at
+/// fault, the error as it is otherwise.
+fn flag_error(e: &Error, flags: &[(&str, &str)]) -> String {
+    match e {
+        Error::Config { field, reason } => match flags.iter().find(|(f, _)| f == field) {
+            Some((_, flag)) => format!("{flag}: {reason}"),
+            None => e.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
 impl ConnArgs {
     fn config(&self, default_retries: Option<u32>) -> Result<ClientConfig, String> {
         let mut config = ClientConfig::new(self.server.clone());
         if let Some(uuid) = &self.uuid {
-            config.uuid = parse_uuid(uuid).map_err(|e| format!("--uuid: {e}"))?;
+            config.uuid = parse_uuid(uuid).map_err(|e| flag_error(&e, CONN_FLAGS))?;
         }
         config.encrypt = self.encrypt;
         config.compress = self.compress;
@@ -102,7 +139,7 @@ impl ConnArgs {
             Some(n) => Some(n),
             None => default_retries,
         };
-        config.validate().map_err(|e| e.to_string())?;
+        config.validate().map_err(|e| flag_error(&e, CONN_FLAGS))?;
         Ok(config)
     }
 }
@@ -365,7 +402,7 @@ async fn health(args: ReportArgs) -> u8 {
     // Started without waiting: reports are buffered until the server is reachable.
     let reporter = match Reporter::start(config) {
         Ok(r) => r,
-        Err(e) => return usage(&e.to_string()),
+        Err(e) => return usage(&flag_error(&e, CONN_FLAGS)),
     };
     let mut probe = HealthProbe::new();
     // CPU use is measured between two readings.
@@ -449,7 +486,7 @@ async fn run_bench(args: BenchArgs) -> u8 {
     config.settle = args.settle;
     config.drain = args.drain;
     if let Err(e) = config.validate() {
-        return usage(&e.to_string());
+        return usage(&flag_error(&e, BENCH_FLAGS));
     }
     match bench::run(config).await {
         Ok(report) => {

@@ -299,3 +299,75 @@ async fn usage_errors_exit_2_and_runtime_failures_exit_1() {
     let out = run(&["push", "--server", &addr, "--code", "c", "--retries", "1"]).await;
     assert_eq!(out.code, Some(1), "{}", out.stderr);
 }
+
+/// A bad value names the flag the user typed, not the library's field
+/// (`--heartbeat: must be more than zero`, not `heartbeat_interval: ...`).
+#[tokio::test]
+async fn usage_errors_name_the_flag() {
+    let push = ["push", "--server", "127.0.0.1:1", "--code", "c"];
+    let report = ["report", "--server", "127.0.0.1:1", "--body", "{}"];
+    let bench = ["bench", "--server", "127.0.0.1:1"];
+    let cases: [(&[&str], &[&str], &str, &str); 9] = [
+        (
+            &push,
+            &["--heartbeat", "0"],
+            "--heartbeat: must be more than zero",
+            "heartbeat_interval",
+        ),
+        (
+            &push,
+            &["--heartbeat", "40000000"],
+            "--heartbeat: must be at most one year",
+            "heartbeat_interval",
+        ),
+        (
+            &push,
+            &["--connect-timeout", "0"],
+            "--connect-timeout: must be more than zero",
+            "connect_timeout",
+        ),
+        (
+            &report,
+            &["--ack-timeout", "0"],
+            "--ack-timeout: must be more than zero",
+            "ack_timeout",
+        ),
+        (
+            &report,
+            &["--ack-timeout", "1e8"],
+            "--ack-timeout: must be at most one year",
+            "ack_timeout",
+        ),
+        (
+            &report,
+            &["--uuid", "short"],
+            "--uuid: must be exactly 33 bytes",
+            "invalid configuration",
+        ),
+        (
+            &bench,
+            &["--subscribers", "0"],
+            "--subscribers: must be from 1",
+            "invalid configuration",
+        ),
+        (
+            &bench,
+            &["--settle", "601"],
+            "--settle: must be at most 600 s",
+            "invalid configuration",
+        ),
+        (
+            &bench,
+            &["--drain", "601"],
+            "--drain: must be at most 600 s",
+            "duration",
+        ),
+    ];
+    for (command, flags, says, not) in cases {
+        let args: Vec<&str> = command.iter().chain(flags).copied().collect();
+        let out = run(&args).await;
+        assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(says), "{args:?}: {}", out.stderr);
+        assert!(!out.stderr.contains(not), "{args:?}: {}", out.stderr);
+    }
+}

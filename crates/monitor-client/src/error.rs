@@ -142,6 +142,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// The client's background task (which owns the connection) stopped before it was
+    /// done: it panicked, or it was dropped unfinished because its Tokio runtime shut down.
+    /// The client is unusable from then on: the receiver's stream yields this once and ends;
+    /// the reporter fails every report it held, and every later call, with it.
+    #[error("the {task}'s background task stopped: {reason}")]
+    BackgroundTask {
+        /// `"push receiver"` or `"reporter"`.
+        task: &'static str,
+        /// What happened: the panic message, or that the task was dropped unfinished.
+        reason: String,
+    },
+
     /// The client was closed (or dropped) before this could complete.
     #[error("the client is closed")]
     Closed,

@@ -295,7 +295,13 @@ async fn usage_errors_exit_2_and_runtime_failures_exit_1() {
     ])
     .await;
     assert_eq!(out.code, Some(1), "{}", out.stderr);
-    assert!(out.stderr.contains("unreachable"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("gave up after 2 failed connection attempts in a row")
+            && out.stderr.contains("refused"),
+        "{}",
+        out.stderr
+    );
     let out = run(&["push", "--server", &addr, "--code", "c", "--retries", "1"]).await;
     assert_eq!(out.code, Some(1), "{}", out.stderr);
 }

@@ -71,6 +71,12 @@ const CONNECT_CONCURRENCY: usize = 128;
 /// Progress value of a subscriber that has gone away (ignored by the window).
 const GONE: u64 = u64::MAX;
 
+/// The length of a report frame of a `size`-byte report: the header and the body, which is
+/// never shorter than its keys and numbers ([`MIN_SIZE`]).
+pub fn report_frame_len(size: usize) -> usize {
+    HEADER_LEN + size.max(MIN_SIZE)
+}
+
 /// The default window at max rate for `n` subscribers: up to 1000 reports ahead of the
 /// average subscriber, and at most ~200k deliveries in flight in all.
 pub fn default_window(n: usize) -> u64 {
@@ -108,6 +114,10 @@ pub struct BenchConfig {
     pub heartbeat_interval: Duration,
     /// Draw a progress bar on stderr (only when it is a terminal).
     pub progress: bool,
+    /// The server's `max_frame_len` (default 1 MiB, the server's default): a `size` whose
+    /// report frame would exceed it is refused up front, since the server would close the
+    /// connection over it.
+    pub max_frame_len: u32,
 }
 
 impl BenchConfig {
@@ -128,6 +138,7 @@ impl BenchConfig {
             connect_timeout: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(30),
             progress: true,
+            max_frame_len: monitor_proto::codec::DEFAULT_MAX_FRAME_LEN,
         }
     }
 
@@ -150,6 +161,25 @@ impl BenchConfig {
         }
         if self.size > MAX_SIZE {
             return bad("size", "must be at most 16 MiB");
+        }
+        let smallest = report_frame_len(0);
+        if (self.max_frame_len as usize) < smallest {
+            return bad(
+                "max_frame_len",
+                &format!("must be at least {smallest} (a header and the smallest report)"),
+            );
+        }
+        let frame = report_frame_len(self.size);
+        if frame > self.max_frame_len as usize {
+            return bad(
+                "size",
+                &format!(
+                    "a {}-byte report makes a {frame}-byte frame ({HEADER_LEN}-byte header + body), \
+                     over max_frame_len ({}), the server's limit: it would close the connection. \
+                     Raise max_frame_len here and in the server's config for larger reports",
+                    self.size, self.max_frame_len
+                ),
+            );
         }
         if self.duration.is_zero() {
             return bad("duration", "must be more than zero");
@@ -326,6 +356,8 @@ struct Shared {
     ack_delivered: AtomicU64,
     ack_errors: AtomicU64,
     connect_gate: Semaphore,
+    /// A reporter's connection was closed by the server while reports were being sent.
+    reporter_closed: AtomicBool,
 }
 
 impl Shared {
@@ -361,7 +393,21 @@ impl Shared {
             ack_delivered: AtomicU64::new(0),
             ack_errors: AtomicU64::new(0),
             connect_gate: Semaphore::new(CONNECT_CONCURRENCY),
+            reporter_closed: AtomicBool::new(false),
         }))
+    }
+
+    /// Why the run stops when the server closed a reporter's connection: its log says
+    /// why (the bench only sees the connection go), not a bare `Broken pipe`.
+    fn server_closed(&self, detail: &str) -> Error {
+        Error::Bench {
+            reason: format!(
+                "the server closed a reporter's connection mid-run ({detail}); the server's log \
+                 says why, e.g. a report frame over its max_frame_len (this bench assumed {}: \
+                 --max-frame-len)",
+                self.cfg.max_frame_len
+            ),
+        }
     }
 
     fn now_ns(&self) -> u64 {
@@ -631,7 +677,7 @@ async fn wait_for_window(sh: &Shared, window: u64, deadline: tokio::time::Instan
         }
         let until = deadline.min(tokio::time::Instant::now() + Duration::from_millis(5));
         let _ = tokio::time::timeout_at(until, notified).await;
-        if tokio::time::Instant::now() >= deadline {
+        if tokio::time::Instant::now() >= deadline || sh.reporter_closed.load(Relaxed) {
             sh.pub_waiting.store(false, SeqCst);
             return 0;
         }
@@ -639,7 +685,11 @@ async fn wait_for_window(sh: &Shared, window: u64, deadline: tokio::time::Instan
 }
 
 /// Writes `buf` until done or until `deadline`; returns the bytes written.
+///
+/// # Errors
+/// A failed write: the server closed the connection.
 async fn write_until(
+    sh: &Shared,
     wr: &mut BoxWrite,
     buf: &[u8],
     deadline: tokio::time::Instant,
@@ -647,13 +697,18 @@ async fn write_until(
     let mut off = 0;
     while off < buf.len() {
         match tokio::time::timeout_at(deadline, wr.write(&buf[off..])).await {
-            Ok(Ok(0)) => {
-                return Err(Error::Proto(
-                    std::io::Error::from(std::io::ErrorKind::WriteZero).into(),
-                ))
-            }
+            Ok(Ok(0)) => return Err(sh.server_closed("writes are refused")),
             Ok(Ok(n)) => off += n,
-            Ok(Err(e)) => return Err(Error::Proto(e.into())),
+            Ok(Err(e)) => {
+                use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+                // EPIPE and the like only say that the server closed it, as the message
+                // says; anything else is worth showing.
+                let detail = match e.kind() {
+                    BrokenPipe | ConnectionReset | ConnectionAborted => "writes are refused".into(),
+                    _ => format!("a write failed: {e}"),
+                };
+                return Err(sh.server_closed(&detail));
+            }
             Err(_) => break,
         }
     }
@@ -689,16 +744,20 @@ async fn read_acks(
         sh.ack_errors.fetch_add(errors, Relaxed);
         if let Err(e) = decoded {
             tracing::warn!(error = %e, "bench reporter: protocol error");
-            return;
+            break;
         }
         if buf.capacity() - buf.len() < READ_MIN_FREE {
             buf.reserve(READ_CHUNK);
         }
         match reader.read_buf(&mut buf).await {
             Ok(n) if n > 0 => {}
-            _ => return,
+            _ => break,
         }
     }
+    // The bench closes its reporters' connections only after this task is aborted: the
+    // server closed this one. A reporter waiting for the window must not wait it out.
+    sh.reporter_closed.store(true, SeqCst);
+    sh.pub_wake.notify_waiters();
 }
 
 /// One reporter: write reports until the window's end. Returns its connection's write
@@ -735,6 +794,9 @@ async fn reporter(sh: Arc<Shared>, rate_share: u64) -> Result<(BoxWrite, JoinHan
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
+        if sh.reporter_closed.load(Relaxed) {
+            return Err(sh.server_closed("its acknowledgements ended"));
+        }
         let allowed = if cfg.rate == 0 {
             if sh.now_ns() >= we {
                 break;
@@ -784,7 +846,7 @@ async fn reporter(sh: Arc<Shared>, rate_share: u64) -> Result<(BoxWrite, JoinHan
             continue;
         }
         // Never block past the window's end: an open-loop reporter can face a full socket.
-        let written = write_until(&mut writer, &batch, end).await?;
+        let written = write_until(&sh, &mut writer, &batch, end).await?;
         let (mut published, mut in_window) = (0u64, 0u64);
         for &(e, w) in &ends {
             if e > written {
@@ -801,6 +863,9 @@ async fn reporter(sh: Arc<Shared>, rate_share: u64) -> Result<(BoxWrite, JoinHan
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), writer.flush()).await;
+    if sh.reporter_closed.load(SeqCst) {
+        return Err(sh.server_closed("its acknowledgements ended"));
+    }
     Ok((writer, acks))
 }
 
@@ -1152,12 +1217,22 @@ mod tests {
         let base = BenchConfig::new("127.0.0.1:1".parse().unwrap());
         assert!(base.validate().is_ok());
         type Breaker = fn(&mut BenchConfig);
-        let checks: [(&str, Breaker); 4] = [
+        let checks: [(&str, Breaker); 7] = [
             ("subscribers", |c| c.subscribers = MAX_CONNECTIONS + 1),
             ("reporters", |c| c.reporters = 0),
             ("settle", |c| c.settle = Duration::from_secs(601)),
             ("size", |c| c.size = MAX_SIZE + 1),
+            // A frame over the server's limit, by one byte.
+            ("size", |c| c.size = 1024 * 1024 - 44),
+            ("max_frame_len", |c| c.max_frame_len = 100),
+            ("heartbeat_interval", |c| {
+                c.heartbeat_interval = Duration::MAX
+            }),
         ];
+        let mut fits = base.clone();
+        fits.size = 1024 * 1024 - 45;
+        assert_eq!(report_frame_len(fits.size), 1024 * 1024);
+        assert!(fits.validate().is_ok());
         for (field, break_it) in checks {
             let mut cfg = base.clone();
             break_it(&mut cfg);

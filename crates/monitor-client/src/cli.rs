@@ -109,18 +109,41 @@ const BENCH_FLAGS: &[(&str, &str)] = &[
     ("warmup", "--warmup"),
     ("settle", "--settle"),
     ("drain", "--drain"),
+    ("max_frame_len", "--max-frame-len"),
 ];
 
 /// A configuration error as a usage message: `--flag: reason` when a flag sets the field at
-/// fault, the error as it is otherwise.
+/// fault, the error as it is otherwise. Other fields the reason names (`max_frame_len`)
+/// become their flags too; only names with an underscore, so that plain words in the
+/// reason ("the server's") are left alone.
 fn flag_error(e: &Error, flags: &[(&str, &str)]) -> String {
-    match e {
-        Error::Config { field, reason } => match flags.iter().find(|(f, _)| f == field) {
-            Some((_, flag)) => format!("{flag}: {reason}"),
-            None => e.to_string(),
-        },
-        other => other.to_string(),
+    let Error::Config { field, reason } = e else {
+        return e.to_string();
+    };
+    let Some((_, flag)) = flags.iter().find(|(f, _)| f == field) else {
+        return e.to_string();
+    };
+    let mut reason = reason.clone();
+    for (name, other) in flags.iter().filter(|(f, _)| f.contains('_')) {
+        reason = replace_word(&reason, name, other);
     }
+    format!("{flag}: {reason}")
+}
+
+/// `text` with each whole-word `word` (not inside a longer identifier) replaced by `with`.
+fn replace_word(text: &str, word: &str, with: &str) -> String {
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(word) {
+        let (before, after) = (&rest[..at], &rest[at + word.len()..]);
+        let whole = !before.ends_with(is_ident) && !after.starts_with(is_ident);
+        out.push_str(before);
+        out.push_str(if whole { with } else { word });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 impl ConnArgs {
@@ -225,6 +248,11 @@ pub struct BenchArgs {
     /// average progress; 0 = no bound. Default: min(1000, max(10, 200000 / N)).
     #[arg(long, value_name = "MSGS")]
     pub window: Option<u64>,
+    /// The server's max_frame_len, in bytes: a --size whose report frame (45-byte header +
+    /// body) exceeds it is refused before the run, since the server would close the
+    /// connection over it.
+    #[arg(long, value_name = "BYTES", default_value_t = monitor_proto::codec::DEFAULT_MAX_FRAME_LEN)]
+    pub max_frame_len: u32,
     /// Allow a server that is not on this host (a load generator is refused anything but
     /// loopback and Unix sockets unless told otherwise).
     #[arg(long)]
@@ -485,6 +513,7 @@ async fn run_bench(args: BenchArgs) -> u8 {
     config.warmup = args.warmup;
     config.settle = args.settle;
     config.drain = args.drain;
+    config.max_frame_len = args.max_frame_len;
     if let Err(e) = config.validate() {
         return usage(&flag_error(&e, BENCH_FLAGS));
     }
@@ -518,6 +547,19 @@ mod tests {
         assert!(parse_secs("-1").is_err());
         assert!(parse_secs("nan").is_err());
         assert!(parse_secs("x").is_err());
+    }
+
+    #[test]
+    fn flags_replace_field_names() {
+        let e = Error::Config {
+            field: "size",
+            reason: "over max_frame_len (10), see max_frame_len_x and the server's size".into(),
+        };
+        assert_eq!(
+            flag_error(&e, BENCH_FLAGS),
+            "--size: over --max-frame-len (10), see max_frame_len_x and the server's size"
+        );
+        assert_eq!(replace_word("a_b a_b.", "a_b", "X"), "X X.");
     }
 
     #[test]

@@ -377,3 +377,72 @@ async fn usage_errors_name_the_flag() {
         assert!(!out.stderr.contains(not), "{args:?}: {}", out.stderr);
     }
 }
+
+/// `bench --size 2000000` used to end in `Broken pipe`: its frames are over the server's
+/// max_frame_len. Now it is refused before the run, naming --size, the frame length and
+/// --max-frame-len.
+#[tokio::test]
+async fn bench_refuses_a_size_over_the_frame_limit_up_front() {
+    let out = run(&["bench", "--server", "127.0.0.1:1", "--size", "2000000"]).await;
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    for says in [
+        "--size: ",
+        "2000045-byte frame",
+        "--max-frame-len (1048576)",
+    ] {
+        assert!(out.stderr.contains(says), "{says}: {}", out.stderr);
+    }
+    // Within a larger limit it is accepted (and then fails for want of a server).
+    let out = run(&[
+        "bench",
+        "--server",
+        "127.0.0.1:1",
+        "--size",
+        "2000000",
+        "--max-frame-len",
+        "2000045",
+    ])
+    .await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+}
+
+/// A server whose max_frame_len is under the bench's closes the reporter's connection on
+/// the first report: the bench says the server closed it, and where to look, instead of a
+/// raw `Broken pipe` (fixed rate) or a run that waits out its window (max rate).
+#[tokio::test]
+async fn bench_says_when_the_server_closes_a_reporter() {
+    let server = TestServer::start_on(0, |c| c.server.max_frame_len = 1000).await;
+    let addr = server.addr.to_string();
+    for rate in ["0", "2000"] {
+        let started = std::time::Instant::now();
+        let out = run(&[
+            "bench",
+            "--server",
+            &addr,
+            "--size",
+            "2000",
+            "--max-frame-len",
+            "4096",
+            "--rate",
+            rate,
+            "--duration",
+            "20",
+            "--warmup",
+            "0",
+            "--settle",
+            "0",
+        ])
+        .await;
+        assert_eq!(out.code, Some(1), "rate {rate}: {}", out.stderr);
+        assert!(
+            out.stderr
+                .contains("the server closed a reporter's connection mid-run")
+                && out.stderr.contains("max_frame_len"),
+            "rate {rate}: {}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("Broken pipe"), "{}", out.stderr);
+        // Not after the 20 s window: as soon as the connection is gone.
+        assert!(started.elapsed() < Duration::from_secs(10), "rate {rate}");
+    }
+}

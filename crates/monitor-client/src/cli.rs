@@ -3,7 +3,7 @@
 //! Exit codes: 0 success (or interrupted), 1 a runtime failure (server unreachable after
 //! the retries, a refused report or subscription, ...), 2 a usage error.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::health::HealthProbe;
 use crate::receiver::{Event, PushReceiver, Subscription};
 use crate::reporter::Reporter;
-use monitor_proto::Address;
+use monitor_proto::{Address, HEADER_LEN};
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
@@ -188,11 +188,12 @@ pub struct ReportArgs {
     /// Connection flags.
     #[command(flatten)]
     pub conn: ConnArgs,
-    /// The report: one JSON object, conventionally with a "code". Prints the
-    /// acknowledgement, {"delivered":N}, and exits.
+    /// The report: one JSON object, conventionally with a "code"; `-` reads it from stdin,
+    /// `@FILE` from a file (either at most the report limit, 1 MiB less the 45-byte
+    /// header). Prints the acknowledgement, {"delivered":N}, and exits.
     #[arg(
         long,
-        value_name = "JSON",
+        value_name = "JSON|-|@FILE",
         conflicts_with = "health",
         required_unless_present = "health"
     )]
@@ -388,19 +389,24 @@ async fn push(args: PushArgs) -> u8 {
 }
 
 async fn report_once(args: ReportArgs, body: String) -> u8 {
-    match serde_json::from_str::<serde_json::Value>(&body) {
-        Ok(v) if v.is_object() => {}
-        Ok(_) => {
-            return usage(
-                "--body must be a JSON object, e.g. '{\"code\":\"deploy\",\"version\":\"1.2\"}'",
-            )
-        }
-        Err(e) => return usage(&format!("--body is not valid JSON: {e}")),
-    }
     let config = match args.conn.config(Some(5)) {
         Ok(c) => c,
         Err(e) => return usage(&e),
     };
+    let limit = (config.max_report_frame_len as usize).saturating_sub(HEADER_LEN);
+    let (what, body) = match read_body(body, limit).await {
+        Ok(read) => read,
+        Err(e) => return usage(&e),
+    };
+    match serde_json::from_str::<serde_json::Value>(&body) {
+        Ok(v) if v.is_object() => {}
+        Ok(_) => {
+            return usage(&format!(
+                "{what} must be a JSON object, e.g. '{{\"code\":\"deploy\",\"version\":\"1.2\"}}'"
+            ))
+        }
+        Err(e) => return usage(&format!("{what} is not valid JSON: {e}")),
+    }
     let reporter = match Reporter::connect(config).await {
         Ok(r) => r,
         Err(e) => return failure(&e),
@@ -412,6 +418,74 @@ async fn report_once(args: ReportArgs, body: String) -> u8 {
         }
         Err(e) => failure(&e),
     }
+}
+
+/// The report `--body` gives: the text itself, `-` for stdin or `@FILE` for a file, at
+/// most `limit` bytes, read without holding more than `limit + 1` bytes whatever the
+/// source's size. Returns how to name the source in a message, and the report, trimmed of
+/// surrounding whitespace (a file's final newline).
+///
+/// # Errors
+/// A message naming the source: unreadable, over `limit`, or not UTF-8.
+async fn read_body(arg: String, limit: usize) -> Result<(String, String), String> {
+    let (what, path) = if arg == "-" {
+        ("--body - (stdin)".to_owned(), None)
+    } else if let Some(path) = arg.strip_prefix('@') {
+        if path.is_empty() {
+            return Err("--body @: a file name must follow the @".into());
+        }
+        (
+            format!("--body @{path}"),
+            Some(std::path::PathBuf::from(path)),
+        )
+    } else {
+        return Ok(("--body".into(), arg));
+    };
+    let source = match &path {
+        Some(path) => path.display().to_string(),
+        None => "stdin".into(),
+    };
+    let too_large = |len: Option<u64>| {
+        let has = len.map_or("more than the".into(), |len| {
+            format!("{len} bytes, over the")
+        });
+        format!(
+            "{what}: {source} has {has} report limit of {limit} bytes \
+             (max_report_frame_len less the {HEADER_LEN}-byte header)"
+        )
+    };
+    // Blocking reads, on a thread of their own.
+    let read = tokio::task::spawn_blocking(move || -> std::io::Result<(Option<u64>, Vec<u8>)> {
+        let mut buf = Vec::new();
+        let cap = limit as u64 + 1;
+        match path {
+            Some(path) => {
+                let file = std::fs::File::open(path)?;
+                // A regular file's size tells at once; the bounded read below still
+                // holds for one that grows, or a pipe.
+                let meta = file.metadata()?;
+                if meta.is_file() && meta.len() > limit as u64 {
+                    return Ok((Some(meta.len()), buf));
+                }
+                file.take(cap).read_to_end(&mut buf)?;
+            }
+            None => {
+                std::io::stdin().lock().take(cap).read_to_end(&mut buf)?;
+            }
+        }
+        Ok((None, buf))
+    })
+    .await
+    .map_err(|e| format!("{what}: reading failed: {e}"))?;
+    let buf = match read {
+        Ok((Some(len), _)) => return Err(too_large(Some(len))),
+        Ok((None, buf)) if buf.len() > limit => return Err(too_large(None)),
+        Ok((None, buf)) => buf,
+        Err(e) => return Err(format!("{what}: cannot read {source}: {e}")),
+    };
+    let text =
+        String::from_utf8(buf).map_err(|e| format!("{what}: {source} is not UTF-8 text: {e}"))?;
+    Ok((what, text.trim().to_owned()))
 }
 
 async fn health(args: ReportArgs) -> u8 {

@@ -446,3 +446,147 @@ async fn bench_says_when_the_server_closes_a_reporter() {
         assert!(started.elapsed() < Duration::from_secs(10), "rate {rate}");
     }
 }
+
+/// A file of its own in the temp directory, removed when dropped.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn new(contents: &[u8]) -> TempFile {
+        let path = std::env::temp_dir().join(format!(
+            "monitor-client-body-{}-{}.json",
+            std::process::id(),
+            monitor_client::config::random_uuid(b'f')
+        ));
+        std::fs::write(&path, contents).unwrap();
+        TempFile(path)
+    }
+
+    fn arg(&self) -> String {
+        format!("@{}", self.0.display())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The report limit for `--body`: the default max_report_frame_len less the header.
+const BODY_LIMIT: usize = 1024 * 1024 - 45;
+
+/// Runs `args` with `stdin` written to the command's standard input (as much as it takes
+/// before it exits), once or, with `forever`, over and over until the command stops
+/// reading.
+async fn run_with_stdin(args: &[&str], stdin: Vec<u8>, forever: bool) -> Output {
+    use tokio::io::AsyncWriteExt;
+    let mut child = bin().args(args).stdin(Stdio::piped()).spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let writer =
+        tokio::spawn(async move { while input.write_all(&stdin).await.is_ok() && forever {} });
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the command finished in time")
+        .unwrap();
+    writer.abort();
+    Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[tokio::test]
+async fn report_body_from_stdin_or_a_file() {
+    let server = TestServer::start().await;
+    let addr = server.addr.to_string();
+    let mut rx = PushReceiver::connect(config(server.addr), Subscription::new("f"))
+        .await
+        .unwrap();
+
+    let piped = r#"{"code":"from.stdin","n":1}"#;
+    let out = run_with_stdin(
+        &["report", "--server", &addr, "--body", "-"],
+        format!("{piped}\n").into_bytes(),
+        false,
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    assert_eq!(out.stdout.trim(), r#"{"delivered":1}"#);
+    assert_eq!(
+        next_push(&mut rx).await.as_str(),
+        piped,
+        "sent without its newline"
+    );
+
+    let filed = "{\n  \"code\": \"from.file\",\n  \"n\": 2\n}";
+    let file = TempFile::new(format!("{filed}\n").as_bytes());
+    let out = run(&["report", "--server", &addr, "--body", &file.arg()]).await;
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    assert_eq!(out.stdout.trim(), r#"{"delivered":1}"#);
+    assert_eq!(next_push(&mut rx).await.as_str(), filed, "sent as written");
+
+    // Not JSON: the message names the file.
+    let bad = TempFile::new(b"[1, 2]");
+    let out = run(&["report", "--server", &addr, "--body", &bad.arg()]).await;
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("--body {} must be a JSON object", bad.arg())),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test]
+async fn report_body_errors_name_the_file_or_stdin_and_the_limit() {
+    let missing = std::env::temp_dir().join(format!(
+        "monitor-client-missing-{}.json",
+        std::process::id()
+    ));
+    let out = run(&[
+        "report",
+        "--server",
+        "127.0.0.1:1",
+        "--body",
+        &format!("@{}", missing.display()),
+    ])
+    .await;
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "--body @{0}: cannot read {0}: No such file",
+            missing.display()
+        )),
+        "{}",
+        out.stderr
+    );
+
+    // One byte over the limit: refused before anything is sent.
+    let big = TempFile::new(&vec![b' '; BODY_LIMIT + 1]);
+    let out = run(&["report", "--server", "127.0.0.1:1", "--body", &big.arg()]).await;
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    let says = format!(
+        "--body {}: {} has {} bytes, over the report limit of {BODY_LIMIT} bytes",
+        big.arg(),
+        big.0.display(),
+        BODY_LIMIT + 1
+    );
+    assert!(out.stderr.contains(&says), "{}", out.stderr);
+
+    // Stdin that never ends: refused once past the limit, without reading it all.
+    let out = run_with_stdin(
+        &["report", "--server", "127.0.0.1:1", "--body", "-"],
+        vec![b' '; 64 * 1024],
+        true,
+    )
+    .await;
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "--body - (stdin): stdin has more than the report limit of {BODY_LIMIT} bytes"
+        )),
+        "{}",
+        out.stderr
+    );
+}

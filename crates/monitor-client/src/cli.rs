@@ -254,6 +254,11 @@ pub struct BenchArgs {
     /// connection over it.
     #[arg(long, value_name = "BYTES", default_value_t = monitor_proto::codec::DEFAULT_MAX_FRAME_LEN)]
     pub max_frame_len: u32,
+    /// Each subscriber i subscribes to a topic of its own, bench.<i>, and report k goes
+    /// to topic bench.<k mod N>: each report reaches exactly one subscriber (per-device
+    /// routing, as a chat server does) instead of all of them.
+    #[arg(long)]
+    pub distinct_topics: bool,
     /// Allow a server that is not on this host (a load generator is refused anything but
     /// loopback and Unix sockets unless told otherwise).
     #[arg(long)]
@@ -588,8 +593,15 @@ async fn run_bench(args: BenchArgs) -> u8 {
     config.settle = args.settle;
     config.drain = args.drain;
     config.max_frame_len = args.max_frame_len;
+    config.distinct_topics = args.distinct_topics;
     if let Err(e) = config.validate() {
         return usage(&flag_error(&e, BENCH_FLAGS));
+    }
+    // One descriptor per connection: 10,000 subscribers are over many shells' default
+    // `ulimit -n` of 1024, though rarely over the hard limit.
+    #[cfg(unix)]
+    if let Err(e) = bench::raise_open_files_limit(&config) {
+        warn!(error = %e, "cannot raise the open files limit");
     }
     match bench::run(config).await {
         Ok(report) => {

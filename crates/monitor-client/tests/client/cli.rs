@@ -207,6 +207,8 @@ async fn bench_json_prints_the_figures() {
         );
     }
     assert_eq!(r["subscribers"], 3);
+    assert_eq!(r["mode"], "fan-out");
+    assert_eq!(r["misrouted"], 0);
     assert_eq!(r["size"], 300);
     assert_eq!(r["rate"], 500);
     assert_eq!(r["reporters"], 2);
@@ -588,5 +590,88 @@ async fn report_body_errors_name_the_file_or_stdin_and_the_limit() {
         )),
         "{}",
         out.stderr
+    );
+}
+
+/// `--distinct-topics`: subscriber i subscribes to bench.<i> and report k goes to
+/// bench.<k mod N>, so each report reaches one subscriber: expected = published, none lost,
+/// none delivered to the wrong subscriber, and pushes/s = reports/s.
+#[tokio::test]
+async fn bench_distinct_topics_routes_each_report_to_one_subscriber() {
+    let server = TestServer::start().await;
+    let addr = server.addr.to_string();
+    let common = [
+        "bench",
+        "--server",
+        addr.as_str(),
+        "--subscribers",
+        "5",
+        "--distinct-topics",
+        "--warmup",
+        "0.2",
+        "--settle",
+        "0.1",
+        "--drain",
+        "3",
+        "--json",
+    ];
+    let fixed: Vec<&str> = common
+        .iter()
+        .copied()
+        .chain(["--rate", "500", "--duration", "1"])
+        .collect();
+    let out = run(&fixed).await;
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let r = json_line(&out.stdout);
+    assert_eq!(r["mode"], "distinct-topics", "{r}");
+    let published = r["published"].as_u64().unwrap();
+    assert!(published >= 400, "{r}");
+    assert_eq!(
+        r["expected"].as_u64(),
+        Some(published),
+        "one subscriber per report: {r}"
+    );
+    assert_eq!(r["delivered"].as_u64(), Some(published), "{r}");
+    assert_eq!(
+        (r["lost"].as_i64(), r["misrouted"].as_u64()),
+        (Some(0), Some(0)),
+        "{r}"
+    );
+    assert_eq!(
+        r["report_ack_delivered_sum"].as_u64(),
+        Some(published),
+        "each ack says 1: {r}"
+    );
+    let (pubs, delivs) = (
+        r["pub_msgs_per_s"].as_f64().unwrap(),
+        r["deliv_msgs_per_s"].as_f64().unwrap(),
+    );
+    assert!((400.0..=600.0).contains(&pubs), "{r}");
+    assert!(
+        (delivs - pubs).abs() <= 0.1 * pubs,
+        "pushes/s = reports/s: {r}"
+    );
+
+    // Max rate, with a window under N/2: the flow-control window follows deliveries, not
+    // the average of the subscribers' highest seq (N/2 behind the reporters here), so the
+    // reporters do not stall (they did, at 2 reports in all).
+    let max: Vec<&str> = common
+        .iter()
+        .copied()
+        .chain(["--duration", "0.5", "--window", "2"])
+        .collect();
+    let out = run(&max).await;
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let r = json_line(&out.stdout);
+    assert_eq!(
+        (r["rate"].as_u64(), r["window"].as_u64()),
+        (Some(0), Some(2)),
+        "{r}"
+    );
+    assert!(r["published"].as_u64().unwrap() > 200, "{r}");
+    assert_eq!(
+        (r["lost"].as_i64(), r["misrouted"].as_u64()),
+        (Some(0), Some(0)),
+        "{r}"
     );
 }

@@ -10,7 +10,9 @@ use monitor_proto::{MessageCodec, MsgType, Outgoing, Role};
 use tokio::io::AsyncWriteExt;
 use tokio_util::codec::Framed;
 
-use crate::support::{config, next_event, next_push, quiet_for, wait_connected, TestServer, WAIT};
+use crate::support::{
+    config, next_event, next_push, quiet_for, wait_attempt, wait_connected, TestServer, WAIT,
+};
 
 #[tokio::test]
 async fn receiver_gets_reports_in_order() {
@@ -82,10 +84,10 @@ async fn restart_and_resubscribe(encrypt: bool) {
         other => panic!("expected Disconnected, got {other:?}"),
     }
     // Down for a while: several attempts fail.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_attempt(rx.status_watch(), 3).await;
     assert!(matches!(
         rx.status(),
-        Status::Connecting { .. } | Status::Disconnected { .. }
+        Status::Connecting { attempt, .. } if attempt >= 3
     ));
 
     let server = TestServer::start_on(port, |_| {}).await;
@@ -286,7 +288,9 @@ async fn bad_server_input_is_skipped_or_ends_the_connection_without_panicking() 
         // Then a header that breaks the protocol: the stream cannot go on.
         server.get_mut().write_all(&[9u8; 45]).await.unwrap();
         server.get_mut().flush().await.unwrap();
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Keep the connection open until the client drops it: the client must see the
+        // bad header, not an end of stream.
+        while let Some(Ok(_)) = server.next().await {}
     })
     .await;
     let mut cfg = config(addr);

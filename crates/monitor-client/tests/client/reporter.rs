@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::codec::Framed;
 
 use crate::support::{
-    config, eventually, next_push, quiet_for, wait_connected, Proxy, TestServer, WAIT,
+    config, eventually, next_push, quiet_for, wait_attempt, wait_connected, Proxy, TestServer, WAIT,
 };
 
 #[tokio::test]
@@ -98,7 +98,7 @@ async fn reports_made_while_the_server_is_down_arrive_after_it_returns_in_order_
                 .unwrap()
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await; // several failed attempts
+    wait_attempt(reporter.status_watch(), 3).await; // two failed attempts, a third under way
     let stats = reporter.stats();
     assert_eq!((stats.buffered, stats.in_flight, stats.written), (17, 0, 3));
     assert!(!reporter.status().is_connected());

@@ -254,8 +254,8 @@ pub struct BenchArgs {
     /// connection over it.
     #[arg(long, value_name = "BYTES", default_value_t = monitor_proto::codec::DEFAULT_MAX_FRAME_LEN)]
     pub max_frame_len: u32,
-    /// Each subscriber i subscribes to a topic of its own, bench.<i>, and report k goes
-    /// to topic bench.<k mod N>: each report reaches exactly one subscriber (per-device
+    /// Each subscriber i subscribes to a topic of its own, `bench.<i>`, and report k goes
+    /// to topic `bench.<k mod N>`: each report reaches exactly one subscriber (per-device
     /// routing, as a chat server does) instead of all of them.
     #[arg(long)]
     pub distinct_topics: bool,

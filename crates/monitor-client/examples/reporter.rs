@@ -1,5 +1,6 @@
-//! Reports a counter every second; while the server is away, reports are buffered and
-//! sent in order once it is back.
+//! Reports a counter as `host.example` every second; while the server is away, reports
+//! are buffered and sent in order once it is back. The `push_receiver` example (topic
+//! `host.*`) prints them: run the two side by side (the README has the commands).
 //!
 //! `cargo run -p monitor-client --example reporter -- 127.0.0.1:9503`
 use std::time::Duration;
@@ -17,7 +18,7 @@ async fn main() -> Result<(), Error> {
 
     let reporter = Reporter::connect(config).await?;
     for n in 0u64.. {
-        let report = json!({"code": "example.counter", "n": n});
+        let report = json!({"code": "host.example", "n": n});
         match reporter.send(&report) {
             // Pipelined: the acknowledgement is awaited in its own task.
             Ok(ack) => drop(tokio::spawn(async move {

@@ -16,6 +16,13 @@
 //!   `deliv_mb_per_s` = `deliv_msgs_per_s × size / 10⁶` (payload only).
 //! - `expected` = reports written (warmup included) × N; `delivered` = pushes read by the
 //!   end of the drain; `lost` = the difference.
+//! - `distinct_topics` (`--distinct-topics`): subscriber `i` subscribes to its own topic
+//!   `bench.<i>`, and report `k` carries code `bench.<k mod N>`, so each report reaches
+//!   exactly one subscriber (the per-device routing of a chat server). Then `expected` =
+//!   reports written (each subscriber expects only its own: report `k` goes to subscriber
+//!   `k mod N`), `delivered` counts pushes that reached their own subscriber, and one that
+//!   reached another counts as `misrouted`. Delivered pushes per second then equal reports
+//!   per second.
 //! - `rate = 0`: the reporters write ~32 KiB batches back to back, but stay at most `window`
 //!   reports ahead of the subscribers' average progress (highest `seq` seen); without a
 //!   bound the loopback socket buffers fill with a backlog and the figures measure buffer
@@ -40,7 +47,7 @@ use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::codec::Decoder;
 
-use crate::config::{random_uuid, ClientConfig, DEFAULT_MAX_FRAME_LEN};
+use crate::config::{random_uuid, ClientConfig, DEFAULT_MAX_FRAME_LEN, MAX_DURATION};
 use crate::connection::{BoxRead, BoxWrite, Connection, Handshake};
 use crate::error::{Error, Result};
 use monitor_proto::Address;
@@ -71,10 +78,86 @@ const CONNECT_CONCURRENCY: usize = 128;
 /// Progress value of a subscriber that has gone away (ignored by the window).
 const GONE: u64 = u64::MAX;
 
+/// The length of a report frame of a `size`-byte report: the header and the body, which is
+/// never shorter than its keys and numbers ([`MIN_SIZE`]).
+pub fn report_frame_len(size: usize) -> usize {
+    HEADER_LEN + size.max(MIN_SIZE)
+}
+
 /// The default window at max rate for `n` subscribers: up to 1000 reports ahead of the
 /// average subscriber, and at most ~200k deliveries in flight in all.
 pub fn default_window(n: usize) -> u64 {
     (200_000 / n.max(1) as u64).clamp(10, 1000)
+}
+
+/// The default window at max rate with distinct topics: each report is one delivery, so
+/// 1000 reports ahead are 1000 deliveries in flight, whatever the number of subscribers.
+pub const DISTINCT_WINDOW: u64 = 1000;
+
+/// File descriptors a run needs beyond one per connection (the runtime, stdio, logging),
+/// as a margin.
+const SPARE_FDS: u64 = 64;
+
+/// Open files a run of `cfg` needs: one per connection, and a margin.
+fn fds_needed(cfg: &BenchConfig) -> u64 {
+    (cfg.subscribers as u64)
+        .saturating_add(cfg.reporters as u64)
+        .saturating_add(SPARE_FDS)
+}
+
+/// Raises this process's soft limit on open files (`ulimit -n`) to what a run of `cfg`
+/// needs, as far as the hard limit allows (the `monitor-client bench` command does this
+/// before a run; a program that embeds the bench decides for itself). Returns the soft
+/// limit now in force, `None` for unlimited.
+///
+/// # Errors
+/// The system's refusal to change the limit.
+#[cfg(unix)]
+pub fn raise_open_files_limit(cfg: &BenchConfig) -> std::io::Result<Option<u64>> {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    let needed = fds_needed(cfg);
+    match limit.current {
+        Some(soft) if soft < needed => {
+            let raised = limit.maximum.map_or(needed, |hard| needed.min(hard));
+            if raised > soft {
+                let mut new = limit;
+                new.current = Some(raised);
+                setrlimit(Resource::Nofile, new)?;
+            }
+            Ok(Some(raised.max(soft)))
+        }
+        current => Ok(current),
+    }
+}
+
+/// Refuses, before any connection is made, a run that would run out of file descriptors
+/// part way through setting up its subscribers.
+#[cfg(unix)]
+fn check_open_files(cfg: &BenchConfig) -> Result<()> {
+    use rustix::process::{getrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    let needed = fds_needed(cfg);
+    match limit.current {
+        Some(soft) if soft < needed => Err(Error::Bench {
+            reason: format!(
+                "{} subscribers and {} reporters need about {needed} open files, but this \
+                 process may open {soft} (ulimit -n; hard limit {}); raise it, e.g. \
+                 `ulimit -n {needed}`",
+                cfg.subscribers,
+                cfg.reporters,
+                limit
+                    .maximum
+                    .map_or_else(|| "unlimited".to_owned(), |h| h.to_string()),
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(not(unix))]
+fn check_open_files(_: &BenchConfig) -> Result<()> {
+    Ok(())
 }
 
 /// What to run.
@@ -108,6 +191,14 @@ pub struct BenchConfig {
     pub heartbeat_interval: Duration,
     /// Draw a progress bar on stderr (only when it is a terminal).
     pub progress: bool,
+    /// The server's `max_frame_len` (default 1 MiB, the server's default): a `size` whose
+    /// report frame would exceed it is refused up front, since the server would close the
+    /// connection over it.
+    pub max_frame_len: u32,
+    /// Each subscriber subscribes to a topic of its own, `bench.<i>`, and the reports
+    /// rotate over those topics, so each report reaches exactly one subscriber (see the
+    /// module documentation). Default: every subscriber gets every report.
+    pub distinct_topics: bool,
 }
 
 impl BenchConfig {
@@ -128,6 +219,8 @@ impl BenchConfig {
             connect_timeout: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(30),
             progress: true,
+            max_frame_len: monitor_proto::codec::DEFAULT_MAX_FRAME_LEN,
+            distinct_topics: false,
         }
     }
 
@@ -151,21 +244,49 @@ impl BenchConfig {
         if self.size > MAX_SIZE {
             return bad("size", "must be at most 16 MiB");
         }
+        let smallest = report_frame_len(0);
+        if (self.max_frame_len as usize) < smallest {
+            return bad(
+                "max_frame_len",
+                &format!("must be at least {smallest} (a header and the smallest report)"),
+            );
+        }
+        let frame = report_frame_len(self.size);
+        if frame > self.max_frame_len as usize {
+            return bad(
+                "size",
+                &format!(
+                    "a {}-byte report makes a {frame}-byte frame ({HEADER_LEN}-byte header + body), \
+                     over max_frame_len ({}), the server's limit: it would close the connection. \
+                     Raise max_frame_len here and in the server's config for larger reports",
+                    self.size, self.max_frame_len
+                ),
+            );
+        }
         if self.duration.is_zero() {
             return bad("duration", "must be more than zero");
         }
-        if self.duration > Duration::from_secs(3600)
-            || self.warmup > Duration::from_secs(600)
-            || self.drain > Duration::from_secs(600)
-            || self.settle > Duration::from_secs(600)
-        {
-            return bad(
-                "duration",
-                "duration is capped at 3600 s, warmup, settle and drain at 600 s",
-            );
+        let caps = [
+            ("duration", self.duration, 3600),
+            ("warmup", self.warmup, 600),
+            ("settle", self.settle, 600),
+            ("drain", self.drain, 600),
+        ];
+        for (field, value, cap) in caps {
+            if value > Duration::from_secs(cap) {
+                return bad(field, &format!("must be at most {cap} s"));
+            }
         }
-        if self.heartbeat_interval.is_zero() || self.connect_timeout.is_zero() {
-            return bad("heartbeat_interval", "timeouts must be more than zero");
+        for (field, value) in [
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("connect_timeout", self.connect_timeout),
+        ] {
+            if value.is_zero() {
+                return bad(field, "must be more than zero");
+            }
+            if value > MAX_DURATION {
+                return bad(field, "must be at most one year");
+            }
         }
         Ok(())
     }
@@ -173,9 +294,20 @@ impl BenchConfig {
     fn window(&self) -> u64 {
         if self.rate > 0 {
             0
+        } else if self.distinct_topics {
+            self.window.unwrap_or(DISTINCT_WINDOW)
         } else {
             self.window
                 .unwrap_or_else(|| default_window(self.subscribers))
+        }
+    }
+
+    /// What the report calls this run's routing.
+    fn mode(&self) -> &'static str {
+        if self.distinct_topics {
+            "distinct-topics"
+        } else {
+            "fan-out"
         }
     }
 }
@@ -184,6 +316,9 @@ impl BenchConfig {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct BenchReport {
+    /// `"fan-out"` (every subscriber gets every report) or `"distinct-topics"` (each
+    /// report reaches one subscriber).
+    pub mode: &'static str,
     /// Subscriber connections.
     pub subscribers: usize,
     /// Reporter connections.
@@ -216,10 +351,14 @@ pub struct BenchReport {
     pub lat_max_us: f64,
     /// Latency samples recorded.
     pub lat_samples: u64,
-    /// `published × subscribers`.
+    /// `published × subscribers`; with distinct topics, `published`.
     pub expected: u64,
-    /// Pushes read by the end of the drain.
+    /// Pushes read by the end of the drain; with distinct topics, those that reached
+    /// their own subscriber.
     pub delivered: u64,
+    /// With distinct topics: pushes that reached a subscriber other than their own
+    /// (always 0 in fan-out mode).
+    pub misrouted: u64,
     /// `expected − delivered`.
     pub lost: i64,
     /// Time from the last report until everything arrived (or the drain gave up).
@@ -254,11 +393,29 @@ fn push_u64(out: &mut Vec<u8>, mut v: u64) {
 }
 
 const PAYLOAD_HEAD: &[u8] = b"{\"code\":\"bench\",\"seq\":";
+/// How a report with a topic of its own begins: `{"code":"bench.<topic>","seq":…`.
+const TOPIC_HEAD: &[u8] = b"{\"code\":\"bench.";
+const TOPIC_TAIL: &[u8] = b"\",\"seq\":";
 
 /// Appends one report of exactly `size` bytes (or the minimum its numbers need).
 pub fn write_payload(out: &mut Vec<u8>, size: usize, seq: u64, ts_ns: u64) {
     let start = out.len();
     out.extend_from_slice(PAYLOAD_HEAD);
+    finish_payload(out, start, size, seq, ts_ns);
+}
+
+/// [`write_payload`] with code `bench.<topic>` (distinct topics).
+pub fn write_topic_payload(out: &mut Vec<u8>, size: usize, topic: u64, seq: u64, ts_ns: u64) {
+    let start = out.len();
+    out.extend_from_slice(TOPIC_HEAD);
+    push_u64(out, topic);
+    out.extend_from_slice(TOPIC_TAIL);
+    finish_payload(out, start, size, seq, ts_ns);
+}
+
+/// The rest of a payload that began at `start`: seq, timestamp, padding.
+#[inline]
+fn finish_payload(out: &mut Vec<u8>, start: usize, size: usize, seq: u64, ts_ns: u64) {
     push_u64(out, seq);
     out.extend_from_slice(b",\"ts\":");
     push_u64(out, ts_ns);
@@ -280,11 +437,18 @@ fn parse_digits(p: &[u8]) -> Option<(u64, usize)> {
     (i > 0).then_some((v, i))
 }
 
-/// `(seq, ts)` of a push body that wraps a bench report. The server forwards the report
-/// byte for byte, so both numbers sit at known places.
+/// `(seq, ts)` of a push body that wraps a bench report (code `bench` or `bench.<topic>`).
+/// The server forwards the report byte for byte, so both numbers sit at known places.
 pub fn parse_push(body: &[u8]) -> Option<(u64, u64)> {
     let report = body.strip_prefix(SUCCESS_PREFIX)?;
-    let rest = report.strip_prefix(PAYLOAD_HEAD)?;
+    let rest = match report.strip_prefix(PAYLOAD_HEAD) {
+        Some(rest) => rest,
+        None => {
+            let rest = report.strip_prefix(TOPIC_HEAD)?;
+            let (_, n) = parse_digits(rest)?;
+            rest[n..].strip_prefix(TOPIC_TAIL)?
+        }
+    };
     let (seq, n) = parse_digits(rest)?;
     let rest = rest[n..].strip_prefix(b",\"ts\":")?;
     let (ts, _) = parse_digits(rest)?;
@@ -317,6 +481,12 @@ struct Shared {
     ack_delivered: AtomicU64,
     ack_errors: AtomicU64,
     connect_gate: Semaphore,
+    /// A reporter's connection was closed by the server while reports were being sent.
+    reporter_closed: AtomicBool,
+    /// Subscribers gone (never connected, or disconnected).
+    gone: AtomicU64,
+    /// Distinct topics: pushes that reached a subscriber other than their own.
+    misrouted: AtomicU64,
 }
 
 impl Shared {
@@ -352,7 +522,23 @@ impl Shared {
             ack_delivered: AtomicU64::new(0),
             ack_errors: AtomicU64::new(0),
             connect_gate: Semaphore::new(CONNECT_CONCURRENCY),
+            reporter_closed: AtomicBool::new(false),
+            gone: AtomicU64::new(0),
+            misrouted: AtomicU64::new(0),
         }))
+    }
+
+    /// Why the run stops when the server closed a reporter's connection: its log says
+    /// why (the bench only sees the connection go), not a bare `Broken pipe`.
+    fn server_closed(&self, detail: &str) -> Error {
+        Error::Bench {
+            reason: format!(
+                "the server closed a reporter's connection mid-run ({detail}); the server's log \
+                 says why, e.g. a report frame over its max_frame_len (this bench assumed {}: \
+                 --max-frame-len)",
+                self.cfg.max_frame_len
+            ),
+        }
     }
 
     fn now_ns(&self) -> u64 {
@@ -361,6 +547,31 @@ impl Shared {
 
     fn deadline(&self, ns: u64) -> tokio::time::Instant {
         tokio::time::Instant::from_std(self.t0 + Duration::from_nanos(ns))
+    }
+
+    /// How far the subscribers have got, in reports, for the reporters' window (GONE if
+    /// none is left). Fan-out: the average of their highest `seq`s. Distinct topics: the
+    /// reports delivered, one delivery each, counting as delivered the share meant for
+    /// subscribers that are gone (an average of highest `seq`s lags the reporters by
+    /// N/2 there, more than the window once N is large).
+    fn progress(&self) -> u64 {
+        if !self.cfg.distinct_topics {
+            return self.avg_progress();
+        }
+        let n = self.cfg.subscribers as u128;
+        let live = n.saturating_sub(u128::from(self.gone.load(SeqCst)));
+        if live == 0 {
+            return GONE;
+        }
+        let delivered = u128::from(self.delivered.load(SeqCst));
+        u64::try_from(delivered * n / live).unwrap_or(GONE)
+    }
+
+    /// Marks subscriber `id` gone: it must not hold the reporters' window shut.
+    fn subscriber_gone(&self, id: usize) {
+        self.progress[id].0.store(GONE, SeqCst);
+        self.gone.fetch_add(1, SeqCst);
+        self.pub_wake.notify_waiters();
     }
 
     /// Average progress of the subscribers still connected (GONE if none is).
@@ -494,7 +705,12 @@ async fn subscriber(
     ready: mpsc::UnboundedSender<Result<()>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let hello = Subscribe::body(&format!("bench-subscriber-{id}"), &[BENCH_CODE]);
+    let hello = if sh.cfg.distinct_topics {
+        let topic = format!("{BENCH_CODE}.{id}");
+        Subscribe::body(&topic, &[topic.as_str()])
+    } else {
+        Subscribe::body(&format!("bench-subscriber-{id}"), &[BENCH_CODE])
+    };
     let opened = {
         let _permit = sh.connect_gate.acquire().await;
         open_with_retry(&sh, Handshake::Subscribe(hello), b's').await
@@ -508,7 +724,7 @@ async fn subscriber(
     } = match opened {
         Ok(o) => o,
         Err(e) => {
-            sh.progress[id].0.store(GONE, SeqCst);
+            sh.subscriber_gone(id);
             let _ = ready.send(Err(e));
             return;
         }
@@ -524,6 +740,8 @@ async fn subscriber(
     );
     let mut samples: Vec<u64> = Vec::with_capacity(512);
     let mut next_seq = 0u64;
+    // Distinct topics: this subscriber's reports are those with `seq % n == mine`.
+    let (distinct, n_subs, mine) = (sh.cfg.distinct_topics, sh.cfg.subscribers as u64, id as u64);
     loop {
         if buf.capacity() - buf.len() < READ_MIN_FREE {
             buf.reserve(READ_CHUNK);
@@ -550,29 +768,45 @@ async fn subscriber(
         // One clock reading per read: every push in this read had arrived by now.
         let now = sh.now_ns();
         let (ws, we) = (sh.window_start.load(Relaxed), sh.window_end.load(Relaxed));
-        let (mut n, mut no_ts, mut max_seq) = (0u64, 0u64, None);
+        let (mut n, mut no_ts, mut max_seq, mut misrouted) = (0u64, 0u64, None, 0u64);
         let decoded = for_each_frame(&mut buf, &mut codec, |msg_type, body| {
             if msg_type != MsgType::Push {
                 return;
             }
-            n += 1;
             match body.and_then(parse_push) {
+                Some((seq, _)) if distinct && seq % n_subs != mine => misrouted += 1,
                 Some((seq, ts)) => {
+                    n += 1;
                     if ts >= ws && ts < we {
                         samples.push(now.saturating_sub(ts));
                     }
                     max_seq = max_seq.max(Some(seq));
                 }
-                None => no_ts += 1,
+                None => {
+                    n += 1;
+                    no_ts += 1;
+                }
             }
         });
         if n > 0 {
-            sh.delivered.fetch_add(n, Relaxed);
+            if distinct {
+                // The reporters' window follows this count: ordered against their
+                // `pub_waiting` as the fan-out progress is.
+                sh.delivered.fetch_add(n, SeqCst);
+                if sh.pub_waiting.load(SeqCst) {
+                    sh.pub_wake.notify_waiters();
+                }
+            } else {
+                sh.delivered.fetch_add(n, Relaxed);
+            }
             if now >= ws && now < we {
                 sh.delivered_in_window.fetch_add(n, Relaxed);
             }
         }
-        if let Some(seq) = max_seq {
+        if misrouted > 0 {
+            sh.misrouted.fetch_add(misrouted, Relaxed);
+        }
+        if let Some(seq) = max_seq.filter(|_| !distinct) {
             // `seq` comes from the network: any reporter may send one.
             if seq.saturating_add(1) > next_seq {
                 next_seq = seq.saturating_add(1);
@@ -593,18 +827,16 @@ async fn subscriber(
             break;
         }
     }
-    // A subscriber that is gone must not hold the reporters' window shut.
-    sh.progress[id].0.store(GONE, SeqCst);
-    sh.pub_wake.notify_waiters();
+    sh.subscriber_gone(id);
 }
 
 /// Waits until a reporter about to claim `seq` may send more without running more than
-/// `window` reports ahead of the subscribers' average. Once it has had to wait, it waits for
+/// `window` reports ahead of the subscribers' progress ([`Shared::progress`]). Once it has had to wait, it waits for
 /// half the window, so it resumes with a sizeable batch. Returns how many it may send, or
 /// 0 if `deadline` passed first.
 async fn wait_for_window(sh: &Shared, window: u64, deadline: tokio::time::Instant) -> u64 {
     let seq = sh.seq.load(SeqCst);
-    let limit = sh.avg_progress().saturating_add(window);
+    let limit = sh.progress().saturating_add(window);
     if seq < limit {
         return limit - seq;
     }
@@ -615,14 +847,14 @@ async fn wait_for_window(sh: &Shared, window: u64, deadline: tokio::time::Instan
         notified.as_mut().enable();
         sh.pub_waiting.store(true, SeqCst);
         let seq = sh.seq.load(SeqCst);
-        let limit = sh.avg_progress().saturating_add(window);
+        let limit = sh.progress().saturating_add(window);
         if seq.saturating_add(want) <= limit {
             sh.pub_waiting.store(false, SeqCst);
             return limit - seq;
         }
         let until = deadline.min(tokio::time::Instant::now() + Duration::from_millis(5));
         let _ = tokio::time::timeout_at(until, notified).await;
-        if tokio::time::Instant::now() >= deadline {
+        if tokio::time::Instant::now() >= deadline || sh.reporter_closed.load(Relaxed) {
             sh.pub_waiting.store(false, SeqCst);
             return 0;
         }
@@ -630,7 +862,11 @@ async fn wait_for_window(sh: &Shared, window: u64, deadline: tokio::time::Instan
 }
 
 /// Writes `buf` until done or until `deadline`; returns the bytes written.
+///
+/// # Errors
+/// A failed write: the server closed the connection.
 async fn write_until(
+    sh: &Shared,
     wr: &mut BoxWrite,
     buf: &[u8],
     deadline: tokio::time::Instant,
@@ -638,13 +874,18 @@ async fn write_until(
     let mut off = 0;
     while off < buf.len() {
         match tokio::time::timeout_at(deadline, wr.write(&buf[off..])).await {
-            Ok(Ok(0)) => {
-                return Err(Error::Proto(
-                    std::io::Error::from(std::io::ErrorKind::WriteZero).into(),
-                ))
-            }
+            Ok(Ok(0)) => return Err(sh.server_closed("writes are refused")),
             Ok(Ok(n)) => off += n,
-            Ok(Err(e)) => return Err(Error::Proto(e.into())),
+            Ok(Err(e)) => {
+                use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+                // EPIPE and the like only say that the server closed it, as the message
+                // says; anything else is worth showing.
+                let detail = match e.kind() {
+                    BrokenPipe | ConnectionReset | ConnectionAborted => "writes are refused".into(),
+                    _ => format!("a write failed: {e}"),
+                };
+                return Err(sh.server_closed(&detail));
+            }
             Err(_) => break,
         }
     }
@@ -680,16 +921,20 @@ async fn read_acks(
         sh.ack_errors.fetch_add(errors, Relaxed);
         if let Err(e) = decoded {
             tracing::warn!(error = %e, "bench reporter: protocol error");
-            return;
+            break;
         }
         if buf.capacity() - buf.len() < READ_MIN_FREE {
             buf.reserve(READ_CHUNK);
         }
         match reader.read_buf(&mut buf).await {
             Ok(n) if n > 0 => {}
-            _ => return,
+            _ => break,
         }
     }
+    // The bench closes its reporters' connections only after this task is aborted: the
+    // server closed this one. A reporter waiting for the window must not wait it out.
+    sh.reporter_closed.store(true, SeqCst);
+    sh.pub_wake.notify_waiters();
 }
 
 /// One reporter: write reports until the window's end. Returns its connection's write
@@ -717,6 +962,7 @@ async fn reporter(sh: Arc<Shared>, rate_share: u64) -> Result<(BoxWrite, JoinHan
         b.frame_codec()
     };
     let report_header = Header::new(MsgType::Report, uuid);
+    let subscribers = cfg.subscribers as u64;
     let heartbeat_header = Header::new(MsgType::Heartbeat, uuid);
     let mut payload = Vec::with_capacity(cfg.size + 64);
     let mut batch = BytesMut::with_capacity(PUB_BATCH_BYTES + cfg.size + 256);
@@ -726,6 +972,9 @@ async fn reporter(sh: Arc<Shared>, rate_share: u64) -> Result<(BoxWrite, JoinHan
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
+        if sh.reporter_closed.load(Relaxed) {
+            return Err(sh.server_closed("its acknowledgements ended"));
+        }
         let allowed = if cfg.rate == 0 {
             if sh.now_ns() >= we {
                 break;
@@ -766,7 +1015,11 @@ async fn reporter(sh: Arc<Shared>, rate_share: u64) -> Result<(BoxWrite, JoinHan
             let seq = sh.seq.fetch_add(1, SeqCst);
             let ts = sh.now_ns();
             payload.clear();
-            write_payload(&mut payload, cfg.size, seq, ts);
+            if cfg.distinct_topics {
+                write_topic_payload(&mut payload, cfg.size, seq % subscribers, seq, ts);
+            } else {
+                write_payload(&mut payload, cfg.size, seq, ts);
+            }
             frames.encode_parts(&report_header, &payload, &mut batch)?;
             ends.push((batch.len(), ts >= ws && ts < we));
             sent += 1;
@@ -775,7 +1028,7 @@ async fn reporter(sh: Arc<Shared>, rate_share: u64) -> Result<(BoxWrite, JoinHan
             continue;
         }
         // Never block past the window's end: an open-loop reporter can face a full socket.
-        let written = write_until(&mut writer, &batch, end).await?;
+        let written = write_until(&sh, &mut writer, &batch, end).await?;
         let (mut published, mut in_window) = (0u64, 0u64);
         for &(e, w) in &ends {
             if e > written {
@@ -792,6 +1045,9 @@ async fn reporter(sh: Arc<Shared>, rate_share: u64) -> Result<(BoxWrite, JoinHan
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), writer.flush()).await;
+    if sh.reporter_closed.load(SeqCst) {
+        return Err(sh.server_closed("its acknowledgements ended"));
+    }
     Ok((writer, acks))
 }
 
@@ -847,6 +1103,7 @@ fn progress_bar(sh: &Arc<Shared>) -> Option<(ProgressBar, JoinHandle<()>)> {
 /// (after 3 attempts each).
 pub async fn run(cfg: BenchConfig) -> Result<BenchReport> {
     cfg.validate()?;
+    check_open_files(&cfg)?;
     let sh = Shared::new(cfg.clone())?;
     let (stop_tx, stop_rx) = watch::channel(false);
 
@@ -941,7 +1198,13 @@ pub async fn run(cfg: BenchConfig) -> Result<BenchReport> {
 
     // 3. Drain: deliveries and acks still in flight; give up after `drain`, or after 1 s
     //    without progress.
-    let n = cfg.subscribers as u64;
+    // Fan-out: every subscriber expects every report; distinct topics: each report is
+    // expected by one subscriber.
+    let n = if cfg.distinct_topics {
+        1
+    } else {
+        cfg.subscribers as u64
+    };
     let published = sh.published.load(SeqCst);
     let expected = published * n;
     let drain_deadline = Instant::now() + cfg.drain;
@@ -980,11 +1243,16 @@ pub async fn run(cfg: BenchConfig) -> Result<BenchReport> {
     }
     let secs = cfg.duration.as_secs_f64();
     let mut sample = Vec::new();
-    write_payload(&mut sample, cfg.size, 0, 0);
+    if cfg.distinct_topics {
+        write_topic_payload(&mut sample, cfg.size, cfg.subscribers as u64 - 1, 0, 0);
+    } else {
+        write_payload(&mut sample, cfg.size, 0, 0);
+    }
     let size = cfg.size.max(sample.len());
     let delivered = sh.delivered.load(SeqCst);
     let deliv_per_s = sh.delivered_in_window.load(SeqCst) as f64 / secs;
     Ok(BenchReport {
+        mode: cfg.mode(),
         subscribers: cfg.subscribers,
         reporters: cfg.reporters,
         size,
@@ -1003,6 +1271,7 @@ pub async fn run(cfg: BenchConfig) -> Result<BenchReport> {
         lat_samples: hist.len(),
         expected,
         delivered,
+        misrouted: sh.misrouted.load(SeqCst),
         lost: i64::try_from(expected).unwrap_or(i64::MAX)
             - i64::try_from(delivered).unwrap_or(i64::MAX),
         drain_s: (drain_s * 100.0).round() / 100.0,
@@ -1023,12 +1292,18 @@ impl BenchReport {
         } else {
             format!("{} reports/s", self.rate)
         };
+        let misrouted = if self.mode == "distinct-topics" {
+            format!(", misrouted {}", self.misrouted)
+        } else {
+            String::new()
+        };
         format!(
-            "{} subscribers, {} reporter(s), {}-byte reports, {:.1} s measured after {:.1} s warmup, {rate}\n\
+            "{}: {} subscribers, {} reporter(s), {}-byte reports, {:.1} s measured after {:.1} s warmup, {rate}\n\
              published   {:>12.0} reports/s\n\
              delivered   {:>12.0} pushes/s   ({:.2} MB/s of payload)\n\
              latency     p50 {} µs   p99 {} µs   p99.9 {} µs   max {} µs   ({} samples)\n\
-             lost        {} of {} expected   (acks {}, refused {}, subscriber disconnects {}, drain {:.2} s)",
+             lost        {} of {} expected   (acks {}, refused {}, subscriber disconnects {}, drain {:.2} s{misrouted})",
+            self.mode,
             self.subscribers,
             self.reporters,
             self.size,
@@ -1080,6 +1355,53 @@ mod tests {
             parse_push(&reply::push(br#"{"code":"bench","seq":x}"#)),
             None
         );
+    }
+
+    #[test]
+    fn topic_payload_is_exact_and_parses_back_through_a_push() {
+        for (size, topic) in [(100, 0), (200, 9_999), (1000, 999_999)] {
+            let mut v = Vec::new();
+            write_topic_payload(&mut v, size, topic, 123_456, 9_876_543_210);
+            assert_eq!(v.len(), size);
+            let j: serde_json::Value = serde_json::from_slice(&v).unwrap();
+            assert_eq!(j["code"], format!("bench.{topic}"));
+            assert_eq!(j["seq"], 123_456);
+            assert_eq!(parse_push(&reply::push(&v)), Some((123_456, 9_876_543_210)));
+        }
+        for bad in [
+            &br#"{"code":"bench.","seq":1,"ts":2}"#[..],
+            br#"{"code":"bench.1x","seq":1,"ts":2}"#,
+        ] {
+            assert_eq!(parse_push(&reply::push(bad)), None);
+        }
+    }
+
+    /// 10,000 subscribers are over many shells' `ulimit -n`: a run that cannot open its
+    /// connections is refused before the first one, saying what to raise.
+    #[cfg(unix)]
+    #[test]
+    fn too_few_open_files_is_refused_up_front() {
+        use rustix::process::{getrlimit, Resource};
+        let mut cfg = BenchConfig::new("127.0.0.1:1".parse().unwrap());
+        cfg.subscribers = MAX_CONNECTIONS;
+        match getrlimit(Resource::Nofile).current {
+            Some(soft) if soft < fds_needed(&cfg) => {
+                let err = check_open_files(&cfg).unwrap_err().to_string();
+                assert!(
+                    err.contains(
+                        "1000000 subscribers and 1 reporters need about 1000065 open files"
+                    ),
+                    "{err}"
+                );
+                assert!(
+                    err.contains(&format!("may open {soft} (ulimit -n")),
+                    "{err}"
+                );
+            }
+            _ => check_open_files(&cfg).unwrap(),
+        }
+        cfg.subscribers = 1;
+        check_open_files(&cfg).unwrap();
     }
 
     #[test]
@@ -1143,12 +1465,22 @@ mod tests {
         let base = BenchConfig::new("127.0.0.1:1".parse().unwrap());
         assert!(base.validate().is_ok());
         type Breaker = fn(&mut BenchConfig);
-        let checks: [(&str, Breaker); 4] = [
+        let checks: [(&str, Breaker); 7] = [
             ("subscribers", |c| c.subscribers = MAX_CONNECTIONS + 1),
             ("reporters", |c| c.reporters = 0),
-            ("duration", |c| c.settle = Duration::from_secs(601)),
+            ("settle", |c| c.settle = Duration::from_secs(601)),
             ("size", |c| c.size = MAX_SIZE + 1),
+            // A frame over the server's limit, by one byte.
+            ("size", |c| c.size = 1024 * 1024 - 44),
+            ("max_frame_len", |c| c.max_frame_len = 100),
+            ("heartbeat_interval", |c| {
+                c.heartbeat_interval = Duration::MAX
+            }),
         ];
+        let mut fits = base.clone();
+        fits.size = 1024 * 1024 - 45;
+        assert_eq!(report_frame_len(fits.size), 1024 * 1024);
+        assert!(fits.validate().is_ok());
         for (field, break_it) in checks {
             let mut cfg = base.clone();
             break_it(&mut cfg);

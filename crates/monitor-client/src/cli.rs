@@ -3,7 +3,7 @@
 //! Exit codes: 0 success (or interrupted), 1 a runtime failure (server unreachable after
 //! the retries, a refused report or subscription, ...), 2 a usage error.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::health::HealthProbe;
 use crate::receiver::{Event, PushReceiver, Subscription};
 use crate::reporter::Reporter;
-use monitor_proto::Address;
+use monitor_proto::{Address, HEADER_LEN};
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
@@ -86,11 +86,71 @@ pub struct ConnArgs {
     pub retries: Option<u32>,
 }
 
+/// The flag that sets each [`ClientConfig`] field, so that a usage error names what the
+/// user typed rather than the library's field.
+const CONN_FLAGS: &[(&str, &str)] = &[
+    ("server", "--server"),
+    ("uuid", "--uuid"),
+    ("heartbeat_interval", "--heartbeat"),
+    ("connect_timeout", "--connect-timeout"),
+    ("ack_timeout", "--ack-timeout"),
+    ("max_attempts", "--retries"),
+];
+
+/// The flag that sets each [`BenchConfig`] field.
+const BENCH_FLAGS: &[(&str, &str)] = &[
+    ("server", "--server"),
+    ("subscribers", "--subscribers"),
+    ("reporters", "--reporters"),
+    ("size", "--size"),
+    ("duration", "--duration"),
+    ("rate", "--rate"),
+    ("window", "--window"),
+    ("warmup", "--warmup"),
+    ("settle", "--settle"),
+    ("drain", "--drain"),
+    ("max_frame_len", "--max-frame-len"),
+];
+
+/// A configuration error as a usage message: `--flag: reason` when a flag sets the field at
+/// fault, the error as it is otherwise. Other fields the reason names (`max_frame_len`)
+/// become their flags too; only names with an underscore, so that plain words in the
+/// reason ("the server's") are left alone.
+fn flag_error(e: &Error, flags: &[(&str, &str)]) -> String {
+    let Error::Config { field, reason } = e else {
+        return e.to_string();
+    };
+    let Some((_, flag)) = flags.iter().find(|(f, _)| f == field) else {
+        return e.to_string();
+    };
+    let mut reason = reason.clone();
+    for (name, other) in flags.iter().filter(|(f, _)| f.contains('_')) {
+        reason = replace_word(&reason, name, other);
+    }
+    format!("{flag}: {reason}")
+}
+
+/// `text` with each whole-word `word` (not inside a longer identifier) replaced by `with`.
+fn replace_word(text: &str, word: &str, with: &str) -> String {
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(word) {
+        let (before, after) = (&rest[..at], &rest[at + word.len()..]);
+        let whole = !before.ends_with(is_ident) && !after.starts_with(is_ident);
+        out.push_str(before);
+        out.push_str(if whole { with } else { word });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
 impl ConnArgs {
     fn config(&self, default_retries: Option<u32>) -> Result<ClientConfig, String> {
         let mut config = ClientConfig::new(self.server.clone());
         if let Some(uuid) = &self.uuid {
-            config.uuid = parse_uuid(uuid).map_err(|e| format!("--uuid: {e}"))?;
+            config.uuid = parse_uuid(uuid).map_err(|e| flag_error(&e, CONN_FLAGS))?;
         }
         config.encrypt = self.encrypt;
         config.compress = self.compress;
@@ -102,7 +162,7 @@ impl ConnArgs {
             Some(n) => Some(n),
             None => default_retries,
         };
-        config.validate().map_err(|e| e.to_string())?;
+        config.validate().map_err(|e| flag_error(&e, CONN_FLAGS))?;
         Ok(config)
     }
 }
@@ -128,11 +188,12 @@ pub struct ReportArgs {
     /// Connection flags.
     #[command(flatten)]
     pub conn: ConnArgs,
-    /// The report: one JSON object, conventionally with a "code". Prints the
-    /// acknowledgement, {"delivered":N}, and exits.
+    /// The report: one JSON object, conventionally with a "code"; `-` reads it from stdin,
+    /// `@FILE` from a file (either at most the report limit, 1 MiB less the 45-byte
+    /// header). Prints the acknowledgement, {"delivered":N}, and exits.
     #[arg(
         long,
-        value_name = "JSON",
+        value_name = "JSON|-|@FILE",
         conflicts_with = "health",
         required_unless_present = "health"
     )]
@@ -188,6 +249,16 @@ pub struct BenchArgs {
     /// average progress; 0 = no bound. Default: min(1000, max(10, 200000 / N)).
     #[arg(long, value_name = "MSGS")]
     pub window: Option<u64>,
+    /// The server's max_frame_len, in bytes: a --size whose report frame (45-byte header +
+    /// body) exceeds it is refused before the run, since the server would close the
+    /// connection over it.
+    #[arg(long, value_name = "BYTES", default_value_t = monitor_proto::codec::DEFAULT_MAX_FRAME_LEN)]
+    pub max_frame_len: u32,
+    /// Each subscriber i subscribes to a topic of its own, `bench.<i>`, and report k goes
+    /// to topic `bench.<k mod N>`: each report reaches exactly one subscriber (per-device
+    /// routing, as a chat server does) instead of all of them.
+    #[arg(long)]
+    pub distinct_topics: bool,
     /// Allow a server that is not on this host (a load generator is refused anything but
     /// loopback and Unix sockets unless told otherwise).
     #[arg(long)]
@@ -323,19 +394,24 @@ async fn push(args: PushArgs) -> u8 {
 }
 
 async fn report_once(args: ReportArgs, body: String) -> u8 {
-    match serde_json::from_str::<serde_json::Value>(&body) {
-        Ok(v) if v.is_object() => {}
-        Ok(_) => {
-            return usage(
-                "--body must be a JSON object, e.g. '{\"code\":\"deploy\",\"version\":\"1.2\"}'",
-            )
-        }
-        Err(e) => return usage(&format!("--body is not valid JSON: {e}")),
-    }
     let config = match args.conn.config(Some(5)) {
         Ok(c) => c,
         Err(e) => return usage(&e),
     };
+    let limit = (config.max_report_frame_len as usize).saturating_sub(HEADER_LEN);
+    let (what, body) = match read_body(body, limit).await {
+        Ok(read) => read,
+        Err(e) => return usage(&e),
+    };
+    match serde_json::from_str::<serde_json::Value>(&body) {
+        Ok(v) if v.is_object() => {}
+        Ok(_) => {
+            return usage(&format!(
+                "{what} must be a JSON object, e.g. '{{\"code\":\"deploy\",\"version\":\"1.2\"}}'"
+            ))
+        }
+        Err(e) => return usage(&format!("{what} is not valid JSON: {e}")),
+    }
     let reporter = match Reporter::connect(config).await {
         Ok(r) => r,
         Err(e) => return failure(&e),
@@ -347,6 +423,74 @@ async fn report_once(args: ReportArgs, body: String) -> u8 {
         }
         Err(e) => failure(&e),
     }
+}
+
+/// The report `--body` gives: the text itself, `-` for stdin or `@FILE` for a file, at
+/// most `limit` bytes, read without holding more than `limit + 1` bytes whatever the
+/// source's size. Returns how to name the source in a message, and the report, trimmed of
+/// surrounding whitespace (a file's final newline).
+///
+/// # Errors
+/// A message naming the source: unreadable, over `limit`, or not UTF-8.
+async fn read_body(arg: String, limit: usize) -> Result<(String, String), String> {
+    let (what, path) = if arg == "-" {
+        ("--body - (stdin)".to_owned(), None)
+    } else if let Some(path) = arg.strip_prefix('@') {
+        if path.is_empty() {
+            return Err("--body @: a file name must follow the @".into());
+        }
+        (
+            format!("--body @{path}"),
+            Some(std::path::PathBuf::from(path)),
+        )
+    } else {
+        return Ok(("--body".into(), arg));
+    };
+    let source = match &path {
+        Some(path) => path.display().to_string(),
+        None => "stdin".into(),
+    };
+    let too_large = |len: Option<u64>| {
+        let has = len.map_or("more than the".into(), |len| {
+            format!("{len} bytes, over the")
+        });
+        format!(
+            "{what}: {source} has {has} report limit of {limit} bytes \
+             (max_report_frame_len less the {HEADER_LEN}-byte header)"
+        )
+    };
+    // Blocking reads, on a thread of their own.
+    let read = tokio::task::spawn_blocking(move || -> std::io::Result<(Option<u64>, Vec<u8>)> {
+        let mut buf = Vec::new();
+        let cap = limit as u64 + 1;
+        match path {
+            Some(path) => {
+                let file = std::fs::File::open(path)?;
+                // A regular file's size tells at once; the bounded read below still
+                // holds for one that grows, or a pipe.
+                let meta = file.metadata()?;
+                if meta.is_file() && meta.len() > limit as u64 {
+                    return Ok((Some(meta.len()), buf));
+                }
+                file.take(cap).read_to_end(&mut buf)?;
+            }
+            None => {
+                std::io::stdin().lock().take(cap).read_to_end(&mut buf)?;
+            }
+        }
+        Ok((None, buf))
+    })
+    .await
+    .map_err(|e| format!("{what}: reading failed: {e}"))?;
+    let buf = match read {
+        Ok((Some(len), _)) => return Err(too_large(Some(len))),
+        Ok((None, buf)) if buf.len() > limit => return Err(too_large(None)),
+        Ok((None, buf)) => buf,
+        Err(e) => return Err(format!("{what}: cannot read {source}: {e}")),
+    };
+    let text =
+        String::from_utf8(buf).map_err(|e| format!("{what}: {source} is not UTF-8 text: {e}"))?;
+    Ok((what, text.trim().to_owned()))
 }
 
 async fn health(args: ReportArgs) -> u8 {
@@ -365,7 +509,7 @@ async fn health(args: ReportArgs) -> u8 {
     // Started without waiting: reports are buffered until the server is reachable.
     let reporter = match Reporter::start(config) {
         Ok(r) => r,
-        Err(e) => return usage(&e.to_string()),
+        Err(e) => return usage(&flag_error(&e, CONN_FLAGS)),
     };
     let mut probe = HealthProbe::new();
     // CPU use is measured between two readings.
@@ -448,8 +592,16 @@ async fn run_bench(args: BenchArgs) -> u8 {
     config.warmup = args.warmup;
     config.settle = args.settle;
     config.drain = args.drain;
+    config.max_frame_len = args.max_frame_len;
+    config.distinct_topics = args.distinct_topics;
     if let Err(e) = config.validate() {
-        return usage(&e.to_string());
+        return usage(&flag_error(&e, BENCH_FLAGS));
+    }
+    // One descriptor per connection: 10,000 subscribers are over many shells' default
+    // `ulimit -n` of 1024, though rarely over the hard limit.
+    #[cfg(unix)]
+    if let Err(e) = bench::raise_open_files_limit(&config) {
+        warn!(error = %e, "cannot raise the open files limit");
     }
     match bench::run(config).await {
         Ok(report) => {
@@ -481,6 +633,19 @@ mod tests {
         assert!(parse_secs("-1").is_err());
         assert!(parse_secs("nan").is_err());
         assert!(parse_secs("x").is_err());
+    }
+
+    #[test]
+    fn flags_replace_field_names() {
+        let e = Error::Config {
+            field: "size",
+            reason: "over max_frame_len (10), see max_frame_len_x and the server's size".into(),
+        };
+        assert_eq!(
+            flag_error(&e, BENCH_FLAGS),
+            "--size: over --max-frame-len (10), see max_frame_len_x and the server's size"
+        );
+        assert_eq!(replace_word("a_b a_b.", "a_b", "X"), "X X.");
     }
 
     #[test]

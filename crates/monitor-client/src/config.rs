@@ -27,6 +27,10 @@ pub enum Delivery {
 pub const DEFAULT_MAX_FRAME_LEN: u32 = 16 * 1024 * 1024 + 64 * 1024;
 /// Largest report frame sent by default: the server's default `max_frame_len` (1 MiB).
 pub const DEFAULT_MAX_REPORT_FRAME_LEN: u32 = monitor_proto::codec::DEFAULT_MAX_FRAME_LEN;
+/// Longest duration any field of [`ClientConfig`] accepts: one year, as the server's
+/// `MAX_TIMEOUT_SECS`. The background tasks add these durations to `Instant::now()`; a
+/// larger one (`Duration::MAX`) would overflow there instead of being refused here.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Everything a [`PushReceiver`](crate::PushReceiver) or a [`Reporter`](crate::Reporter)
 /// needs. Build one with [`ClientConfig::new`] and change the public fields.
@@ -135,13 +139,21 @@ impl ClientConfig {
                 reason: reason.to_owned(),
             })
         };
-        let positive = [
+        let durations = [
             ("heartbeat_interval", self.heartbeat_interval),
             ("connect_timeout", self.connect_timeout),
             ("ack_timeout", self.ack_timeout),
             ("backoff_min", self.backoff_min),
+            ("backoff_max", self.backoff_max),
         ];
-        for (field, value) in positive {
+        for (field, value) in durations {
+            if value > MAX_DURATION {
+                let reason = format!("must be at most one year ({} s)", MAX_DURATION.as_secs());
+                return bad(field, &reason);
+            }
+        }
+        // backoff_max may be zero only if backoff_min is, which is refused here.
+        for (field, value) in &durations[..4] {
             if value.is_zero() {
                 return bad(field, "must be more than zero");
             }
@@ -266,8 +278,41 @@ mod tests {
         let mut c = base.clone();
         c.backoff_max = Duration::from_millis(1);
         assert!(c.validate().is_err());
-        let mut c = base;
+        let mut c = base.clone();
         c.buffer_size = 0;
         assert!(c.validate().is_err());
+    }
+
+    /// `Duration::MAX` used to pass and then overflow `Instant + Duration` in the
+    /// background task (the receiver's stream just ended).
+    #[test]
+    fn durations_are_bounded_at_one_year() {
+        let base = ClientConfig::new("127.0.0.1:1".parse().unwrap());
+        type Set = fn(&mut ClientConfig, Duration);
+        let fields: [(&str, Set); 5] = [
+            ("heartbeat_interval", |c, d| c.heartbeat_interval = d),
+            ("connect_timeout", |c, d| c.connect_timeout = d),
+            ("ack_timeout", |c, d| c.ack_timeout = d),
+            ("backoff_min", |c, d| c.backoff_min = d),
+            ("backoff_max", |c, d| c.backoff_max = d),
+        ];
+        for (name, set) in fields {
+            for too_long in [Duration::MAX, MAX_DURATION + Duration::from_nanos(1)] {
+                let mut c = base.clone();
+                set(&mut c, too_long);
+                match c.validate() {
+                    Err(Error::Config { field, reason }) => {
+                        assert_eq!(field, name);
+                        assert!(reason.contains("one year"), "{reason}");
+                    }
+                    other => panic!("{name} = {too_long:?}: {other:?}"),
+                }
+            }
+            // One year itself is accepted (backoff_min and backoff_max move together).
+            let mut c = base.clone();
+            c.backoff_max = MAX_DURATION;
+            set(&mut c, MAX_DURATION);
+            c.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
     }
 }

@@ -22,6 +22,11 @@ use crate::config::ClientConfig;
 use crate::error::{Error, Result};
 use monitor_proto::Address;
 
+/// The handshake steps, as errors name them.
+const KEY_EXCHANGE: &str = "key exchange";
+const SUBSCRIBE: &str = "subscribe";
+const HEARTBEAT: &str = "heartbeat";
+
 /// The read half of a connection.
 pub(crate) type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 /// The write half of a connection.
@@ -142,6 +147,9 @@ impl Connection {
     /// Connects, exchanges keys if `encrypt` is set, and does `handshake`, all within
     /// `connect_timeout`.
     pub(crate) async fn establish(cfg: &ClientConfig, handshake: &Handshake) -> Result<Connection> {
+        // The handshake step under way, to say which one got no answer if time runs out;
+        // `None` while the connection is being opened.
+        let mut step: Option<&'static str> = None;
         let attempt = async {
             let (reader, writer) = open_transport(&cfg.server).await?;
             let mut conn = Connection {
@@ -155,20 +163,23 @@ impl Connection {
                 last_rx: Instant::now(),
             };
             if cfg.encrypt {
+                step = Some(KEY_EXCHANGE);
                 conn.key_exchange().await?;
             }
             match handshake {
                 Handshake::Subscribe(body) => {
+                    step = Some(SUBSCRIBE);
                     let ack = conn
-                        .request(MsgType::Subscribe, body.clone(), "subscribe")
+                        .request(MsgType::Subscribe, body.clone(), SUBSCRIBE)
                         .await?;
                     if !ack.is_success() {
                         return Err(Error::SubscribeRefused { msg: ack.msg });
                     }
                 }
                 Handshake::Heartbeat => {
+                    step = Some(HEARTBEAT);
                     let reply = conn
-                        .request(MsgType::Heartbeat, Bytes::new(), "heartbeat")
+                        .request(MsgType::Heartbeat, Bytes::new(), HEARTBEAT)
                         .await?;
                     if !reply.is_success() {
                         return Err(Error::BadReply {
@@ -180,11 +191,16 @@ impl Connection {
             conn.last_rx = Instant::now();
             Ok(conn)
         };
-        match tokio::time::timeout(cfg.connect_timeout, attempt).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::ConnectTimeout {
-                address: cfg.server.to_string(),
-                after: cfg.connect_timeout,
+        let outcome = tokio::time::timeout(cfg.connect_timeout, attempt).await;
+        let address = cfg.server.to_string();
+        let after = cfg.connect_timeout;
+        match (outcome, step) {
+            (Ok(result), _) => result,
+            (Err(_), None) => Err(Error::ConnectTimeout { address, after }),
+            (Err(_), Some(step)) => Err(Error::HandshakeTimeout {
+                address,
+                step,
+                after,
             }),
         }
     }
@@ -201,11 +217,7 @@ impl Connection {
     async fn key_exchange(&mut self) -> Result<()> {
         let handshake = ClientHandshake::new();
         let reply = self
-            .request(
-                MsgType::KeyRequest,
-                handshake.request_body(),
-                "key exchange",
-            )
+            .request(MsgType::KeyRequest, handshake.request_body(), KEY_EXCHANGE)
             .await?;
         if !reply.is_success() {
             return Err(Error::KeyExchange { reason: reply.msg });

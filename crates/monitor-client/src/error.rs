@@ -32,13 +32,26 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// Connecting and the handshake (key exchange, subscribe or first heartbeat) took longer
-    /// than `connect_timeout`.
-    #[error("connecting to {address} timed out after {after:?}")]
+    /// Opening the connection took longer than `connect_timeout`: nothing answered at that
+    /// address (a host that is down or unreachable, a firewall that drops packets).
+    #[error("{address} unreachable: no connection within {after:?} (connect_timeout)")]
     ConnectTimeout {
         /// The server address.
         address: String,
         /// The configured `connect_timeout`.
+        after: Duration,
+    },
+
+    /// The connection was made, but the server did not answer a handshake step (key
+    /// exchange, subscribe or first heartbeat) within `connect_timeout`: something
+    /// listens there but does not speak the protocol, or the server is stuck.
+    #[error("connected to {address}, but the server did not answer the {step} within {after:?} (connect_timeout)")]
+    HandshakeTimeout {
+        /// The server address.
+        address: String,
+        /// The step that got no answer: `"key exchange"`, `"subscribe"` or `"heartbeat"`.
+        step: &'static str,
+        /// The configured `connect_timeout`, counted from the start of the attempt.
         after: Duration,
     },
 
@@ -127,7 +140,9 @@ pub enum Error {
     },
 
     /// The client gave up: `max_attempts` connection attempts in a row failed.
-    #[error("server unreachable after {attempts} attempts: {last_error}")]
+    /// `last_error` says how the last one failed: refused, unreachable, or connected but
+    /// not answered.
+    #[error("gave up after {}: {last_error}", failed_attempts(*attempts))]
     Unreachable {
         /// Attempts made in a row.
         attempts: u32,
@@ -139,6 +154,18 @@ pub enum Error {
     #[error("bench: {reason}")]
     Bench {
         /// What went wrong.
+        reason: String,
+    },
+
+    /// The client's background task (which owns the connection) stopped before it was
+    /// done: it panicked, or it was dropped unfinished because its Tokio runtime shut down.
+    /// The client is unusable from then on: the receiver's stream yields this once and ends;
+    /// the reporter fails every report it held, and every later call, with it.
+    #[error("the {task}'s background task stopped: {reason}")]
+    BackgroundTask {
+        /// `"push receiver"` or `"reporter"`.
+        task: &'static str,
+        /// What happened: the panic message, or that the task was dropped unfinished.
         reason: String,
     },
 
@@ -154,12 +181,20 @@ impl Error {
         match self {
             Error::Connect { .. }
             | Error::ConnectTimeout { .. }
+            | Error::HandshakeTimeout { .. }
             | Error::ClosedDuringHandshake { .. }
             | Error::AckTimeout { .. }
             | Error::BufferFull { .. } => true,
             Error::Proto(e) => e.fault() == monitor_proto::Fault::Io,
             _ => false,
         }
+    }
+}
+
+fn failed_attempts(n: u32) -> String {
+    match n {
+        1 => "1 failed connection attempt".into(),
+        n => format!("{n} failed connection attempts in a row"),
     }
 }
 

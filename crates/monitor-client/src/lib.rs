@@ -20,6 +20,8 @@
 //!   backoff, and the [`Status`] both clients publish.
 //! - [`receiver`]: [`PushReceiver`], [`Subscription`], [`Event`], [`Push`].
 //! - [`reporter`]: [`Reporter`], [`AckFuture`], [`ReporterStats`].
+//! - `supervise`: a background task's panic (or its runtime shutting down under it)
+//!   becomes [`Error::BackgroundTask`] for its handles, never a silent end.
 //! - [`health`]: this host's health as a `host.health` report (`sysinfo`).
 //! - [`mod@bench`]: the fan-out load generator of `monitor-client bench`.
 //! - [`cli`]: the `monitor-client` command line.
@@ -70,6 +72,7 @@ pub mod error;
 pub mod health;
 pub mod receiver;
 pub mod reporter;
+mod supervise;
 
 pub use bench::{BenchConfig, BenchReport};
 pub use config::{ClientConfig, Delivery};

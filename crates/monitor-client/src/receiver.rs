@@ -6,8 +6,10 @@
 //! slow consumer meets the server's slow-consumer policy, never an unbounded buffer here),
 //! but it keeps sending heartbeats.
 
+use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -27,6 +29,7 @@ use crate::connection::{
     self, connect_with_retry, describe_received, Connection, Handshake, Status,
 };
 use crate::error::{Error, Result};
+use crate::supervise::{supervise, supervisor, TaskFailure};
 
 /// What to subscribe to: a `code` (any non-empty name for this receiver) and topic patterns
 /// matched against each report's `code` (`"host.*"`, `"db"`, `"*"`; none = every report).
@@ -133,8 +136,9 @@ pub enum Event {
 /// `Result<`[`Event`]`, `[`Error`]`>`.
 ///
 /// The stream ends after an `Err`, which only happens when the receiver gives up
-/// (`max_attempts` failed attempts in a row, or a subscription the server refuses).
-/// Dropping the receiver closes its connection.
+/// (`max_attempts` failed attempts in a row, or a subscription the server refuses), or
+/// when its background task failed ([`Error::BackgroundTask`]: it panicked, or its Tokio
+/// runtime shut down). Dropping the receiver closes its connection.
 ///
 /// # Example
 /// ```no_run
@@ -159,6 +163,10 @@ pub struct PushReceiver {
     status: watch::Receiver<Status>,
     uuid: Uuid,
     task: JoinHandle<()>,
+    /// Why the task stopped, if it failed: read when `events` closes.
+    failure: Arc<TaskFailure>,
+    /// The failure has been yielded (once; then the stream ends).
+    failure_told: bool,
 }
 
 impl PushReceiver {
@@ -191,26 +199,59 @@ impl PushReceiver {
         )
         .await?;
         status_tx.send_replace(Status::Connected { connections: 1 });
+        drop(status_rx);
         let (tx, rx) = mpsc::channel(config.event_queue);
         let uuid = config.uuid;
-        let task = tokio::spawn(run(config, handshake, conn, tx, status_tx));
-        Ok(PushReceiver {
-            events: rx,
+        let body = run(config, handshake, conn, tx.clone(), status_tx.clone());
+        Ok(PushReceiver::start(rx, tx, status_tx, uuid, body))
+    }
+
+    /// Spawns `body`, the background task, supervised: if it panics or is dropped
+    /// unfinished, the reason is recorded and the status set to `Stopped` while this
+    /// function's copies of `tx` and `status` still hold the channels open, so the stream
+    /// yields [`Error::BackgroundTask`] before it ends. (`body` is a parameter so that a
+    /// test can supervise a body that panics.)
+    fn start(
+        events: mpsc::Receiver<Result<Event>>,
+        tx: mpsc::Sender<Result<Event>>,
+        status: watch::Sender<Status>,
+        uuid: Uuid,
+        body: impl Future<Output = ()> + Send + 'static,
+    ) -> PushReceiver {
+        let (supervisor, failure) = supervisor("push receiver");
+        let status_rx = status.subscribe();
+        let task = tokio::spawn({
+            async move {
+                // Declared before `supervise` runs, so dropped after it has recorded a
+                // failure, even when this task is dropped unfinished.
+                let (tx, status) = (tx, status);
+                if let Err(e) = supervise(supervisor, body).await {
+                    status.send_replace(Status::Stopped {
+                        reason: e.to_string(),
+                    });
+                }
+                drop((tx, status));
+            }
+        });
+        PushReceiver {
+            events,
             status: status_rx,
             uuid,
             task,
-        })
+            failure,
+            failure_told: false,
+        }
     }
 
     /// The next event; `None` once the receiver has stopped.
     pub async fn recv(&mut self) -> Option<Result<Event>> {
-        self.events.recv().await
+        futures::StreamExt::next(self).await
     }
 
     /// The next push, skipping connection events; `None` once the receiver has stopped.
     pub async fn next_push(&mut self) -> Option<Result<Push>> {
         loop {
-            match self.events.recv().await? {
+            match self.recv().await? {
                 Ok(Event::Push(push)) => return Some(Ok(push)),
                 Ok(_) => continue,
                 Err(e) => return Some(Err(e)),
@@ -238,7 +279,17 @@ impl Stream for PushReceiver {
     type Item = Result<Event>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Event>>> {
-        self.events.poll_recv(cx)
+        if let Some(event) = ready!(self.events.poll_recv(cx)) {
+            return Poll::Ready(Some(event));
+        }
+        // The task is gone. If it failed, say so once before the stream ends: the
+        // supervisor recorded why before the channel closed.
+        if self.failure_told {
+            return Poll::Ready(None);
+        }
+        let failed = self.failure.error();
+        self.failure_told = failed.is_some();
+        Poll::Ready(failed.map(Err))
     }
 }
 
@@ -264,6 +315,8 @@ async fn run(
     tx: mpsc::Sender<Result<Event>>,
     status: watch::Sender<Status>,
 ) {
+    // `tx` and `status` are copies: the supervisor in `PushReceiver::start` holds the
+    // originals.
     let mut connections = 1u64;
     loop {
         let reason = match session(&cfg, &mut conn, &tx).await {
@@ -383,6 +436,48 @@ fn on_frame(cfg: &ClientConfig, received: Received) -> Option<Event> {
         Err(e) => {
             warn!(error = %e, "dropped a push that is not a reply envelope");
             None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The supervision of `PushReceiver::start` around a body that panics: the stream
+    /// yields what the body sent, then the panic as an error, once, then ends. (Nothing
+    /// known panics in the real body; this tests the mechanism.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_task_ends_the_stream_with_an_error() {
+        let (tx, events) = mpsc::channel(4);
+        let (status, _) = watch::channel(Status::Connected { connections: 1 });
+        let body = {
+            let tx = tx.clone();
+            async move {
+                let before = Event::Disconnected {
+                    reason: "before".into(),
+                };
+                tx.send(Ok(before)).await.unwrap();
+                panic!("boom in the receiver");
+            }
+        };
+        let mut rx = PushReceiver::start(events, tx, status, Uuid([b'u'; 33]), body);
+        assert!(matches!(
+            rx.recv().await,
+            Some(Ok(Event::Disconnected { reason })) if reason == "before"
+        ));
+        match rx.recv().await {
+            Some(Err(Error::BackgroundTask { task, reason })) => {
+                assert_eq!(task, "push receiver");
+                assert_eq!(reason, "it panicked: boom in the receiver");
+            }
+            other => panic!("expected the panic as an error, got {other:?}"),
+        }
+        assert!(rx.recv().await.is_none());
+        assert!(rx.next_push().await.is_none());
+        match rx.status() {
+            Status::Stopped { reason } => assert!(reason.contains("boom"), "{reason}"),
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -23,6 +23,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::StreamExt;
 use monitor_proto::message::reply::{Reply, ReportAckData};
 use monitor_proto::{MsgType, Received, Uuid, HEADER_LEN};
@@ -38,6 +39,7 @@ use crate::connection::{
     self, connect_with_retry, describe_received, Connection, Handshake, Status,
 };
 use crate::error::{Error, Result};
+use crate::supervise::{supervise, supervisor, TaskFailure};
 
 /// Above this many encoded but unwritten bytes, stop taking reports until the socket
 /// drains.
@@ -111,19 +113,37 @@ enum Cmd {
 /// It waits as long as the reporter keeps the report (across reconnections); wrap it in
 /// `tokio::time::timeout` for a bound, or use [`Reporter::report`]. Dropping it does not
 /// withdraw the report.
-#[derive(Debug)]
 #[must_use = "an AckFuture does nothing unless awaited; drop it to fire and forget"]
 pub struct AckFuture {
     rx: oneshot::Receiver<Result<u64>>,
+    failure: Arc<TaskFailure>,
+    /// Once the task dropped the report unanswered (only a failed task does): why.
+    why: Option<BoxFuture<'static, Error>>,
+}
+
+impl std::fmt::Debug for AckFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AckFuture").finish_non_exhaustive()
+    }
 }
 
 impl Future for AckFuture {
     type Output = Result<u64>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<u64>> {
-        Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(Error::Closed)))
+        if self.why.is_none() {
+            match std::task::ready!(Pin::new(&mut self.rx).poll(cx)) {
+                Ok(outcome) => return Poll::Ready(outcome),
+                Err(_) => {
+                    let failure = Arc::clone(&self.failure);
+                    self.why = Some(Box::pin(async move { failure.why().await }));
+                }
+            }
+        }
+        match &mut self.why {
+            Some(why) => why.as_mut().poll(cx).map(Err),
+            None => Poll::Ready(Err(Error::Closed)),
+        }
     }
 }
 
@@ -169,9 +189,15 @@ pub struct Reporter {
     buffer_size: usize,
     ack_timeout: Duration,
     max_report_frame_len: u32,
+    /// Why the task stopped, if it failed.
+    failure: Arc<TaskFailure>,
     /// Cancels the task's reconnection once the last handle is gone.
     _alive: Arc<DropGuard>,
 }
+
+/// The reporter task's work, given the task's state and its first connection. A function
+/// pointer only so that a test can supervise a body that panics.
+type Body = for<'a> fn(&'a mut Task, Option<Connection>) -> BoxFuture<'a, ()>;
 
 impl std::fmt::Debug for Cmd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -228,8 +254,22 @@ impl Reporter {
         conn: Option<Connection>,
         status: watch::Sender<Status>,
     ) -> Reporter {
+        Reporter::spawn_with(config, conn, status, |task, conn| Box::pin(task.run(conn)))
+    }
+
+    /// Spawns the task with `body` as its work, supervised: if `body` panics, everything
+    /// the task holds (buffered and in-flight reports, flushes) fails with
+    /// [`Error::BackgroundTask`], and so does every later call; if the task is dropped
+    /// unfinished, the reason is recorded before the task's channels close.
+    fn spawn_with(
+        config: ClientConfig,
+        conn: Option<Connection>,
+        status: watch::Sender<Status>,
+        body: Body,
+    ) -> Reporter {
         let (tx, rx) = mpsc::channel(config.buffer_size);
         let counters = Arc::new(Counters::default());
+        let (supervisor, failure) = supervisor("reporter");
         let alive = CancellationToken::new();
         let reporter = Reporter {
             tx,
@@ -239,6 +279,7 @@ impl Reporter {
             buffer_size: config.buffer_size,
             ack_timeout: config.ack_timeout,
             max_report_frame_len: config.max_report_frame_len,
+            failure,
             _alive: Arc::new(alive.clone().drop_guard()),
         };
         let task = Task {
@@ -252,7 +293,15 @@ impl Reporter {
             next_seq: 0,
             rx_closed: false,
         };
-        tokio::spawn(task.run(conn));
+        tokio::spawn(async move {
+            // Owned out here, not by `body`: after a panic it still holds every waiting
+            // report, to be failed with the panic's message. Declared before `supervise`
+            // runs, so dropped after it has recorded a failure.
+            let mut task = task;
+            if let Err(e) = supervise(supervisor, body(&mut task, conn)).await {
+                task.stop(e);
+            }
+        });
         reporter
     }
 
@@ -261,7 +310,8 @@ impl Reporter {
     ///
     /// # Errors
     /// [`Error::NotAnObject`], [`Error::ReportTooLarge`], [`Error::BufferFull`], or
-    /// [`Error::Unreachable`] / [`Error::Closed`] once the reporter has stopped.
+    /// [`Error::Unreachable`] / [`Error::BackgroundTask`] / [`Error::Closed`] once the
+    /// reporter has stopped.
     pub fn send<T: Serialize + ?Sized>(&self, report: &T) -> Result<AckFuture> {
         let body = serde_json::to_vec(report).map_err(|e| Error::NotAnObject {
             reason: e.to_string(),
@@ -324,7 +374,11 @@ impl Reporter {
         match self.tx.try_send(Cmd::Report(Item { body, ack })) {
             Ok(()) => {
                 add(&self.counters.accepted, 1);
-                Ok(AckFuture { rx })
+                Ok(AckFuture {
+                    rx,
+                    failure: Arc::clone(&self.failure),
+                    why: None,
+                })
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 add(&self.counters.rejected_buffer_full, 1);
@@ -337,6 +391,9 @@ impl Reporter {
     }
 
     fn stopped_error(&self) -> Error {
+        if let Some(failed) = self.failure.error() {
+            return failed;
+        }
         let gave_up = self
             .counters
             .gave_up
@@ -363,7 +420,11 @@ impl Reporter {
         if self.tx.send(Cmd::Flush(tx)).await.is_err() {
             return Err(self.stopped_error());
         }
-        rx.await.unwrap_or_else(|_| Err(self.stopped_error()))
+        match rx.await {
+            Ok(outcome) => outcome,
+            // The task answers every flush it takes; only a failed one drops it.
+            Err(_) => Err(self.failure.why().await),
+        }
     }
 
     /// Flushes, then drops this handle (the connection closes when no other clone is
@@ -455,7 +516,7 @@ struct Task {
 }
 
 impl Task {
-    async fn run(mut self, mut conn: Option<Connection>) {
+    async fn run(&mut self, mut conn: Option<Connection>) {
         let mut connections = u64::from(conn.is_some());
         loop {
             let mut current = match conn.take() {
@@ -480,7 +541,10 @@ impl Task {
                             self.status.send_replace(Status::Connected { connections });
                             c
                         }
-                        Err(e) => return self.stop(e),
+                        Err(e) => {
+                            self.stop(e);
+                            return;
+                        }
                     }
                 }
             };
@@ -520,7 +584,7 @@ impl Task {
     }
 
     /// Stops for good: fails everything still held, and every later `send`.
-    fn stop(mut self, error: Error) {
+    fn stop(&mut self, error: Error) {
         let reason = error.to_string();
         if let Error::Unreachable {
             attempts,
@@ -538,6 +602,10 @@ impl Task {
             } => Error::Unreachable {
                 attempts: *attempts,
                 last_error: last_error.clone(),
+            },
+            Error::BackgroundTask { task, reason } => Error::BackgroundTask {
+                task,
+                reason: reason.clone(),
             },
             _ => Error::Closed,
         };
@@ -737,6 +805,65 @@ impl Task {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The supervision of `Reporter::spawn_with` around a body that panics holding one
+    /// report in flight (in the task's state) and one in its hands, with more buffered
+    /// behind them: each report fails with the panic's message, and so does every later
+    /// call. (Nothing known panics in the real body; this tests the mechanism, on two
+    /// threads so that a handle may look while the panic is still unwinding.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_task_fails_every_report_with_an_error() {
+        let cfg = ClientConfig::new("127.0.0.1:1".parse().unwrap());
+        let (status, _) = watch::channel(Status::Connecting {
+            attempt: 1,
+            last_error: None,
+        });
+        let reporter = Reporter::spawn_with(cfg, None, status, |task, _| {
+            Box::pin(async move {
+                if let Some(Cmd::Report(item)) = task.rx.recv().await {
+                    task.in_flight.push_back(InFlight {
+                        seq: 0,
+                        body: item.body,
+                        ack: item.ack,
+                        written_at: Instant::now(),
+                    });
+                }
+                let _in_hand = task.rx.recv().await;
+                panic!("boom in the reporter");
+            })
+        });
+        // The first two are taken by the body; the others are buffered, or refused at
+        // `send` if the panic came first.
+        let outcomes: Vec<_> = (0..5)
+            .map(|n| reporter.send(&serde_json::json!({ "n": n })))
+            .collect();
+        for (n, outcome) in outcomes.into_iter().enumerate() {
+            let outcome = match outcome {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Err(Error::BackgroundTask { task, reason }) => {
+                    assert_eq!(task, "reporter");
+                    assert_eq!(reason, "it panicked: boom in the reporter", "report {n}");
+                }
+                other => panic!("report {n}: {other:?}"),
+            }
+        }
+        for later in [
+            reporter.send(&serde_json::json!({})).map(drop),
+            reporter.flush().await,
+        ] {
+            assert!(
+                matches!(&later, Err(Error::BackgroundTask { reason, .. }) if reason.contains("boom")),
+                "{later:?}"
+            );
+        }
+        match reporter.status() {
+            Status::Stopped { reason } => assert!(reason.contains("boom"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn objects_only() {

@@ -207,6 +207,8 @@ async fn bench_json_prints_the_figures() {
         );
     }
     assert_eq!(r["subscribers"], 3);
+    assert_eq!(r["mode"], "fan-out");
+    assert_eq!(r["misrouted"], 0);
     assert_eq!(r["size"], 300);
     assert_eq!(r["rate"], 500);
     assert_eq!(r["reporters"], 2);
@@ -295,7 +297,381 @@ async fn usage_errors_exit_2_and_runtime_failures_exit_1() {
     ])
     .await;
     assert_eq!(out.code, Some(1), "{}", out.stderr);
-    assert!(out.stderr.contains("unreachable"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("gave up after 2 failed connection attempts in a row")
+            && out.stderr.contains("refused"),
+        "{}",
+        out.stderr
+    );
     let out = run(&["push", "--server", &addr, "--code", "c", "--retries", "1"]).await;
     assert_eq!(out.code, Some(1), "{}", out.stderr);
+}
+
+/// A bad value names the flag the user typed, not the library's field
+/// (`--heartbeat: must be more than zero`, not `heartbeat_interval: ...`).
+#[tokio::test]
+async fn usage_errors_name_the_flag() {
+    let push = ["push", "--server", "127.0.0.1:1", "--code", "c"];
+    let report = ["report", "--server", "127.0.0.1:1", "--body", "{}"];
+    let bench = ["bench", "--server", "127.0.0.1:1"];
+    let cases: [(&[&str], &[&str], &str, &str); 9] = [
+        (
+            &push,
+            &["--heartbeat", "0"],
+            "--heartbeat: must be more than zero",
+            "heartbeat_interval",
+        ),
+        (
+            &push,
+            &["--heartbeat", "40000000"],
+            "--heartbeat: must be at most one year",
+            "heartbeat_interval",
+        ),
+        (
+            &push,
+            &["--connect-timeout", "0"],
+            "--connect-timeout: must be more than zero",
+            "connect_timeout",
+        ),
+        (
+            &report,
+            &["--ack-timeout", "0"],
+            "--ack-timeout: must be more than zero",
+            "ack_timeout",
+        ),
+        (
+            &report,
+            &["--ack-timeout", "1e8"],
+            "--ack-timeout: must be at most one year",
+            "ack_timeout",
+        ),
+        (
+            &report,
+            &["--uuid", "short"],
+            "--uuid: must be exactly 33 bytes",
+            "invalid configuration",
+        ),
+        (
+            &bench,
+            &["--subscribers", "0"],
+            "--subscribers: must be from 1",
+            "invalid configuration",
+        ),
+        (
+            &bench,
+            &["--settle", "601"],
+            "--settle: must be at most 600 s",
+            "invalid configuration",
+        ),
+        (
+            &bench,
+            &["--drain", "601"],
+            "--drain: must be at most 600 s",
+            "duration",
+        ),
+    ];
+    for (command, flags, says, not) in cases {
+        let args: Vec<&str> = command.iter().chain(flags).copied().collect();
+        let out = run(&args).await;
+        assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(says), "{args:?}: {}", out.stderr);
+        assert!(!out.stderr.contains(not), "{args:?}: {}", out.stderr);
+    }
+}
+
+/// `bench --size 2000000` used to end in `Broken pipe`: its frames are over the server's
+/// max_frame_len. Now it is refused before the run, naming --size, the frame length and
+/// --max-frame-len.
+#[tokio::test]
+async fn bench_refuses_a_size_over_the_frame_limit_up_front() {
+    let out = run(&["bench", "--server", "127.0.0.1:1", "--size", "2000000"]).await;
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    for says in [
+        "--size: ",
+        "2000045-byte frame",
+        "--max-frame-len (1048576)",
+    ] {
+        assert!(out.stderr.contains(says), "{says}: {}", out.stderr);
+    }
+    // Within a larger limit it is accepted (and then fails for want of a server).
+    let out = run(&[
+        "bench",
+        "--server",
+        "127.0.0.1:1",
+        "--size",
+        "2000000",
+        "--max-frame-len",
+        "2000045",
+    ])
+    .await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+}
+
+/// A server whose max_frame_len is under the bench's closes the reporter's connection on
+/// the first report: the bench says the server closed it, and where to look, instead of a
+/// raw `Broken pipe` (fixed rate) or a run that waits out its window (max rate).
+#[tokio::test]
+async fn bench_says_when_the_server_closes_a_reporter() {
+    let server = TestServer::start_on(0, |c| c.server.max_frame_len = 1000).await;
+    let addr = server.addr.to_string();
+    for rate in ["0", "2000"] {
+        let started = std::time::Instant::now();
+        let out = run(&[
+            "bench",
+            "--server",
+            &addr,
+            "--size",
+            "2000",
+            "--max-frame-len",
+            "4096",
+            "--rate",
+            rate,
+            "--duration",
+            "20",
+            "--warmup",
+            "0",
+            "--settle",
+            "0",
+        ])
+        .await;
+        assert_eq!(out.code, Some(1), "rate {rate}: {}", out.stderr);
+        assert!(
+            out.stderr
+                .contains("the server closed a reporter's connection mid-run")
+                && out.stderr.contains("max_frame_len"),
+            "rate {rate}: {}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("Broken pipe"), "{}", out.stderr);
+        // Not after the 20 s window: as soon as the connection is gone.
+        assert!(started.elapsed() < Duration::from_secs(10), "rate {rate}");
+    }
+}
+
+/// A file of its own in the temp directory, removed when dropped.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn new(contents: &[u8]) -> TempFile {
+        let path = std::env::temp_dir().join(format!(
+            "monitor-client-body-{}-{}.json",
+            std::process::id(),
+            monitor_client::config::random_uuid(b'f')
+        ));
+        std::fs::write(&path, contents).unwrap();
+        TempFile(path)
+    }
+
+    fn arg(&self) -> String {
+        format!("@{}", self.0.display())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The report limit for `--body`: the default max_report_frame_len less the header.
+const BODY_LIMIT: usize = 1024 * 1024 - 45;
+
+/// Runs `args` with `stdin` written to the command's standard input (as much as it takes
+/// before it exits), once or, with `forever`, over and over until the command stops
+/// reading.
+async fn run_with_stdin(args: &[&str], stdin: Vec<u8>, forever: bool) -> Output {
+    use tokio::io::AsyncWriteExt;
+    let mut child = bin().args(args).stdin(Stdio::piped()).spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let writer =
+        tokio::spawn(async move { while input.write_all(&stdin).await.is_ok() && forever {} });
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the command finished in time")
+        .unwrap();
+    writer.abort();
+    Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[tokio::test]
+async fn report_body_from_stdin_or_a_file() {
+    let server = TestServer::start().await;
+    let addr = server.addr.to_string();
+    let mut rx = PushReceiver::connect(config(server.addr), Subscription::new("f"))
+        .await
+        .unwrap();
+
+    let piped = r#"{"code":"from.stdin","n":1}"#;
+    let out = run_with_stdin(
+        &["report", "--server", &addr, "--body", "-"],
+        format!("{piped}\n").into_bytes(),
+        false,
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    assert_eq!(out.stdout.trim(), r#"{"delivered":1}"#);
+    assert_eq!(
+        next_push(&mut rx).await.as_str(),
+        piped,
+        "sent without its newline"
+    );
+
+    let filed = "{\n  \"code\": \"from.file\",\n  \"n\": 2\n}";
+    let file = TempFile::new(format!("{filed}\n").as_bytes());
+    let out = run(&["report", "--server", &addr, "--body", &file.arg()]).await;
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    assert_eq!(out.stdout.trim(), r#"{"delivered":1}"#);
+    assert_eq!(next_push(&mut rx).await.as_str(), filed, "sent as written");
+
+    // Not JSON: the message names the file.
+    let bad = TempFile::new(b"[1, 2]");
+    let out = run(&["report", "--server", &addr, "--body", &bad.arg()]).await;
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("--body {} must be a JSON object", bad.arg())),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test]
+async fn report_body_errors_name_the_file_or_stdin_and_the_limit() {
+    let missing = std::env::temp_dir().join(format!(
+        "monitor-client-missing-{}.json",
+        std::process::id()
+    ));
+    let out = run(&[
+        "report",
+        "--server",
+        "127.0.0.1:1",
+        "--body",
+        &format!("@{}", missing.display()),
+    ])
+    .await;
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "--body @{0}: cannot read {0}: No such file",
+            missing.display()
+        )),
+        "{}",
+        out.stderr
+    );
+
+    // One byte over the limit: refused before anything is sent.
+    let big = TempFile::new(&vec![b' '; BODY_LIMIT + 1]);
+    let out = run(&["report", "--server", "127.0.0.1:1", "--body", &big.arg()]).await;
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    let says = format!(
+        "--body {}: {} has {} bytes, over the report limit of {BODY_LIMIT} bytes",
+        big.arg(),
+        big.0.display(),
+        BODY_LIMIT + 1
+    );
+    assert!(out.stderr.contains(&says), "{}", out.stderr);
+
+    // Stdin that never ends: refused once past the limit, without reading it all.
+    let out = run_with_stdin(
+        &["report", "--server", "127.0.0.1:1", "--body", "-"],
+        vec![b' '; 64 * 1024],
+        true,
+    )
+    .await;
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "--body - (stdin): stdin has more than the report limit of {BODY_LIMIT} bytes"
+        )),
+        "{}",
+        out.stderr
+    );
+}
+
+/// `--distinct-topics`: subscriber i subscribes to bench.<i> and report k goes to
+/// bench.<k mod N>, so each report reaches one subscriber: expected = published, none lost,
+/// none delivered to the wrong subscriber, and pushes/s = reports/s.
+#[tokio::test]
+async fn bench_distinct_topics_routes_each_report_to_one_subscriber() {
+    let server = TestServer::start().await;
+    let addr = server.addr.to_string();
+    let common = [
+        "bench",
+        "--server",
+        addr.as_str(),
+        "--subscribers",
+        "5",
+        "--distinct-topics",
+        "--warmup",
+        "0.2",
+        "--settle",
+        "0.1",
+        "--drain",
+        "3",
+        "--json",
+    ];
+    let fixed: Vec<&str> = common
+        .iter()
+        .copied()
+        .chain(["--rate", "500", "--duration", "1"])
+        .collect();
+    let out = run(&fixed).await;
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let r = json_line(&out.stdout);
+    assert_eq!(r["mode"], "distinct-topics", "{r}");
+    let published = r["published"].as_u64().unwrap();
+    assert!(published >= 400, "{r}");
+    assert_eq!(
+        r["expected"].as_u64(),
+        Some(published),
+        "one subscriber per report: {r}"
+    );
+    assert_eq!(r["delivered"].as_u64(), Some(published), "{r}");
+    assert_eq!(
+        (r["lost"].as_i64(), r["misrouted"].as_u64()),
+        (Some(0), Some(0)),
+        "{r}"
+    );
+    assert_eq!(
+        r["report_ack_delivered_sum"].as_u64(),
+        Some(published),
+        "each ack says 1: {r}"
+    );
+    let (pubs, delivs) = (
+        r["pub_msgs_per_s"].as_f64().unwrap(),
+        r["deliv_msgs_per_s"].as_f64().unwrap(),
+    );
+    assert!((400.0..=600.0).contains(&pubs), "{r}");
+    assert!(
+        (delivs - pubs).abs() <= 0.1 * pubs,
+        "pushes/s = reports/s: {r}"
+    );
+
+    // Max rate, with a window under N/2: the flow-control window follows deliveries, not
+    // the average of the subscribers' highest seq (N/2 behind the reporters here), so the
+    // reporters do not stall (they did, at 2 reports in all).
+    let max: Vec<&str> = common
+        .iter()
+        .copied()
+        .chain(["--duration", "0.5", "--window", "2"])
+        .collect();
+    let out = run(&max).await;
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let r = json_line(&out.stdout);
+    assert_eq!(
+        (r["rate"].as_u64(), r["window"].as_u64()),
+        (Some(0), Some(2)),
+        "{r}"
+    );
+    assert!(r["published"].as_u64().unwrap() > 200, "{r}");
+    assert_eq!(
+        (r["lost"].as_i64(), r["misrouted"].as_u64()),
+        (Some(0), Some(0)),
+        "{r}"
+    );
 }

@@ -10,7 +10,9 @@ use monitor_proto::{MessageCodec, MsgType, Outgoing, Role};
 use tokio::io::AsyncWriteExt;
 use tokio_util::codec::Framed;
 
-use crate::support::{config, next_event, next_push, quiet_for, wait_connected, TestServer, WAIT};
+use crate::support::{
+    config, next_event, next_push, quiet_for, wait_attempt, wait_connected, TestServer, WAIT,
+};
 
 #[tokio::test]
 async fn receiver_gets_reports_in_order() {
@@ -82,10 +84,10 @@ async fn restart_and_resubscribe(encrypt: bool) {
         other => panic!("expected Disconnected, got {other:?}"),
     }
     // Down for a while: several attempts fail.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_attempt(rx.status_watch(), 3).await;
     assert!(matches!(
         rx.status(),
-        Status::Connecting { .. } | Status::Disconnected { .. }
+        Status::Connecting { attempt, .. } if attempt >= 3
     ));
 
     let server = TestServer::start_on(port, |_| {}).await;
@@ -286,7 +288,9 @@ async fn bad_server_input_is_skipped_or_ends_the_connection_without_panicking() 
         // Then a header that breaks the protocol: the stream cannot go on.
         server.get_mut().write_all(&[9u8; 45]).await.unwrap();
         server.get_mut().flush().await.unwrap();
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Keep the connection open until the client drops it: the client must see the
+        // bad header, not an end of stream.
+        while let Some(Ok(_)) = server.next().await {}
     })
     .await;
     let mut cfg = config(addr);
@@ -385,4 +389,57 @@ async fn a_server_that_stops_answering_heartbeats_is_left() {
     drop(rx);
     let heartbeats = tokio::time::timeout(WAIT, silent).await.unwrap().unwrap();
     assert!(heartbeats >= 2, "{heartbeats} heartbeats sent");
+}
+
+/// A client whose background task is gone (here: its runtime shut down under it) says so
+/// with an error, once, instead of a stream that just ends or a bare `Closed`.
+#[tokio::test]
+async fn a_task_dropped_with_its_runtime_is_an_error_not_a_silent_end() {
+    let server = TestServer::start().await;
+    let down = TestServer::start().await;
+    let down_addr = down.addr;
+    down.stop().await;
+    let (up, down) = (config(server.addr), config(down_addr));
+    // Another runtime runs the clients' tasks, then shuts down under them.
+    let (mut rx, reporter, ack) = tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let clients = rt.block_on(async move {
+            let rx = PushReceiver::connect(up, Subscription::new("rt"))
+                .await
+                .unwrap();
+            // Never connects: the report stays buffered.
+            let reporter = Reporter::start(down).unwrap();
+            let ack = reporter.send(&serde_json::json!({"code": "rt"})).unwrap();
+            (rx, reporter, ack)
+        });
+        drop(rt);
+        clients
+    })
+    .await
+    .unwrap();
+
+    match tokio::time::timeout(WAIT, rx.recv()).await.unwrap() {
+        Some(Err(Error::BackgroundTask { task, reason })) => {
+            assert_eq!(task, "push receiver");
+            assert!(reason.contains("runtime shut down"), "{reason}");
+        }
+        other => panic!("expected the task's failure, got {other:?}"),
+    }
+    assert!(rx.recv().await.is_none(), "once, then the stream ends");
+    let later = reporter.send(&serde_json::json!({"code": "rt"})).map(drop);
+    for outcome in [
+        tokio::time::timeout(WAIT, ack).await.unwrap().map(drop),
+        later,
+    ] {
+        assert!(
+            matches!(
+                &outcome,
+                Err(Error::BackgroundTask { task: "reporter", reason }) if reason.contains("runtime shut down")
+            ),
+            "{outcome:?}"
+        );
+    }
 }

@@ -126,6 +126,18 @@ pub async fn wait_connected(mut watch: tokio::sync::watch::Receiver<Status>, con
     .expect("status channel open");
 }
 
+/// Waits until `status` says a connection attempt numbered `attempt` or later is under
+/// way: `attempt - 1` attempts of this outage have failed.
+pub async fn wait_attempt(mut watch: tokio::sync::watch::Receiver<Status>, attempt: u32) {
+    tokio::time::timeout(
+        WAIT,
+        watch.wait_for(|s| matches!(s, Status::Connecting { attempt: a, .. } if *a >= attempt)),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("connection attempt {attempt} in time"))
+    .expect("status channel open");
+}
+
 /// A TCP proxy in front of a server, so a test decides when a client can reach it: while
 /// paused, every accepted connection is closed at once (the client's handshake fails, as
 /// if no server were there), and `pause` also cuts the connections it carries.

@@ -64,20 +64,27 @@ impl Bucket {
     /// The snapshot for a publisher, rebuilt first if stale (the replaced one goes to
     /// `garbage`, for the caller to drop once it has released the lock); `None` if the
     /// bucket is empty.
+    #[inline]
     fn snapshot(&mut self, garbage: &mut Vec<Arc<[Subscriber]>>) -> Option<Arc<[Subscriber]>> {
         if self.stale {
-            let fresh: Arc<[Subscriber]> = self
-                .members
-                .iter()
-                .map(|(&id, queue)| Subscriber {
-                    id,
-                    queue: Arc::clone(queue),
-                })
-                .collect();
-            garbage.push(std::mem::replace(&mut self.snapshot, fresh));
-            self.stale = false;
+            self.rebuild(garbage);
         }
         (!self.snapshot.is_empty()).then(|| Arc::clone(&self.snapshot))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn rebuild(&mut self, garbage: &mut Vec<Arc<[Subscriber]>>) {
+        let fresh: Arc<[Subscriber]> = self
+            .members
+            .iter()
+            .map(|(&id, queue)| Subscriber {
+                id,
+                queue: Arc::clone(queue),
+            })
+            .collect();
+        garbage.push(std::mem::replace(&mut self.snapshot, fresh));
+        self.stale = false;
     }
 }
 
@@ -91,9 +98,40 @@ struct Matched {
     prefixes: Vec<Arc<[Subscriber]>>,
 }
 
-impl Matched {
-    fn buckets(&self) -> impl Iterator<Item = &Arc<[Subscriber]>> {
-        self.all.iter().chain(&self.exact).chain(&self.prefixes)
+/// One report's fan-out so far.
+struct Fanout<'m> {
+    /// Built on the first delivery, so that a report nobody wants costs no copy.
+    push: Option<Arc<Push>>,
+    delivered: u64,
+    dropped: u64,
+    evict: Vec<&'m Subscriber>,
+}
+
+impl<'m> Fanout<'m> {
+    /// Queues the report for every subscriber of one matched bucket.
+    fn deliver(
+        &mut self,
+        bucket: &'m [Subscriber],
+        report: &Report,
+        policy: SlowConsumer,
+        wakes: &mut Vec<Waker>,
+    ) {
+        for sub in bucket {
+            let push = self
+                .push
+                .get_or_insert_with(|| Arc::new(Push::new(&report.raw)));
+            match sub.queue.try_push(push) {
+                Ok(waker) => {
+                    self.delivered += 1;
+                    wakes.extend(waker);
+                }
+                Err(PushError::Full) => match policy {
+                    SlowConsumer::Drop => self.dropped += 1,
+                    SlowConsumer::Disconnect => self.evict.push(sub),
+                },
+                Err(PushError::Closed) => self.evict.push(sub),
+            }
+        }
     }
 }
 
@@ -404,35 +442,40 @@ impl Hub {
         stats: &Stats,
         wakes: &mut Vec<Waker>,
     ) -> u64 {
-        let matched = self.matching(report.code.as_deref());
-        // Built on the first delivery, so that a report nobody wants costs no copy. A
-        // large one that somebody wants is built and compressed first. (A matched bucket
-        // is never empty.)
-        let mut push: Option<Arc<Push>> = None;
-        if reply::push_len(report.raw.len()) > compress_over && matched.buckets().next().is_some() {
+        let Matched {
+            all,
+            exact,
+            prefixes,
+        } = self.matching(report.code.as_deref());
+        let mut fanout = Fanout {
+            push: None,
+            delivered: 0,
+            dropped: 0,
+            evict: Vec::new(),
+        };
+        // A large body that somebody wants is built and compressed first.
+        let wanted = all.is_some() || exact.is_some() || !prefixes.is_empty();
+        if wanted && reply::push_len(report.raw.len()) > compress_over {
             let large = Arc::new(Push::new(&report.raw));
             large.compressed();
-            push = Some(large);
+            fanout.push = Some(large);
         }
-        let mut delivered = 0u64;
-        let mut dropped = 0u64;
-        let mut evict = Vec::new();
-        for bucket in matched.buckets() {
-            for sub in bucket.iter() {
-                let push = push.get_or_insert_with(|| Arc::new(Push::new(&report.raw)));
-                match sub.queue.try_push(push) {
-                    Ok(waker) => {
-                        delivered += 1;
-                        wakes.extend(waker);
-                    }
-                    Err(PushError::Full) => match policy {
-                        SlowConsumer::Drop => dropped += 1,
-                        SlowConsumer::Disconnect => evict.push(sub),
-                    },
-                    Err(PushError::Closed) => evict.push(sub),
-                }
-            }
+        // A subscriber is in one matched bucket at most (see `Matched`).
+        if let Some(all) = &all {
+            fanout.deliver(all, report, policy, wakes);
         }
+        if let Some(exact) = &exact {
+            fanout.deliver(exact, report, policy, wakes);
+        }
+        for prefix in &prefixes {
+            fanout.deliver(prefix, report, policy, wakes);
+        }
+        let Fanout {
+            delivered,
+            dropped,
+            evict,
+            ..
+        } = fanout;
         if !evict.is_empty() {
             self.evict(&evict, stats);
         }

@@ -7,9 +7,9 @@
 //! [`PushQueue::try_push`]: publishing never waits for a subscriber, so a slow one costs
 //! the others nothing.
 //!
-//! Subscriptions are indexed by topic: a report is looked up by its `code` in a few hash
-//! maps, and publishing costs in proportion to the subscribers it matches, not to every
-//! subscription on the server (see [`Hub`]).
+//! Subscriptions are indexed by topic: a report's `code` is looked up in a hash map of
+//! exact codes and walked down a trie of prefixes, and publishing costs in proportion to
+//! the subscribers it matches, not to every subscription on the server (see [`Hub`]).
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -139,24 +139,72 @@ impl<'m> Fanout<'m> {
 const EVERYTHING: &[TopicPattern] = &[TopicPattern::Any];
 
 /// The subscriptions, by connection id and by topic.
-///
-/// Prefix patterns are found by the report's code: `prefix_lens` lists the distinct
-/// lengths of the prefixes subscribed to, and a publisher looks up `code[..len]` in
-/// `prefix` for each of them up to the code's length. That is at most `max_topic_len + 1`
-/// hash lookups whatever the number of subscriptions, and memory is one key per distinct
-/// prefix, as for exact codes. A byte trie would walk the code once instead of hashing
-/// each prefix, but needs a node per byte of every prefix (64 patterns of 256 bytes make
-/// 16,384 nodes per connection) unless path-compressed, which is much more code; the
-/// lookups are cheap next to a delivery (`hub_topics` in the hub benchmark).
 #[derive(Default)]
 struct Index {
     by_id: HashMap<u64, Registration>,
     /// `*` and topic-less subscribers. Never removed, unlike the others.
     all: Bucket,
     exact: HashMap<Box<str>, Bucket>,
-    prefix: HashMap<Box<str>, Bucket>,
-    /// (length, number of `prefix` buckets with a prefix that long), by length; no zeros.
-    prefix_lens: Vec<(usize, usize)>,
+    /// Prefix patterns: the root's bucket is `Prefix("")`'s (every report with a code).
+    prefixes: Node,
+}
+
+/// A node of the prefix trie, path-compressed: the prefix of a node is the labels from
+/// the root down to it, and only a node with a bucket, or where paths branch, exists.
+///
+/// A report's code is walked down from the root against the labels, and every bucket
+/// passed on the way is one of its prefixes: each byte of the code is compared once at
+/// most, and the walk ends at the longest subscribed prefix along it (at most
+/// `max_topic_len` bytes), whatever the number of prefixes subscribed to. It is not a hash
+/// map from prefix to bucket, looked up under `code[..len]` for each prefix length
+/// subscribed to: that hashes each of those prefixes in full, a cost quadratic in the
+/// code's length (with 256 distinct lengths and a 256-byte code, 7.3 µs per report
+/// against this trie's 1.6 µs; the hub benchmark's `hub_topics/prefix_lengths/256`). Nor
+/// is it a trie of one node per byte, whose 64 patterns of 256 bytes would take 16,384
+/// nodes per connection: here a prefix costs at most two nodes (its own, and one where
+/// it branches off), and the trie's depth is at most the longest prefix's length.
+#[derive(Default)]
+struct Node {
+    /// The bytes from the parent to this node: never empty, but at the root.
+    label: Box<[u8]>,
+    /// Boxed, for a small node: a walk passes through nodes without one.
+    bucket: Option<Box<Bucket>>,
+    /// The first byte of each child's label, in order: a walk searches these bytes
+    /// rather than the children's labels, each in a block of its own.
+    firsts: Vec<u8>,
+    /// By the first byte of their label, which is distinct among them.
+    children: Vec<Node>,
+}
+
+impl Node {
+    fn child(&self, first: u8) -> Result<usize, usize> {
+        self.firsts.binary_search(&first)
+    }
+
+    /// Takes the place of its only child, for a node left with no bucket: no node without
+    /// a bucket has a single child, so that a path has no more nodes than branchings and
+    /// buckets.
+    fn absorb_only_child(&mut self) {
+        if let Some(mut child) = self.children.pop() {
+            let mut label = std::mem::take(&mut self.label).into_vec();
+            label.extend_from_slice(&child.label);
+            self.label = label.into();
+            self.bucket = child.bucket.take();
+            self.firsts = std::mem::take(&mut child.firsts);
+            self.children = std::mem::take(&mut child.children);
+        }
+    }
+}
+
+impl Drop for Node {
+    /// A loop, not the recursion a derived drop would be: a trie as deep as the longest
+    /// prefix would otherwise take as many stack frames to drop.
+    fn drop(&mut self) {
+        let mut below = std::mem::take(&mut self.children);
+        while let Some(mut node) = below.pop() {
+            below.append(&mut node.children);
+        }
+    }
 }
 
 impl Index {
@@ -173,20 +221,56 @@ impl Index {
                         self.exact.insert(code.clone(), bucket);
                     }
                 },
-                TopicPattern::Prefix(prefix) => match self.prefix.get_mut(&**prefix) {
-                    Some(bucket) => bucket.add(id, queue),
-                    None => {
-                        let mut bucket = Bucket::default();
-                        bucket.add(id, queue);
-                        self.prefix.insert(prefix.clone(), bucket);
-                        match self.prefix_len_at(prefix.len()) {
-                            Ok(i) => self.prefix_lens[i].1 += 1,
-                            Err(i) => self.prefix_lens.insert(i, (prefix.len(), 1)),
-                        }
-                    }
-                },
+                TopicPattern::Prefix(prefix) => self.link_prefix(prefix.as_bytes(), id, queue),
             }
         }
+    }
+
+    /// Adds `id` to the bucket of `prefix` in the trie, making its node if need be. A loop,
+    /// not a recursion: how deep the trie is is up to the subscribers.
+    fn link_prefix(&mut self, prefix: &[u8], id: u64, queue: &Arc<PushQueue>) {
+        let mut node = &mut self.prefixes;
+        let mut rest = prefix;
+        while let Some(&first) = rest.first() {
+            let i = match node.child(first) {
+                Ok(i) => i,
+                Err(i) => {
+                    let mut bucket = Bucket::default();
+                    bucket.add(id, queue);
+                    let leaf = Node {
+                        label: rest.into(),
+                        bucket: Some(Box::new(bucket)),
+                        firsts: Vec::new(),
+                        children: Vec::new(),
+                    };
+                    node.firsts.insert(i, first);
+                    node.children.insert(i, leaf);
+                    return;
+                }
+            };
+            let child = &mut node.children[i];
+            let common = child
+                .label
+                .iter()
+                .zip(rest)
+                .take_while(|(a, b)| a == b)
+                .count();
+            if common < child.label.len() {
+                // The prefix ends or branches off inside the label: split it there.
+                let tail = Node {
+                    label: child.label[common..].into(),
+                    bucket: child.bucket.take(),
+                    firsts: std::mem::take(&mut child.firsts),
+                    children: std::mem::take(&mut child.children),
+                };
+                child.label = child.label[..common].into();
+                child.firsts.push(tail.label[0]);
+                child.children.push(tail);
+            }
+            rest = &rest[common..];
+            node = child;
+        }
+        node.bucket.get_or_insert_with(Box::default).add(id, queue);
     }
 
     /// Removes `id` from the buckets of its canonical `topics`. A bucket left empty is
@@ -205,25 +289,62 @@ impl Index {
                     }
                 }
                 TopicPattern::Prefix(prefix) => {
-                    if let Some(bucket) = self.prefix.get_mut(&**prefix) {
-                        bucket.remove(id);
-                        if bucket.members.is_empty() {
-                            garbage.extend(self.prefix.remove(&**prefix));
-                            if let Ok(i) = self.prefix_len_at(prefix.len()) {
-                                self.prefix_lens[i].1 -= 1;
-                                if self.prefix_lens[i].1 == 0 {
-                                    self.prefix_lens.remove(i);
-                                }
-                            }
-                        }
-                    }
+                    garbage.extend(self.unlink_prefix(prefix.as_bytes(), id));
                 }
             }
         }
     }
 
-    fn prefix_len_at(&self, len: usize) -> Result<usize, usize> {
-        self.prefix_lens.binary_search_by_key(&len, |&(l, _)| l)
+    /// Removes `id` from the bucket of `prefix` in the trie; returns the bucket if that
+    /// left it empty. Its node then goes if it has no children, and merges with its child
+    /// if it has one; its parent, left with one child and no bucket, merges with it.
+    /// Nothing above the parent changes. A loop, like [`Index::link_prefix`].
+    fn unlink_prefix(&mut self, prefix: &[u8], id: u64) -> Option<Bucket> {
+        fn emptied(bucket: &mut Option<Box<Bucket>>, id: u64) -> Option<Bucket> {
+            let b = bucket.as_mut()?;
+            b.remove(id);
+            if b.members.is_empty() {
+                bucket.take().map(|b| *b)
+            } else {
+                None
+            }
+        }
+        let mut parent = &mut self.prefixes;
+        let mut at_root = true;
+        let mut rest = prefix;
+        let Some(&first) = rest.first() else {
+            // The root stays, with or without a bucket.
+            return emptied(&mut parent.bucket, id);
+        };
+        let mut i = parent.child(first).ok()?;
+        loop {
+            let label_len = parent.children[i].label.len();
+            if !rest.starts_with(&parent.children[i].label) {
+                return None;
+            }
+            if rest.len() > label_len {
+                rest = &rest[label_len..];
+                let next = parent.children[i].child(rest[0]).ok()?;
+                parent = &mut parent.children[i];
+                at_root = false;
+                i = next;
+                continue;
+            }
+            let node = &mut parent.children[i];
+            let removed = emptied(&mut node.bucket, id)?;
+            match node.children.len() {
+                0 => {
+                    parent.firsts.remove(i);
+                    parent.children.remove(i);
+                    if !at_root && parent.bucket.is_none() && parent.children.len() == 1 {
+                        parent.absorb_only_child();
+                    }
+                }
+                1 => node.absorb_only_child(),
+                _ => {}
+            }
+            return Some(removed);
+        }
     }
 
     /// The snapshots of the non-empty buckets that a report with this `code` matches:
@@ -237,22 +358,29 @@ impl Index {
             return matched;
         };
         // Both lookups are free when nobody subscribed to a code or a prefix: an empty
-        // map is not hashed into, and `prefix_lens` is empty.
+        // map is not hashed into, and the trie's root has no bucket and no children.
         matched.exact = self
             .exact
             .get_mut(code)
             .and_then(|bucket| bucket.snapshot(garbage));
-        for &(len, _) in &self.prefix_lens {
-            // A prefix is a whole string, so it can only match up to a char boundary.
-            let Some(prefix) = code.get(..len) else {
-                if len > code.len() {
-                    break;
-                }
-                continue;
-            };
-            if let Some(bucket) = self.prefix.get_mut(prefix) {
+        let mut node = &mut self.prefixes;
+        let mut rest = code.as_bytes();
+        loop {
+            if let Some(bucket) = &mut node.bucket {
                 matched.prefixes.extend(bucket.snapshot(garbage));
             }
+            let Some(&first) = rest.first() else {
+                break;
+            };
+            let Ok(i) = node.child(first) else {
+                break;
+            };
+            let child = &mut node.children[i];
+            let Some(tail) = rest.strip_prefix(&*child.label) else {
+                break;
+            };
+            rest = tail;
+            node = child;
         }
         matched
     }
@@ -329,17 +457,19 @@ fn text(pattern: &TopicPattern) -> &str {
 
 /// Subscriptions, by connection id and by topic.
 ///
-/// The index has a bucket per subscribed exact code and per subscribed prefix (hash maps
-/// by code and by prefix), and one for `*` and topic-less subscribers. A subscriber is
-/// in the bucket of each of its canonical patterns ([`canonical`]), of which at most one
-/// matches any code, so a report reaches each subscriber at most once. Publishing costs
-/// a lookup of the report's code and of its subscribed-to prefixes, then the deliveries
-/// to the subscribers in the matching buckets: not a pass over every subscription.
+/// The index has a bucket per subscribed exact code (a hash map by code), one per
+/// subscribed prefix (in a trie, see `Node`), and one for `*` and topic-less
+/// subscribers. A subscriber is in the bucket of each of its canonical patterns
+/// (`canonical`), of which at most one matches any code, so a report reaches each
+/// subscriber at most once. Publishing costs a lookup of the report's code and a walk of
+/// the trie along it, then the deliveries to the subscribers in the matching buckets:
+/// not a pass over every subscription.
 ///
 /// Each bucket keeps a shared, immutable snapshot of its subscribers. A publisher takes
 /// the index's lock only to clone the snapshots of the buckets it matched (a reference
 /// count each) and loops over them with no lock held: subscribing, unsubscribing and
-/// evicting never wait for a fan-out in progress, and cost O(topics of that subscriber).
+/// evicting never wait for a fan-out in progress, and cost O(the length of that
+/// subscriber's topics).
 /// A change marks the buckets it touched stale; the next publisher that needs one
 /// rebuilds it (a reference count per subscriber in it, a fraction of the fan-out to
 /// them), so no one waits longer than the rebuild of the buckets one report matches.
@@ -805,17 +935,42 @@ mod tests {
     }
 
     /// The index is consistent: every subscription is in exactly the buckets of its
-    /// patterns, with its queue; no exact or prefix bucket is empty; `prefix_lens` counts
-    /// the prefix buckets by length.
-    fn check(hub: &Hub) {
+    /// patterns, with its queue; no bucket but the catch-all is empty; the trie is
+    /// path-compressed (no node without a bucket has fewer than two children, but the
+    /// root) and its children are ordered by a distinct first byte. Answers the trie's
+    /// prefixes with a bucket, and its number of nodes (the root included).
+    fn check(hub: &Hub) -> (Vec<String>, usize) {
         let index = hub.lock();
+        let mut prefixes = HashMap::new();
+        let mut nodes = 0;
+        let mut stack = vec![(Vec::new(), &index.prefixes)];
+        while let Some((path, node)) = stack.pop() {
+            nodes += 1;
+            let at_root = nodes == 1;
+            assert_eq!(node.label.is_empty(), at_root);
+            let firsts: Vec<u8> = node.children.iter().map(|c| c.label[0]).collect();
+            assert_eq!(firsts, node.firsts);
+            assert!(firsts.windows(2).all(|w| w[0] < w[1]), "children order");
+            match &node.bucket {
+                Some(bucket) => {
+                    assert!(!bucket.members.is_empty(), "empty bucket");
+                    prefixes.insert(String::from_utf8(path.clone()).unwrap(), bucket);
+                }
+                None => assert!(at_root || node.children.len() >= 2, "{path:?}"),
+            }
+            for child in &node.children {
+                let mut below = path.clone();
+                below.extend_from_slice(&child.label);
+                stack.push((below, child));
+            }
+        }
         let mut memberships = 0;
         for (id, sub) in &index.by_id {
             for pattern in patterns(&sub.topics) {
                 let bucket = match pattern {
                     TopicPattern::Any => &index.all,
                     TopicPattern::Exact(code) => &index.exact[&**code],
-                    TopicPattern::Prefix(prefix) => &index.prefix[&**prefix],
+                    TopicPattern::Prefix(prefix) => prefixes[&**prefix],
                 };
                 assert!(
                     Arc::ptr_eq(&bucket.members[id], &sub.queue),
@@ -824,18 +979,17 @@ mod tests {
                 memberships += 1;
             }
         }
-        let buckets = index.exact.values().chain(index.prefix.values());
         assert!(
-            buckets.clone().all(|b| !b.members.is_empty()),
+            index.exact.values().all(|b| !b.members.is_empty()),
             "empty bucket"
         );
-        let members: usize = buckets.map(|b| b.members.len()).sum();
+        let members: usize = (index.exact.values().chain(prefixes.values().map(|b| &***b)))
+            .map(|b| b.members.len())
+            .sum();
         assert_eq!(members + index.all.members.len(), memberships);
-        let mut lens = std::collections::BTreeMap::new();
-        for prefix in index.prefix.keys() {
-            *lens.entry(prefix.len()).or_insert(0) += 1;
-        }
-        assert_eq!(index.prefix_lens, lens.into_iter().collect::<Vec<_>>());
+        let mut listed: Vec<String> = prefixes.into_keys().collect();
+        listed.sort();
+        (listed, nodes)
     }
 
     #[test]
@@ -924,9 +1078,11 @@ mod tests {
             .collect();
         let q = PushQueue::new(4);
         hub.subscribe(1, topics, Arc::clone(&q));
-        check(&hub);
         assert_eq!(hub.subscriptions()[0].1.len(), 64);
-        assert_eq!(hub.lock().prefix_lens.len(), 64);
+        // The root, a node per prefix, and one per branching: "b" to 62 b's (the last
+        // prefix, 63 b's and "a", hangs from that one with the label "ba").
+        let (prefixes, nodes) = check(&hub);
+        assert_eq!((prefixes.len(), nodes), (64, 1 + 64 + 62));
         let queues = [(1, q)];
         for n in 0..64 {
             let code = format!("{}.tail", prefix(n));
@@ -947,10 +1103,36 @@ mod tests {
         assert_eq!(publish_code(&hub, &stats, Some(&"a".repeat(80))), 2);
         assert_eq!(take(&nested_q).len(), 1);
         hub.unsubscribe(1);
+        assert_eq!(check(&hub), (vec!["a".to_owned()], 2));
         hub.unsubscribe(2);
-        check(&hub);
-        let index = hub.lock();
-        assert!(index.prefix.is_empty() && index.prefix_lens.is_empty());
+        assert_eq!(check(&hub), (Vec::new(), 1), "the trie is back to its root");
+    }
+
+    #[test]
+    fn a_deep_trie_is_linked_walked_and_dropped_without_recursion() {
+        const DEPTH: usize = 3000;
+        // A small stack, which a recursion as deep as the trie would overflow.
+        let thread = std::thread::Builder::new().stack_size(256 * 1024);
+        let deep = thread.spawn(|| {
+            let hub = Hub::default();
+            let stats = Stats::default();
+            let queues: Vec<_> = (1..=DEPTH)
+                .map(|n| {
+                    let q = PushQueue::new(4);
+                    let nested = TopicPattern::Prefix("a".repeat(n).into());
+                    hub.subscribe(n as u64, vec![nested], Arc::clone(&q));
+                    q
+                })
+                .collect();
+            let code = "a".repeat(DEPTH + 1);
+            assert_eq!(publish_code(&hub, &stats, Some(&code)), DEPTH as u64);
+            assert!(queues.iter().all(|q| take(q).len() == 1));
+            // Unlinking one from the middle merges its node into its only child.
+            hub.unsubscribe(DEPTH as u64 / 2);
+            assert_eq!(publish_code(&hub, &stats, Some(&code)), DEPTH as u64 - 1);
+            drop(hub);
+        });
+        deep.unwrap().join().unwrap();
     }
 
     #[test]
@@ -1029,8 +1211,8 @@ mod tests {
             // `Prefix("")` (every report with a code) too, though no topic parses as it.
             prop_oneof![
                 1 => Just(TopicPattern::Any),
-                4 => "[ab]{0,3}".prop_map(|p| TopicPattern::Prefix(p.into())),
-                4 => "[ab]{0,3}".prop_map(|c| TopicPattern::Exact(c.into())),
+                4 => "[ab]{0,5}".prop_map(|p| TopicPattern::Prefix(p.into())),
+                4 => "[ab]{0,5}".prop_map(|c| TopicPattern::Exact(c.into())),
             ]
         }
 
@@ -1044,10 +1226,10 @@ mod tests {
 
         fn op() -> impl Strategy<Value = Op> {
             prop_oneof![
-                4 => (0u64..6, prop::collection::vec(pattern(), 0..5), any::<bool>())
+                4 => (0u64..8, prop::collection::vec(pattern(), 0..5), any::<bool>())
                     .prop_map(|(id, topics, reuse)| Op::Subscribe(id, topics, reuse)),
-                1 => (0u64..6).prop_map(Op::Unsubscribe),
-                4 => prop::option::of("[ab]{0,4}").prop_map(Op::Publish),
+                2 => (0u64..8).prop_map(Op::Unsubscribe),
+                4 => prop::option::of("[ab]{0,6}").prop_map(Op::Publish),
             ]
         }
 
@@ -1056,7 +1238,7 @@ mod tests {
             /// rebuilt after changes, and buckets come and go.
             #[test]
             fn the_index_delivers_what_the_naive_matcher_says_once(
-                ops in prop::collection::vec(op(), 1..40),
+                ops in prop::collection::vec(op(), 1..60),
             ) {
                 let hub = Hub::default();
                 let stats = Stats::default();

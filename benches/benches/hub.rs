@@ -5,12 +5,17 @@
 //! |---|---|---|
 //! | `hub_fanout/{1,100,1000}` | `Hub::publish` (parse-free: the report is parsed once, outside the loop) + every subscriber's `PushQueue::take_now` | `tokio::sync::broadcast`: `send` of the same push body + every receiver's `try_recv` |
 //! | `hub_churn/changing` | the same at 1000 subscribers, while another thread subscribes and unsubscribes one more connection every 50 µs | `hub_churn/steady`: the same with no changes |
+//! | `hub_topics/distinct/100000` | `Hub::publish` of a report for one of 100,000 subscribers, each subscribed to its own code (`bench.<i>`; the reports rotate over the codes) + that subscriber's `take_now` | `hub_topics/distinct/10`: the same among 10 |
+//! | `hub_topics/distinct_reports_10/100000` | the same among 100,000, the reports rotating over 10 of the codes (few cache misses) | `hub_topics/distinct/10` |
+//! | `hub_topics/prefix_lengths/256` | the same to one subscriber of a 256-byte code, while 4 others hold 64 prefix patterns each, of every length from 1 to 256, none matching: 256 prefix lookups per report, the topic index's worst case under `max_topic_len = 256`; `prefix_lengths_code_11/256`: the same with an 11-byte code (11 lookups) | `hub_topics/prefix_lengths/0`: no such patterns |
 //!
 //! Both sides share one body per report and hand each subscriber a reference-counted
-//! pointer to it. Throughput is in deliveries (elements): N per iteration.
+//! pointer to it. Throughput is in deliveries (elements): N per iteration (1 in
+//! `hub_topics`).
 //!
 //! ```text
 //! cargo bench -p monitor-benches --bench hub
+//! cargo bench -p monitor-benches --bench hub -- hub_topics   # one group
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -22,7 +27,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use monitor_proto::Report;
+use monitor_proto::{Report, TopicPattern};
 use monitor_server::hub::{Hub, PushQueue};
 use monitor_server::queue::Batch;
 use monitor_server::stats::Stats;
@@ -31,8 +36,13 @@ use monitor_server::SlowConsumer;
 const SUBSCRIBERS: [usize; 3] = [1, 100, 1000];
 
 fn report() -> Report {
-    let mut json = String::from(r#"{"code":"host.health","host":"web-01","cpu":12.5,"pad":""#);
-    json.push_str(&"x".repeat(200 - json.len() - 2));
+    report_for("host.health")
+}
+
+/// A 200-byte report (longer if the code needs it) with this code.
+fn report_for(code: &str) -> Report {
+    let mut json = format!(r#"{{"code":"{code}","host":"web-01","cpu":12.5,"pad":""#);
+    json.push_str(&"x".repeat(200usize.saturating_sub(json.len() + 2)));
     json.push_str("\"}");
     Report::parse(Bytes::from(json)).unwrap()
 }
@@ -154,5 +164,111 @@ fn hub_churn(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, hub_fanout, hub_churn);
+/// Publishing to one subscriber among many that want other codes: what a report costs
+/// should not grow with the number of subscriptions on the server, only with the
+/// subscribers it matches.
+fn hub_topics(c: &mut Criterion) {
+    let mut group = c.benchmark_group("hub_topics");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(30)
+        .throughput(Throughput::Elements(1));
+    // (subscribers, codes the reports rotate over): all of them, or 10 of the 100,000,
+    // which tells the cost of the index's size from that of cache misses.
+    for (n, reported) in [(10usize, 10usize), (100_000, 100_000), (100_000, 10)] {
+        let name = if reported == n {
+            "distinct".to_owned()
+        } else {
+            format!("distinct_reports_{reported}")
+        };
+        // Built on first use (not when filtered out), and once, not per sample.
+        let mut fixture = None;
+        group.bench_function(BenchmarkId::new(name, n), |b| {
+            let targets = fixture.get_or_insert_with(|| {
+                let mut targets = Targets::default();
+                for i in 0..n {
+                    let code = format!("bench.{i}");
+                    let topics = vec![TopicPattern::parse(&code)];
+                    targets.subscriber(i as u64, topics, (i < reported).then_some(&*code));
+                }
+                targets
+            });
+            b.iter(|| assert_eq!(targets.publish_next(), 1));
+        });
+    }
+    // 256 distinct prefix lengths (4 subscribers of 64 patterns: the most a connection may
+    // have with `max_topics = 64`), none a prefix of the code, and a code long enough to
+    // be looked up under every one of them; then an 11-byte code, looked up under 11.
+    for (lengths, code_len) in [(0usize, 256usize), (256, 256), (256, 11)] {
+        let name = match code_len {
+            256 => "prefix_lengths".to_owned(),
+            _ => format!("prefix_lengths_code_{code_len}"),
+        };
+        let mut fixture = None;
+        group.bench_function(BenchmarkId::new(name, lengths), |b| {
+            let targets = fixture.get_or_insert_with(|| {
+                let code = "c".repeat(code_len);
+                let mut targets = Targets::default();
+                let exact = vec![TopicPattern::Exact(code.as_str().into())];
+                targets.subscriber(0, exact, Some(&code));
+                for (id, chunk) in (1..=lengths).collect::<Vec<_>>().chunks(64).enumerate() {
+                    let topics = chunk
+                        .iter()
+                        .map(|&len| TopicPattern::parse(&format!("{}d*", "c".repeat(len - 1))))
+                        .collect();
+                    targets.subscriber(id as u64 + 1, topics, None);
+                }
+                targets
+            });
+            b.iter(|| assert_eq!(targets.publish_next(), 1));
+        });
+    }
+    group.finish();
+}
+
+/// A hub, and reports for one subscriber each (`reports[i]` for the subscriber of
+/// `queues[i]`), published in turn.
+#[derive(Default)]
+struct Targets {
+    hub: Hub,
+    queues: Vec<Arc<PushQueue>>,
+    reports: Vec<Report>,
+    next: usize,
+    stats: Stats,
+    batch: Batch,
+    wakes: Vec<Waker>,
+}
+
+impl Targets {
+    /// Subscribes `id` to `topics`; with `code`, a report with that code is one of those
+    /// published in turn, and it is this subscriber's.
+    fn subscriber(&mut self, id: u64, topics: Vec<TopicPattern>, code: Option<&str>) {
+        let q = PushQueue::new(1024);
+        self.hub.subscribe(id, topics, Arc::clone(&q));
+        if let Some(code) = code {
+            self.queues.push(q);
+            self.reports.push(report_for(code));
+        }
+    }
+
+    /// Publishes the next report, and its subscriber takes it.
+    fn publish_next(&mut self) -> u64 {
+        let i = self.next;
+        self.next = (i + 1) % self.reports.len();
+        let delivered = self.hub.publish(
+            black_box(&self.reports[i]),
+            usize::MAX,
+            SlowConsumer::Drop,
+            &self.stats,
+            &mut self.wakes,
+        );
+        self.wakes.clear();
+        self.queues[i].take_now(&mut self.batch);
+        black_box(self.batch.pop_front());
+        delivered
+    }
+}
+
+criterion_group!(benches, hub_fanout, hub_churn, hub_topics);
 criterion_main!(benches);

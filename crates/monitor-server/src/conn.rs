@@ -1013,7 +1013,11 @@ mod tests {
             while written + chunk <= total / 2 {
                 conn.advance_written(chunk);
                 written += chunk;
-                assert_eq!(conn.frames_out as usize, written / HEADER_LEN, "chunk {chunk}");
+                assert_eq!(
+                    conn.frames_out as usize,
+                    written / HEADER_LEN,
+                    "chunk {chunk}"
+                );
             }
             assert_eq!(
                 conn.frames_out + conn.unwritten_frames(),

@@ -270,6 +270,83 @@ impl FrameCodec {
     }
 }
 
+/// A frame seen where it lies in the read buffer (see [`FrameCodec::peek`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameRef<'a> {
+    /// The header.
+    pub header: Header,
+    /// The body bytes as on the wire, borrowed from the buffer.
+    pub body: &'a [u8],
+}
+
+impl FrameRef<'_> {
+    /// The whole frame's length: what the caller advances the buffer by once done.
+    pub fn len(&self) -> usize {
+        HEADER_LEN + self.body.len()
+    }
+
+    /// Never true: a frame has at least its header. (For clippy's `len_without_is_empty`.)
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+impl FrameCodec {
+    /// The next complete frame at the start of `src`, judged by the same checks as
+    /// [`Decoder::decode`] but left in place: nothing is split off or allocated. For a
+    /// reader that handles each frame before reading on and keeps no copy (a load
+    /// generator, a relay). The caller advances `src` by [`FrameRef::len`] once done with
+    /// it; `Ok(None)` means more bytes are needed (room for the frame is reserved as by
+    /// `decode`).
+    ///
+    /// Do not mix with `decode` on a frame `decode` has started.
+    ///
+    /// # Errors
+    /// As `decode`: the header is bad, or the frame is over `max_frame_len`.
+    ///
+    /// ```
+    /// use bytes::{Buf, BytesMut};
+    /// use monitor_proto::{Frame, FrameCodec, Header, MsgType, Uuid};
+    /// use tokio_util::codec::Encoder;
+    ///
+    /// let mut codec = FrameCodec::new();
+    /// let mut buf = BytesMut::new();
+    /// let header = Header::new(MsgType::Report, Uuid([b'u'; 33]));
+    /// codec.encode(Frame::new(header, "{}".into()), &mut buf).unwrap();
+    /// let frame = codec.peek(&mut buf).unwrap().expect("a whole frame");
+    /// assert_eq!(frame.body, b"{}");
+    /// let len = frame.len();
+    /// buf.advance(len);
+    /// assert!(buf.is_empty());
+    /// ```
+    pub fn peek<'a>(&mut self, src: &'a mut BytesMut) -> Result<Option<FrameRef<'a>>, Error> {
+        if src.len() < PREFIX_LEN {
+            return Ok(None);
+        }
+        let prefix = check_prefix(&src[..PREFIX_LEN], &self.limits)?;
+        let length = prefix.length as usize;
+        if src.len() < length {
+            if length <= self.max_reserve {
+                src.reserve(length - src.len());
+            }
+            return Ok(None);
+        }
+        let mut uuid = [0u8; UUID_LEN];
+        uuid.copy_from_slice(&src[PREFIX_LEN..HEADER_LEN]);
+        let header = Header {
+            msg_type: prefix.msg_type,
+            cipher: prefix.cipher,
+            compress: prefix.compress,
+            length: prefix.length,
+            uuid: Uuid(uuid),
+        };
+        Ok(Some(FrameRef {
+            header,
+            body: &src[HEADER_LEN..length],
+        }))
+    }
+}
+
 impl Decoder for FrameCodec {
     type Item = Frame;
     type Error = Error;
@@ -443,6 +520,39 @@ mod tests {
         buf.extend_from_slice(&wire[PREFIX_LEN..]);
         assert_eq!(codec.decode(&mut buf).unwrap(), Some(frame));
         assert_eq!(codec.pending_frame_len(), None);
+    }
+
+    #[test]
+    fn peek_sees_the_frames_decode_gives_without_taking_them() {
+        let frames = sample();
+        let wire = encoded(&frames);
+        for split in [0, 5, PREFIX_LEN, 50, wire.len()] {
+            let mut codec = FrameCodec::new();
+            let mut buf = BytesMut::from(&wire[..split]);
+            let mut rest = &wire[split..];
+            let mut got = Vec::new();
+            loop {
+                match codec.peek(&mut buf).unwrap() {
+                    Some(f) => {
+                        got.push(Frame {
+                            header: f.header,
+                            body: Bytes::copy_from_slice(f.body),
+                        });
+                        let len = f.len();
+                        buf.advance(len);
+                    }
+                    None if rest.is_empty() => break,
+                    None => {
+                        buf.extend_from_slice(rest);
+                        rest = &[];
+                    }
+                }
+            }
+            assert_eq!(got, frames, "split at {split}");
+        }
+        let mut bad = encoded(&frames[..1]);
+        bad[0] = 9;
+        assert!(FrameCodec::new().peek(&mut bad).is_err());
     }
 
     #[test]

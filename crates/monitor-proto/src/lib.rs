@@ -67,7 +67,7 @@ pub mod layer;
 pub mod message;
 
 pub use address::{Address, AddressError};
-pub use codec::{Builder, Frame, FrameCodec};
+pub use codec::{Builder, Frame, FrameCodec, FrameRef};
 pub use error::{Error, Fault};
 pub use header::{Direction, Header, MsgType, Uuid, HEADER_LEN, PREFIX_LEN, UUID_LEN};
 pub use layer::crypto::SessionKey;

@@ -22,15 +22,13 @@
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
-use std::task::Waker;
 use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use monitor_proto::{Report, TopicPattern};
-use monitor_server::hub::{Hub, PushQueue};
+use monitor_server::hub::{Hub, HubSettings, PushQueue, Wakes};
 use monitor_server::queue::Batch;
-use monitor_server::stats::Stats;
 use monitor_server::SlowConsumer;
 
 const SUBSCRIBERS: [usize; 3] = [1, 100, 1000];
@@ -51,14 +49,13 @@ fn report_for(code: &str) -> Report {
 struct Fixture {
     hub: Arc<Hub>,
     queues: Vec<Arc<PushQueue>>,
-    stats: Stats,
     batch: Batch,
-    wakes: Vec<Waker>,
+    wakes: Wakes,
 }
 
 impl Fixture {
     fn new(n: usize) -> Fixture {
-        let hub = Arc::new(Hub::default());
+        let hub = Arc::new(hub());
         let queues = (0..n)
             .map(|id| {
                 let q = PushQueue::new(1024);
@@ -69,23 +66,16 @@ impl Fixture {
         Fixture {
             hub,
             queues,
-            stats: Stats::default(),
             batch: Batch::default(),
-            wakes: Vec::new(),
+            wakes: Wakes::default(),
         }
     }
 
     /// What one report costs the server in memory: publishing it, then every subscriber
     /// taking its push. Returns how many subscribers it reached.
     fn fan_out(&mut self, report: &Report) -> u64 {
-        let delivered = self.hub.publish(
-            report,
-            usize::MAX,
-            SlowConsumer::Drop,
-            &self.stats,
-            &mut self.wakes,
-        );
-        self.wakes.clear();
+        let delivered = self.hub.publish(report, None, &mut self.wakes);
+        self.wakes.wake_all();
         for q in &self.queues {
             q.take_now(&mut self.batch);
             black_box(self.batch.pop_front());
@@ -229,15 +219,38 @@ fn hub_topics(c: &mut Criterion) {
 
 /// A hub, and reports for one subscriber each (`reports[i]` for the subscriber of
 /// `queues[i]`), published in turn.
-#[derive(Default)]
 struct Targets {
     hub: Hub,
     queues: Vec<Arc<PushQueue>>,
     reports: Vec<Report>,
     next: usize,
-    stats: Stats,
     batch: Batch,
-    wakes: Vec<Waker>,
+    wakes: Wakes,
+}
+
+/// A hub as the server makes it, with compression out of the way (the reports are small
+/// anyway).
+fn hub() -> Hub {
+    Hub::new(
+        Arc::default(),
+        HubSettings {
+            compress_threshold: usize::MAX,
+            slow_consumer: SlowConsumer::Drop,
+        },
+    )
+}
+
+impl Default for Targets {
+    fn default() -> Self {
+        Targets {
+            hub: hub(),
+            queues: Vec::new(),
+            reports: Vec::new(),
+            next: 0,
+            batch: Batch::default(),
+            wakes: Wakes::default(),
+        }
+    }
 }
 
 impl Targets {
@@ -256,14 +269,10 @@ impl Targets {
     fn publish_next(&mut self) -> u64 {
         let i = self.next;
         self.next = (i + 1) % self.reports.len();
-        let delivered = self.hub.publish(
-            black_box(&self.reports[i]),
-            usize::MAX,
-            SlowConsumer::Drop,
-            &self.stats,
-            &mut self.wakes,
-        );
-        self.wakes.clear();
+        let delivered = self
+            .hub
+            .publish(black_box(&self.reports[i]), None, &mut self.wakes);
+        self.wakes.wake_all();
         self.queues[i].take_now(&mut self.batch);
         black_box(self.batch.pop_front());
         delivered

@@ -585,7 +585,10 @@ impl Task {
 
     /// Stops for good: fails everything still held, and every later `send`.
     fn stop(&mut self, error: Error) {
-        let reason = error.to_string();
+        // Stopped first: a caller whose report fails below finds the status saying why.
+        self.status.send_replace(Status::Stopped {
+            reason: error.to_string(),
+        });
         if let Error::Unreachable {
             attempts,
             last_error,
@@ -634,7 +637,6 @@ impl Task {
         if failed > 0 {
             warn!(failed, error = %error, "reporter stopped; reports not delivered");
         }
-        self.status.send_replace(Status::Stopped { reason });
     }
 
     /// One connection's life.

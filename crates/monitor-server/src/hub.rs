@@ -13,6 +13,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 
@@ -114,7 +115,7 @@ impl<'m> Fanout<'m> {
         bucket: &'m [Subscriber],
         report: &Report,
         policy: SlowConsumer,
-        wakes: &mut Vec<Waker>,
+        wakes: &mut Wakes,
     ) {
         for sub in bucket {
             let push = self
@@ -123,7 +124,7 @@ impl<'m> Fanout<'m> {
             match sub.queue.try_push(push) {
                 Ok(waker) => {
                     self.delivered += 1;
-                    wakes.extend(waker);
+                    wakes.0.extend(waker);
                 }
                 Err(PushError::Full) => match policy {
                     SlowConsumer::Drop => self.dropped += 1,
@@ -473,9 +474,64 @@ fn text(pattern: &TopicPattern) -> &str {
 /// A change marks the buckets it touched stale; the next publisher that needs one
 /// rebuilds it (a reference count per subscriber in it, a fraction of the fan-out to
 /// them), so no one waits longer than the rebuild of the buckets one report matches.
-#[derive(Default)]
 pub struct Hub {
     index: Mutex<Index>,
+    /// The fan-out counters (`reports`, `pushes_queued`, `pushes_dropped`,
+    /// `slow_consumers_disconnected`), shared with the rest of the server.
+    stats: Arc<Stats>,
+    /// Push bodies longer than this are compressed by the publisher (see
+    /// [`Hub::publish`]); live, like `disconnect`.
+    compress_over: AtomicUsize,
+    /// The slow-consumer policy: `true` for [`SlowConsumer::Disconnect`].
+    disconnect: AtomicBool,
+}
+
+/// What the hub needs of the server's settings. Both can change while it runs
+/// ([`Hub::configure`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubSettings {
+    /// `compress_threshold`: a push body longer than this goes out compressed, to every
+    /// subscriber.
+    pub compress_threshold: usize,
+    /// What a full subscriber queue means.
+    pub slow_consumer: SlowConsumer,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        let defaults = crate::config::Settings::default();
+        Hub::new(
+            Arc::default(),
+            HubSettings {
+                compress_threshold: defaults.compress_threshold,
+                slow_consumer: defaults.slow_consumer,
+            },
+        )
+    }
+}
+
+/// Subscribers to wake once the reports at hand are all published: a reporter that read
+/// several reports in one go wakes each subscriber once, so each writes them all in one
+/// syscall instead of racing to write the first. Waking happens in
+/// [`Wakes::wake_all`] (or when it is dropped).
+#[derive(Debug, Default)]
+pub struct Wakes(Vec<Waker>);
+
+impl Wakes {
+    /// Wakes everyone collected, once. A list grown by an unusual burst is released
+    /// rather than kept.
+    pub fn wake_all(&mut self) {
+        self.0.drain(..).for_each(Waker::wake);
+        if self.0.capacity() > 1024 {
+            self.0 = Vec::new();
+        }
+    }
+}
+
+impl Drop for Wakes {
+    fn drop(&mut self) {
+        self.wake_all();
+    }
 }
 
 impl std::fmt::Debug for Hub {
@@ -487,6 +543,26 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
+    /// A hub with no subscriptions, counting into `stats`.
+    pub fn new(stats: Arc<Stats>, settings: HubSettings) -> Hub {
+        let hub = Hub {
+            index: Mutex::default(),
+            stats,
+            compress_over: AtomicUsize::new(0),
+            disconnect: AtomicBool::new(false),
+        };
+        hub.configure(settings);
+        hub
+    }
+
+    /// Applies reloaded settings to the reports published from now on.
+    pub fn configure(&self, settings: HubSettings) {
+        self.compress_over
+            .store(settings.compress_threshold, Relaxed);
+        self.disconnect
+            .store(settings.slow_consumer == SlowConsumer::Disconnect, Relaxed);
+    }
+
     /// Adds or replaces connection `id`'s subscription. Its patterns are kept in
     /// canonical form: those covered by another of its own are left out.
     ///
@@ -566,41 +642,51 @@ impl Hub {
     }
 
     /// Queues `report` for every matching subscriber; returns how many it was queued for.
-    /// The wakers of subscribers that were waiting are added to `wakes`: wake them once
-    /// the reports at hand are all published (see [`PushQueue::try_push`]).
+    /// Subscribers that were waiting are added to `wakes`: wake them once the reports at
+    /// hand are all published. `prepared` is the report's push if the caller already
+    /// made it (with its compressed form, say); otherwise it is made on the first match,
+    /// so that a report nobody wants costs no copy.
     ///
-    /// A push body over `compress_over` bytes is compressed here, before any subscriber
-    /// sees it: every subscriber sends that form, and the first one to need it would
+    /// A push body over `compress_threshold` bytes is compressed here, before any
+    /// subscriber sees it: every subscriber sends that form (see
+    /// [`monitor_proto::message::server_compresses`]), and the first one to need it would
     /// otherwise compress it on its worker while the others block on it on theirs.
     ///
-    /// A full queue is handled by `policy`: `Drop` skips that subscriber (counted in
-    /// `stats.pushes_dropped`); `Disconnect` removes its subscription, which closes its
-    /// queue, and its connection closes once it has written what was queued.
-    pub fn publish(
-        &self,
-        report: &Report,
-        compress_over: usize,
-        policy: SlowConsumer,
-        stats: &Stats,
-        wakes: &mut Vec<Waker>,
-    ) -> u64 {
+    /// A full queue is handled by the slow-consumer policy: `drop` skips that subscriber
+    /// (counted in `pushes_dropped`); `disconnect` removes its subscription, which closes
+    /// its queue, and its connection closes once it has written what was queued.
+    pub fn publish(&self, report: &Report, prepared: Option<Arc<Push>>, wakes: &mut Wakes) -> u64 {
+        let stats = &*self.stats;
+        let policy = if self.disconnect.load(Relaxed) {
+            SlowConsumer::Disconnect
+        } else {
+            SlowConsumer::Drop
+        };
+        let compress_over = self.compress_over.load(Relaxed);
         let Matched {
             all,
             exact,
             prefixes,
         } = self.matching(report.code.as_deref());
         let mut fanout = Fanout {
-            push: None,
+            push: prepared,
             delivered: 0,
             dropped: 0,
             evict: Vec::new(),
         };
         // A large body that somebody wants is built and compressed first.
         let wanted = all.is_some() || exact.is_some() || !prefixes.is_empty();
-        if wanted && reply::push_len(report.raw.len()) > compress_over {
-            let large = Arc::new(Push::new(&report.raw));
-            large.compressed();
-            fanout.push = Some(large);
+        if wanted
+            && monitor_proto::message::server_compresses(
+                false,
+                reply::push_len(report.raw.len()),
+                compress_over,
+            )
+        {
+            fanout
+                .push
+                .get_or_insert_with(|| Arc::new(Push::new(&report.raw)))
+                .compressed();
         }
         // A subscriber is in one matched bucket at most (see `Matched`).
         if let Some(all) = &all {
@@ -619,7 +705,7 @@ impl Hub {
             ..
         } = fanout;
         if !evict.is_empty() {
-            self.evict(&evict, stats);
+            self.evict(&evict);
         }
         Stats::add(&stats.reports, 1);
         Stats::add(&stats.pushes_queued, delivered);
@@ -640,7 +726,8 @@ impl Hub {
 
     /// Removes subscriptions whose queue was closed (the connection is gone), or full
     /// under the disconnect policy (closing it ends that connection).
-    fn evict(&self, subscribers: &[&Subscriber], stats: &Stats) {
+    fn evict(&self, subscribers: &[&Subscriber]) {
+        let stats = &*self.stats;
         let mut removed = Vec::new();
         let mut garbage = Vec::new();
         {
@@ -687,22 +774,35 @@ mod tests {
     use std::collections::VecDeque;
 
     /// A hub with one subscriber (id 1) to `topics`, whose queue holds `capacity` pushes.
-    fn one_subscriber(topics: Vec<TopicPattern>, capacity: usize) -> (Hub, Stats, Arc<PushQueue>) {
-        let hub = Hub::default();
+    fn one_subscriber(
+        topics: Vec<TopicPattern>,
+        capacity: usize,
+    ) -> (Hub, Arc<Stats>, Arc<PushQueue>) {
+        let stats = Arc::new(Stats::default());
+        let hub = Hub::new(Arc::clone(&stats), settings(usize::MAX, SlowConsumer::Drop));
         let q = PushQueue::new(capacity);
         hub.subscribe(1, topics, Arc::clone(&q));
-        (hub, Stats::default(), q)
+        (hub, stats, q)
     }
 
-    /// Publishes `json` and answers how many subscribers it reached.
-    fn publish(hub: &Hub, stats: &Stats, json: &'static str, policy: SlowConsumer) -> u64 {
+    fn settings(compress_threshold: usize, slow_consumer: SlowConsumer) -> HubSettings {
+        HubSettings {
+            compress_threshold,
+            slow_consumer,
+        }
+    }
+
+    /// Publishes `json` under `policy` and answers how many subscribers it reached (the
+    /// hub counts into its own stats; `_stats` is the caller's view of them).
+    fn publish(hub: &Hub, _stats: &Stats, json: &'static str, policy: SlowConsumer) -> u64 {
         let report = Report::parse(Bytes::from_static(json.as_bytes())).unwrap();
-        hub.publish(&report, usize::MAX, policy, stats, &mut Vec::new())
+        hub.configure(settings(usize::MAX, policy));
+        hub.publish(&report, None, &mut Wakes::default())
     }
 
     #[test]
     fn the_publisher_compresses_a_body_over_the_threshold() {
-        let (hub, stats, q) = one_subscriber(Vec::new(), 4);
+        let (hub, _stats, q) = one_subscriber(Vec::new(), 4);
         let json = r#"{"code":"a","pad":"xxxxxxxxxxxxxxxxxxxx"}"#;
         let len = reply::push_len(json.len());
         // At the threshold a subscriber's codec sends the body as it is; one byte over,
@@ -714,19 +814,15 @@ mod tests {
             (usize::MAX, false),
         ] {
             let report = Report::parse(Bytes::from_static(json.as_bytes())).unwrap();
-            hub.publish(
-                &report,
-                threshold,
-                SlowConsumer::Drop,
-                &stats,
-                &mut Vec::new(),
-            );
+            hub.configure(settings(threshold, SlowConsumer::Drop));
+            hub.publish(&report, None, &mut Wakes::default());
             let push = take(&q).pop_front().unwrap();
             assert_eq!(push.json().len(), len);
-            let codec = monitor_proto::Builder::new()
-                .compress_threshold(threshold)
-                .message_codec(monitor_proto::Role::Server);
-            assert_eq!(codec.compresses(false, len), made, "threshold {threshold}");
+            assert_eq!(
+                monitor_proto::message::server_compresses(false, len, threshold),
+                made,
+                "threshold {threshold}"
+            );
             assert_eq!(push.has_compressed(), made, "threshold {threshold}");
         }
     }
@@ -893,7 +989,7 @@ mod tests {
         let new = PushQueue::new(4);
         hub.subscribe(1, Vec::new(), Arc::clone(&new));
         old.close();
-        hub.evict(&[&snapshot[0]], &stats);
+        hub.evict(&[&snapshot[0]]);
         assert_eq!(hub.subscriber_count(), 1);
         assert!(!new.is_closed());
         assert_eq!(publish(&hub, &stats, "{}", SlowConsumer::Drop), 1);
@@ -905,8 +1001,8 @@ mod tests {
         // Two publishers holding the same snapshot both found its queue full.
         let first = hub.snapshot();
         let second = hub.snapshot();
-        hub.evict(&[&first[0]], &stats);
-        hub.evict(&[&second[0]], &stats);
+        hub.evict(&[&first[0]]);
+        hub.evict(&[&second[0]]);
         assert!(q.is_closed());
         assert_eq!(hub.subscriber_count(), 0);
         assert_eq!(stats.snapshot().slow_consumers_disconnected, 1);
@@ -914,19 +1010,13 @@ mod tests {
 
     /// Publishes a report with this `code` (`None`: none) and answers how many
     /// subscribers it reached.
-    fn publish_code(hub: &Hub, stats: &Stats, code: Option<&str>) -> u64 {
+    fn publish_code(hub: &Hub, _stats: &Stats, code: Option<&str>) -> u64 {
         let json = match code {
             Some(code) => format!(r#"{{"code":"{code}"}}"#),
             None => "{}".to_owned(),
         };
         let report = Report::parse(Bytes::from(json)).unwrap();
-        hub.publish(
-            &report,
-            usize::MAX,
-            SlowConsumer::Drop,
-            stats,
-            &mut Vec::new(),
-        )
+        hub.publish(&report, None, &mut Wakes::default())
     }
 
     fn patterns_of(topics: &[&str]) -> Vec<TopicPattern> {
@@ -1198,7 +1288,7 @@ mod tests {
         let late = &in_progress.exact.as_ref().unwrap()[0];
         let push = Arc::new(Push::new(b"{}"));
         assert_eq!(late.queue.try_push(&push).err(), Some(PushError::Closed));
-        hub.evict(&[late], &stats);
+        hub.evict(&[late]);
         assert_eq!(hub.subscriber_count(), 1, "the new subscription stays");
         assert!(!new.is_closed());
         assert_eq!(publish_code(&hub, &stats, Some("x")), 0);

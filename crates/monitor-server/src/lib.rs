@@ -4,7 +4,11 @@
 //! # Layout
 //! - [`config`]: the TOML configuration, defaults and validation.
 //! - [`server`]: listeners, accept loops, `max_connections`, graceful shutdown, live reload.
-//! - `conn`: one task per connection: requests, replies, pushes, the idle timeout.
+//! - `conn`: one task per connection over the binary protocol: the socket, its buffers
+//!   and deadlines, decoding and encoding; `conn::Transport` is what it runs over.
+//! - `cmd`: the request handlers (key exchange, subscribe, report), transport-free.
+//! - `session`: one connection's protocol state (its subscription, its queue).
+//! - `state`: what every task of a server shares (hub, counters, budget, settings).
 //! - [`hub`]: subscriptions and the fan-out of reports (one shared body per report,
 //!   the slow-consumer policy).
 //! - [`queue`]: a subscriber's bounded queue of pushes, and the shared push body.
@@ -54,6 +58,7 @@
 
 mod budget;
 pub mod cli;
+mod cmd;
 pub mod config;
 mod conn;
 pub mod hub;
@@ -61,6 +66,8 @@ pub mod logging;
 pub mod queue;
 pub mod runtime;
 pub mod server;
+mod session;
+mod state;
 pub mod stats;
 
 pub use config::{

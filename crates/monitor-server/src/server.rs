@@ -1,61 +1,23 @@
-//! Listeners, the accept loops, shared state, and the shutdown sequence.
+//! Listeners, the accept loops, and the shutdown sequence.
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use monitor_proto::Address;
 
-use crate::budget::ByteBudget;
-use crate::config::{Config, ConfigDiff, ConfigError, Settings};
+use crate::config::{Config, ConfigDiff, ConfigError};
 use crate::conn;
-use crate::hub::Hub;
-use crate::stats::{Stats, StatsSnapshot};
-
-/// State shared by every task of one server.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) hub: Hub,
-    pub(crate) stats: Stats,
-    /// Bytes of large partial frames, all connections together (`max_buffered_bytes`).
-    pub(crate) budget: ByteBudget,
-    settings: watch::Sender<Arc<Settings>>,
-    next_id: AtomicU64,
-    /// Why a background task failed, once one has (the server then shuts down).
-    failure: Mutex<Option<String>>,
-    connection_slots: Arc<Semaphore>,
-}
-
-impl Shared {
-    pub(crate) fn next_conn_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Relaxed)
-    }
-
-    pub(crate) fn settings_receiver(&self) -> watch::Receiver<Arc<Settings>> {
-        self.settings.subscribe()
-    }
-
-    /// The state every connection of a server shares, for `settings`.
-    pub(crate) fn new(settings: Settings) -> Shared {
-        Shared {
-            hub: Hub::default(),
-            stats: Stats::default(),
-            budget: ByteBudget::new(settings.max_buffered_bytes),
-            connection_slots: Arc::new(Semaphore::new(settings.max_connections)),
-            settings: watch::channel(Arc::new(settings)).0,
-            next_id: AtomicU64::new(1),
-            failure: Mutex::new(None),
-        }
-    }
-}
+use crate::state::Shared;
+use crate::stats::StatsSnapshot;
 
 /// A listener that could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -208,8 +170,7 @@ impl ServerHandle {
         let mut live = new.server.clone();
         live.keep_restart_only(&current.server);
         current.server = live.clone();
-        self.shared.budget.set_limit(live.max_buffered_bytes);
-        self.shared.settings.send_replace(Arc::new(live));
+        self.shared.apply(live);
         Ok(diff)
     }
 }

@@ -18,6 +18,22 @@ use crate::header::{Direction, Header, MsgType, Uuid};
 use crate::layer::compress::{deflate, inflate};
 use crate::layer::crypto::{SessionKey, OVERHEAD};
 
+/// The protocol's compression rule for what a server sends (spec §4): a body goes out
+/// compressed when the request (or the subscription) asked for it, and always when it is
+/// larger than `threshold` (`compress_threshold`, compared before compression). The codec,
+/// and a server that prepares one compressed body for many subscribers, both decide by
+/// this one function.
+///
+/// ```
+/// use monitor_proto::message::server_compresses;
+/// assert!(!server_compresses(false, 100, 100));
+/// assert!(server_compresses(false, 101, 100));
+/// assert!(server_compresses(true, 1, 100));
+/// ```
+pub fn server_compresses(asked: bool, body_len: usize, threshold: usize) -> bool {
+    asked || body_len > threshold
+}
+
 /// Which end of a connection a [`MessageCodec`] serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -231,7 +247,10 @@ impl MessageCodec {
     /// compression (`asked`) or not: when asked, and in the server role when the body is
     /// over the compress threshold.
     pub fn compresses(&self, asked: bool, json_len: usize) -> bool {
-        asked || (self.role == Role::Server && json_len > self.compress_threshold)
+        match self.role {
+            Role::Server => server_compresses(asked, json_len, self.compress_threshold),
+            Role::Client => asked,
+        }
     }
 
     /// Writes `msg` as one frame, applying compression and encryption by the rules of

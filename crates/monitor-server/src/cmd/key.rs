@@ -1,0 +1,42 @@
+//! Key request (1 → 2): the X25519 exchange, the legacy exchange when allowed, or a
+//! token-only authentication.
+
+use monitor_proto::layer::kex::{generate_legacy_key, ServerHandshake};
+use monitor_proto::message::reply;
+use monitor_proto::message::request::KeyRequest;
+use monitor_proto::{Header, MsgType, SessionKey};
+
+use super::{Answer, Ctx};
+
+/// Why the legacy exchange is refused, and what to do instead.
+const LEGACY_DISABLED: &str = "legacy key exchange is disabled (the key would travel in the \
+     clear): send {\"pubkey\": \"<base64 X25519 public key>\"}, or set legacy_key_exchange = \
+     true in the server's [server] config";
+
+pub(super) fn handle(ctx: &mut Ctx<'_>, header: &Header, request: &KeyRequest) -> Answer {
+    let (json, key) = if let Some(pubkey) = &request.pubkey {
+        match ServerHandshake::new().respond(pubkey, &header.uuid) {
+            Ok((server_pubkey, key)) => (reply::key_pubkey(&server_pubkey), Some(key)),
+            Err(e) => {
+                tracing::debug!(peer = %ctx.peer, error = %e, "key request refused");
+                (reply::error(&e.to_string()), None)
+            }
+        }
+    } else if request.token.is_some() {
+        // Authentication is not configured on this server: every client may do anything.
+        (reply::authenticated(), None)
+    } else if ctx.settings.legacy_key_exchange {
+        let cipher_key = generate_legacy_key();
+        match SessionKey::from_legacy(&cipher_key) {
+            Ok(key) => (reply::key_legacy(&cipher_key), Some(key)),
+            Err(e) => (reply::error(&e.to_string()), None),
+        }
+    } else {
+        (reply::error(LEGACY_DISABLED), None)
+    };
+    let mut answer = Answer::reply(header, MsgType::KeyReply, json);
+    // Key replies are never encrypted; the new key applies to what follows.
+    answer.encrypt = false;
+    answer.key = key;
+    answer
+}

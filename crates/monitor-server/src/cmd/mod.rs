@@ -1,0 +1,142 @@
+//! The request handlers: each takes one decoded request and the connection's state, does
+//! what it asks (a key exchange, a subscription, a publication), and returns what to send
+//! back. They know nothing of sockets or frames, so any transport's connection loop
+//! (the binary protocol today, a WebSocket later) dispatches to the same handlers, and a
+//! new check (authentication, say) is a step in a handler, not a branch in a loop.
+
+mod key;
+mod report;
+mod subscribe;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use monitor_proto::message::reply;
+use monitor_proto::{Error as ProtoError, Header, MsgType, Request, SessionKey};
+
+use crate::config::Settings;
+use crate::hub::Wakes;
+use crate::session::Session;
+use crate::state::Shared;
+
+/// What a handler works with besides the request.
+pub(crate) struct Ctx<'a> {
+    pub(crate) shared: &'a Shared,
+    pub(crate) settings: &'a Settings,
+    pub(crate) session: &'a mut Session,
+    /// Subscribers to wake once the reports of this read are all published.
+    pub(crate) wakes: &'a mut Wakes,
+    /// The peer, for the logs.
+    pub(crate) peer: &'a str,
+}
+
+/// Why a handler ends the connection after its reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// A malformed subscribe: answered, then closed (spec §3).
+    MalformedSubscribe,
+}
+
+/// What to send back for one request, and what follows.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    /// The reply's type (the request's reply type).
+    pub(crate) msg_type: MsgType,
+    /// The reply body (a reply envelope).
+    pub(crate) json: Bytes,
+    /// Encrypt the reply (when the request asked and the reply type allows it).
+    pub(crate) encrypt: bool,
+    /// A session key to install once the reply is encoded (a key exchange).
+    pub(crate) key: Option<SessionKey>,
+    /// Close the connection once the reply is written.
+    pub(crate) ending: Option<Ending>,
+}
+
+impl Answer {
+    fn reply(header: &Header, msg_type: MsgType, json: Bytes) -> Answer {
+        Answer {
+            msg_type,
+            json,
+            encrypt: header.cipher,
+            key: None,
+            ending: None,
+        }
+    }
+}
+
+/// Handles one request whose body passed the layers (`body`), or answers why it did not.
+/// `header.msg_type` is a client-to-server type: the codec refuses the others.
+pub(crate) fn handle(
+    ctx: &mut Ctx<'_>,
+    header: &Header,
+    body: Result<Bytes, ProtoError>,
+) -> Answer {
+    let msg_type = header.msg_type;
+    let reply_type = msg_type.reply_type().unwrap_or(MsgType::ReportAck);
+    if msg_type == MsgType::Heartbeat {
+        // Its body, if any, is ignored, even one that fails its layers.
+        return heartbeat(header);
+    }
+    let limits = ctx.settings.topic_limits();
+    match body.and_then(|b| Request::parse(msg_type, b, &limits)) {
+        Ok(Request::Key(request)) => key::handle(ctx, header, &request),
+        Ok(Request::Subscribe(subscribe)) => subscribe::handle(ctx, header, subscribe),
+        Ok(Request::Report(report)) => report::handle(ctx, header, &report),
+        Ok(Request::Heartbeat) => heartbeat(header),
+        Err(e) => malformed_request(ctx, header, reply_type, &e),
+    }
+}
+
+/// The reply to a request that asked for encryption before any key exchange: plaintext,
+/// and the request is not carried out.
+pub(crate) fn no_session_key(header: &Header) -> Option<Answer> {
+    let reply_type = header.msg_type.reply_type()?;
+    if !header.cipher || reply_type.never_encrypted() {
+        return None;
+    }
+    let mut answer = Answer::reply(
+        header,
+        reply_type,
+        reply::error(&ProtoError::NoSessionKey.to_string()),
+    );
+    answer.encrypt = false;
+    Some(answer)
+}
+
+fn heartbeat(header: &Header) -> Answer {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut answer = Answer::reply(header, MsgType::HeartbeatReply, reply::heartbeat(now));
+    answer.encrypt = false;
+    answer
+}
+
+/// A body that failed its layers or its parse, answered by its type's rule (spec §3): a
+/// subscribe is refused and closed, a report or a key request refused.
+fn malformed_request(
+    ctx: &mut Ctx<'_>,
+    header: &Header,
+    reply_type: MsgType,
+    e: &ProtoError,
+) -> Answer {
+    let msg = malformed(e);
+    let mut answer = Answer::reply(header, reply_type, reply::error(&msg));
+    match header.msg_type {
+        MsgType::Subscribe => {
+            tracing::debug!(peer = %ctx.peer, reason = %msg, "subscribe refused");
+            answer.ending = Some(Ending::MalformedSubscribe);
+        }
+        MsgType::KeyRequest => answer.encrypt = false,
+        _ => {}
+    }
+    answer
+}
+
+/// The reply text for a body that failed its layers or its parse.
+fn malformed(e: &ProtoError) -> String {
+    match e {
+        ProtoError::MalformedBody { .. } => e.to_string(),
+        other => format!("malformed body: {other}"),
+    }
+}

@@ -1,0 +1,64 @@
+//! Report (7 → 8, and 6 to the subscribers): the size rule, then the fan-out.
+
+use std::sync::Arc;
+
+use monitor_proto::message::{reply, server_compresses};
+use monitor_proto::{Header, MsgType, Report};
+
+use super::{Answer, Ctx};
+use crate::config::Settings;
+use crate::queue::Push;
+
+pub(super) fn handle(ctx: &mut Ctx<'_>, header: &Header, report: &Report) -> Answer {
+    let json = match push_size_check(ctx.settings, report) {
+        Err(too_large) => reply::error(&too_large),
+        Ok(prepared) => {
+            ctx.session.reported = true;
+            let delivered = ctx.shared.hub.publish(report, prepared, ctx.wakes);
+            reply::report_ack(delivered)
+        }
+    };
+    Answer::reply(header, MsgType::ReportAck, json)
+}
+
+/// Refuses a report whose push frame would exceed `max_frame_len` in the form it is sent
+/// in: every frame this server sends respects the limit its peers are configured with. A
+/// push body over `compress_threshold` always goes out compressed, so its compressed
+/// length is what counts; otherwise its plain length. Room for encryption is always
+/// allowed for, so that a report is refused the same way whoever is subscribed, rather
+/// than acknowledged and then dropped for an encrypting subscriber.
+///
+/// Compressing costs, so it is done here only when the answer depends on it: when even
+/// zlib's worst-case expansion of the body would fit, the compressed form surely does.
+/// When it was done, the push (with its compressed form) is returned, for the hub to
+/// deliver rather than make again.
+fn push_size_check(settings: &Settings, report: &Report) -> Result<Option<Arc<Push>>, String> {
+    let max = settings.max_frame_len as usize;
+    let overhead = monitor_proto::HEADER_LEN + monitor_proto::layer::crypto::OVERHEAD;
+    let json_len = reply::push_len(report.raw.len());
+    if !server_compresses(false, json_len, settings.compress_threshold) {
+        return if json_len + overhead <= max {
+            Ok(None)
+        } else {
+            Err(format!(
+                "report too large: its push of {} bytes would exceed max_frame_len {max}",
+                json_len + overhead
+            ))
+        };
+    }
+    let worst_deflated = json_len + json_len / 1000 + 64;
+    if worst_deflated + overhead <= max {
+        return Ok(None);
+    }
+    let push = Arc::new(Push::new(&report.raw));
+    let compressed = push.compressed().len();
+    if compressed + overhead <= max {
+        Ok(Some(push))
+    } else {
+        Err(format!(
+            "report too large: its compressed push of {} bytes would exceed max_frame_len \
+             {max}",
+            compressed + overhead
+        ))
+    }
+}

@@ -1,0 +1,672 @@
+//! One connection over the binary protocol: a single task that owns the socket, its
+//! buffers and its timers, decodes requests and hands each to its handler (`cmd`), encodes
+//! the answers and the subscription's pushes, and enforces the connection's deadlines
+//! (idle, incomplete frame, stalled write), all in one `select!` loop with one timer.
+//!
+//! Reads and writes never wait on each other: replies and pushes are encoded into a write
+//! buffer that the loop flushes whenever the socket is writable. When the write buffer is
+//! over [`WRITE_HIGH_WATER`] the loop stops reading requests and taking pushes, so a
+//! client that does not read can only fill its own bounded push queue (then the
+//! slow-consumer policy applies) and never makes the server buffer without bound; if its
+//! socket takes nothing for `write_timeout_secs`, it is closed. A frame larger than
+//! [`SMALL_FRAME_LEN`] is read only once the connection holds its length from the
+//! server-wide [`ByteBudget`](crate::budget::ByteBudget).
+
+mod close;
+mod outbuf;
+mod transport;
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use monitor_proto::message::reply;
+use monitor_proto::{Error as ProtoError, Header, MessageCodec, Outgoing, Received, Role};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::time::{sleep_until, Instant};
+use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+pub(crate) use close::Close;
+use outbuf::OutBuf;
+pub use transport::{ReadReady, Transport};
+
+use crate::cmd::{self, Answer, Ctx};
+use crate::config::{Settings, SMALL_FRAME_LEN};
+use crate::hub::Wakes;
+use crate::queue::{Batch, Push, PushQueue};
+use crate::session::Session;
+use crate::state::Shared;
+use crate::stats::Stats;
+
+/// Above this many buffered output bytes, stop reading requests and taking pushes until
+/// the socket drains.
+pub const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// Read-buffer space made available before each read.
+const READ_CHUNK: usize = 16 * 1024;
+/// How long a closing connection may take to flush its last replies.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Frames counted locally before they are added to the shared stats (and at close).
+const STATS_BATCH: u64 = 64;
+/// A drained batch buffer larger than this many pushes is released rather than kept.
+const BATCH_KEEP: usize = 64;
+
+struct Conn {
+    shared: Arc<Shared>,
+    peer: String,
+    settings: Arc<Settings>,
+    settings_rx: watch::Receiver<Arc<Settings>>,
+    codec: MessageCodec,
+    rbuf: BytesMut,
+    out: OutBuf,
+    session: Session,
+    /// Subscribers to wake once the reports of this read are all published.
+    wakes: Wakes,
+    frames_in: u64,
+    /// The part of `frames_in` / frames written already added to the shared stats.
+    frames_in_counted: u64,
+    frames_out_counted: u64,
+    last_frame: Instant,
+    /// When the incomplete frame in `rbuf` began arriving.
+    partial_since: Option<Instant>,
+    /// Bytes of the `max_buffered_bytes` budget this connection holds for the large frame
+    /// it is reading.
+    budget_held: usize,
+    /// The length of a large frame this connection may not read until the budget has it.
+    budget_wanted: Option<usize>,
+    closing: Option<Close>,
+}
+
+/// Serves one accepted connection until it closes; logs its close line.
+pub(crate) async fn serve<T: Transport>(
+    mut stream: T,
+    peer: String,
+    shared: Arc<Shared>,
+    token: CancellationToken,
+) {
+    let started = Instant::now();
+    let mut conn = Conn::new(shared, peer, started);
+    debug!(peer = %conn.peer, id = conn.session.id, "connection opened");
+    let reason = conn.run(&mut stream, &token).await;
+    conn.flush_stats();
+    match &reason {
+        Close::FrameTimeout { .. } => Stats::add(&conn.shared.stats.frame_timeouts, 1),
+        Close::WriteTimeout { .. } => Stats::add(&conn.shared.stats.write_timeouts, 1),
+        _ => {}
+    }
+    let role = conn.session.role();
+    let uuid = conn
+        .session
+        .uuid
+        .map_or_else(|| "-".to_owned(), |u| u.to_string());
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let frames_in = conn.frames_in;
+    let frames_out = conn.out.frames_written();
+    // Encoded but never written: the drain deadline passed, or the socket failed.
+    let frames_unsent = conn.out.unwritten_frames();
+    if reason.is_peer_fault() {
+        warn!(
+            peer = %conn.peer, uuid = %uuid, role, duration_ms, frames_in, frames_out,
+            frames_unsent, reason = %reason, "connection closed"
+        );
+    } else {
+        info!(
+            peer = %conn.peer, uuid = %uuid, role, duration_ms, frames_in, frames_out,
+            frames_unsent, reason = %reason, "connection closed"
+        );
+    }
+}
+
+impl Drop for Conn {
+    /// However the task ends (a panic included), the hub and the budget get back what
+    /// this connection held.
+    fn drop(&mut self) {
+        // Only subscribers change the hub: connections that never subscribed come and go
+        // without touching it.
+        if self.session.subscription.is_some() {
+            self.shared.hub.unsubscribe(self.session.id);
+        }
+        self.shared
+            .budget
+            .give_back(std::mem::take(&mut self.budget_held));
+    }
+}
+
+/// Waits until `batch` holds pushes (`true`) or the queue is closed and drained
+/// (`false`); never, if this connection has not subscribed.
+async fn take_pushes(queue: Option<&Arc<PushQueue>>, batch: &mut Batch) -> bool {
+    match queue {
+        Some(queue) => std::future::poll_fn(|cx| queue.poll_take(cx, batch)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One write attempt that does not wait: `None` if the socket is not writable now. The
+/// loop's next turn polls the write again with the task's own waker, so that the no-op
+/// waker left here is never the one the task waits on.
+fn write_now<W: AsyncWrite + Unpin>(writer: &mut W, buf: &[u8]) -> Option<io::Result<usize>> {
+    if buf.is_empty() {
+        return None;
+    }
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::Pin::new(writer).poll_write(&mut cx, buf) {
+        std::task::Poll::Ready(result) => Some(result),
+        std::task::Poll::Pending => None,
+    }
+}
+
+impl Conn {
+    fn new(shared: Arc<Shared>, peer: String, started: Instant) -> Conn {
+        let id = shared.next_conn_id();
+        let mut settings_rx = shared.settings_receiver();
+        let settings = settings_rx.borrow_and_update().clone();
+        let codec = settings.codec_builder().message_codec(Role::Server);
+        Conn {
+            shared,
+            peer,
+            settings,
+            settings_rx,
+            codec,
+            rbuf: BytesMut::new(),
+            out: OutBuf::default(),
+            session: Session::new(id),
+            wakes: Wakes::default(),
+            frames_in: 0,
+            frames_in_counted: 0,
+            frames_out_counted: 0,
+            last_frame: started,
+            partial_since: None,
+            budget_held: 0,
+            budget_wanted: None,
+            closing: None,
+        }
+    }
+
+    async fn run<T: Transport>(&mut self, stream: &mut T, token: &CancellationToken) -> Close {
+        let (reader, mut writer) = stream.halves();
+        // One timer for every deadline of the connection (idle, incomplete frame, stalled
+        // write): armed at the earliest, and checked when it fires.
+        let mut armed = self.next_deadline();
+        let timer = sleep_until(armed);
+        // Made once: every connection waits on the same token, and a fresh `cancelled()`
+        // per turn would join (and leave) its shared waiter list each time.
+        let cancelled = token.cancelled();
+        let shared = Arc::clone(&self.shared);
+        tokio::pin!(timer, cancelled);
+        let reason = loop {
+            if let Some(reason) = self.closing.take() {
+                break reason;
+            }
+            self.refresh_settings();
+            if self.budget_wanted.is_none()
+                && self.out.len() < WRITE_HIGH_WATER
+                && self.rbuf.len() >= monitor_proto::HEADER_LEN
+            {
+                // Frames left undecoded while the write buffer was full (see `on_read`);
+                // a partial frame is found incomplete at once.
+                self.on_read();
+                if self.closing.is_some() {
+                    continue;
+                }
+            }
+            self.out.note_pending();
+            let due = self.next_deadline();
+            if due < armed {
+                armed = due;
+                timer.as_mut().reset(due);
+            }
+            // Reads only when every complete frame read so far has been handled, and
+            // when a large frame in progress has its share of the budget.
+            let room = self.out.len() < WRITE_HIGH_WATER;
+            let wanted = self.budget_wanted;
+            tokio::select! {
+                biased;
+                () = &mut cancelled => {
+                    // Boxed: shutdown-only state should not make every idle task bigger.
+                    Box::pin(self.drain(&mut writer)).await;
+                    return Close::Shutdown;
+                }
+                // `write`, not `write_buf`: the buffer is one slice, and plain write(2)
+                // skips writev's iovec handling on every flush.
+                written = writer.write(self.out.bytes()), if !self.out.is_empty() => {
+                    if let Some(reason) = self.wrote(written) {
+                        break reason;
+                    }
+                }
+                ready = std::future::poll_fn(|cx| reader.poll_read_ready(cx)), if room && wanted.is_none() => {
+                    if let Err(e) = ready {
+                        break Close::Io(e);
+                    }
+                    if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+                        self.rbuf.reserve(READ_CHUNK);
+                    }
+                    match reader.try_read_buf(&mut self.rbuf) {
+                        Ok(0) if self.rbuf.is_empty() => break Close::Eof,
+                        Ok(0) => break Close::EofMidFrame(self.rbuf.len()),
+                        Ok(_) => self.on_read(),
+                        // Readiness can be stale (a new socket reports it once): keep no
+                        // buffer for a read that found nothing.
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            if self.rbuf.is_empty() {
+                                self.rbuf = BytesMut::new();
+                            }
+                        }
+                        Err(e) => break Close::Io(e),
+                    }
+                },
+                () = shared.budget.take(wanted.unwrap_or(0)), if wanted.is_some() => {
+                    self.budget_granted(wanted.unwrap_or(0));
+                }
+                more = take_pushes(self.session.subscription.as_ref().map(|s| &s.queue), &mut self.session.batch), if room => {
+                    if !more {
+                        break Close::SlowConsumer;
+                    }
+                    self.encode_batch();
+                    // A batch almost always fits in the socket: writing it in this turn
+                    // saves the loop a round of polling every other branch again.
+                    if let Some(reason) = write_now(&mut writer, self.out.bytes()).and_then(|w| self.wrote(w)) {
+                        break reason;
+                    }
+                }
+                () = &mut timer => {
+                    self.flush_stats();
+                    if let Some(reason) = self.expired(Instant::now()) {
+                        break reason;
+                    }
+                    armed = self.next_deadline();
+                    timer.as_mut().reset(armed);
+                }
+            }
+        };
+        Box::pin(self.finish(&mut writer, &reason)).await;
+        reason
+    }
+
+    /// Last words (an error reply before a close) are worth a bounded wait.
+    async fn finish<W: AsyncWrite + Unpin>(&mut self, writer: &mut W, reason: &Close) {
+        let deadline = Instant::now() + CLOSE_FLUSH_TIMEOUT;
+        if !matches!(reason, Close::Io(_) | Close::WriteTimeout { .. }) {
+            self.write_all_until(writer, deadline).await;
+        }
+        let _ = tokio::time::timeout_at(deadline, writer.shutdown()).await;
+    }
+
+    /// Writes the output until it is all written, the deadline passes or the socket
+    /// fails; whatever is left is counted as unsent in the close log.
+    async fn write_all_until<W: AsyncWrite + Unpin>(&mut self, writer: &mut W, deadline: Instant) {
+        while !self.out.is_empty() {
+            let written = tokio::time::timeout_at(deadline, writer.write(self.out.bytes())).await;
+            match written {
+                Ok(Ok(n)) if n > 0 => self.out.advance(n),
+                _ => return,
+            }
+        }
+    }
+
+    /// The earliest of the connection's deadlines.
+    fn next_deadline(&self) -> Instant {
+        let s = &self.settings;
+        let mut due = self.last_frame + Duration::from_secs(s.idle_timeout_secs);
+        if let Some(since) = self.partial_since {
+            due = due.min(since + Duration::from_secs(s.frame_timeout_secs));
+        }
+        if let Some(since) = self.out.stalled_since() {
+            due = due.min(since + Duration::from_secs(s.write_timeout_secs));
+        }
+        due
+    }
+
+    /// The deadline that has passed at `now`, if one has.
+    fn expired(&self, now: Instant) -> Option<Close> {
+        let s = &self.settings;
+        if let Some(since) = self.out.stalled_since() {
+            if now >= since + Duration::from_secs(s.write_timeout_secs) {
+                return Some(Close::WriteTimeout {
+                    secs: s.write_timeout_secs,
+                    pending: self.out.len(),
+                });
+            }
+        }
+        if let Some(since) = self.partial_since {
+            if now >= since + Duration::from_secs(s.frame_timeout_secs) {
+                return Some(Close::FrameTimeout {
+                    secs: s.frame_timeout_secs,
+                    received: self.rbuf.len(),
+                    length: self.codec.frames().pending_frame_len(),
+                });
+            }
+        }
+        if now >= self.last_frame + Duration::from_secs(s.idle_timeout_secs) {
+            return Some(Close::Idle(s.idle_timeout_secs));
+        }
+        None
+    }
+
+    /// Applies a reloaded configuration, if there is one.
+    ///
+    /// A reload takes effect at this connection's next event: a frame (checked before it
+    /// is handled), a push, or its timer. Checking is one atomic load, and an idle task
+    /// carries no waiting future for it.
+    fn refresh_settings(&mut self) {
+        if !self.settings_rx.has_changed().unwrap_or(false) {
+            return;
+        }
+        let settings = self.settings_rx.borrow_and_update().clone();
+        self.codec.set_limits(
+            settings.max_frame_len,
+            settings.max_inflated_len,
+            settings.compress_threshold,
+        );
+        self.settings = settings;
+    }
+
+    /// Shutdown: stop reading, write what is already queued, bounded by the drain timeout.
+    async fn drain<W: AsyncWrite + Unpin>(&mut self, writer: &mut W) {
+        let deadline = Instant::now() + Duration::from_secs(self.settings.drain_timeout_secs);
+        if let Some(sub) = &self.session.subscription {
+            sub.queue.close();
+            sub.queue.take_now(&mut self.session.batch);
+        }
+        while let Some(push) = self.session.batch.pop_front() {
+            self.encode_push(&push);
+            if self.out.len() >= WRITE_HIGH_WATER {
+                self.write_all_until(writer, deadline).await;
+                if !self.out.is_empty() {
+                    return;
+                }
+            }
+        }
+        self.write_all_until(writer, deadline).await;
+        let _ = tokio::time::timeout_at(deadline, writer.shutdown()).await;
+    }
+
+    /// Decodes and handles the buffered frames, until the write buffer is over
+    /// [`WRITE_HIGH_WATER`]: the rest wait in the read buffer until the peer has read
+    /// enough (see the top of [`Conn::run`]), so one read full of requests cannot grow
+    /// the replies past the bound. A large frame that is not complete asks for its share
+    /// of the budget before more of it is read.
+    fn on_read(&mut self) {
+        self.refresh_settings();
+        let before = self.frames_in;
+        while self.closing.is_none() && self.out.len() < WRITE_HIGH_WATER {
+            match self.codec.decode(&mut self.rbuf) {
+                Ok(Some(received)) => {
+                    self.frames_in += 1;
+                    self.frame_done();
+                    self.handle(received);
+                }
+                Ok(None) => {
+                    self.frame_incomplete(before);
+                    break;
+                }
+                Err(e) => {
+                    Stats::add(&self.shared.stats.protocol_errors, 1);
+                    self.closing = Some(Close::Protocol(e));
+                    break;
+                }
+            }
+        }
+        if self.frames_in > before {
+            self.last_frame = Instant::now();
+        }
+        // Each subscriber is woken once for all the reports of this read, and writes them
+        // in one go.
+        self.wakes.wake_all();
+        // Between bursts a connection keeps no read buffer (see `ReadReady`).
+        if self.rbuf.is_empty() {
+            self.rbuf = BytesMut::new();
+            self.partial_since = None;
+        }
+    }
+
+    /// A frame was decoded: the budget it held goes back, and a large read buffer is not
+    /// kept alive by the few bytes of the next frame it may hold.
+    fn frame_done(&mut self) {
+        self.partial_since = None;
+        if self.budget_held > 0 {
+            self.shared
+                .budget
+                .give_back(std::mem::take(&mut self.budget_held));
+            if self.rbuf.capacity() > 2 * SMALL_FRAME_LEN {
+                self.rbuf = BytesMut::from(&self.rbuf[..]);
+            }
+        }
+    }
+
+    /// The read buffer ends in an incomplete frame: start its clock, and if it is large,
+    /// take its length from the budget (or wait for it, not reading meanwhile).
+    fn frame_incomplete(&mut self, frames_before: u64) {
+        if self.rbuf.is_empty() {
+            return;
+        }
+        if self.partial_since.is_none() || self.frames_in > frames_before {
+            self.partial_since = Some(Instant::now());
+        }
+        let Some(length) = self.codec.frames().pending_frame_len() else {
+            return;
+        };
+        if length <= SMALL_FRAME_LEN || self.budget_held > 0 {
+            return;
+        }
+        if self.shared.budget.try_take(length) {
+            self.budget_granted(length);
+        } else {
+            debug!(peer = %self.peer, length, "frame waits for max_buffered_bytes");
+            Stats::add(&self.shared.stats.budget_waits, 1);
+            self.budget_wanted = Some(length);
+        }
+    }
+
+    /// The budget gave this connection `length` bytes for the frame it is reading.
+    fn budget_granted(&mut self, length: usize) {
+        self.budget_wanted = None;
+        self.budget_held = length;
+        self.rbuf.reserve(length.saturating_sub(self.rbuf.len()));
+    }
+
+    /// One request: its handler's answer is encoded at once, before anything else the
+    /// connection sends, so replies keep the order of the requests.
+    fn handle(&mut self, received: Received) {
+        let Received { header, body } = received;
+        self.session.uuid = Some(header.uuid);
+        let no_key = self.codec.session_key().is_none();
+        let answer = match cmd::no_session_key(&header).filter(|_| no_key) {
+            Some(refusal) => refusal,
+            None => {
+                let mut ctx = Ctx {
+                    shared: &self.shared,
+                    settings: &self.settings,
+                    session: &mut self.session,
+                    wakes: &mut self.wakes,
+                    peer: &self.peer,
+                };
+                cmd::handle(&mut ctx, &header, body)
+            }
+        };
+        self.send(&header, answer);
+    }
+
+    /// Encodes an answer: it mirrors the request's compress flag, and is encrypted when
+    /// the answer says so. A session key it brings applies after it.
+    fn send(&mut self, request: &Header, answer: Answer) {
+        let Answer {
+            msg_type,
+            json,
+            encrypt,
+            key,
+            ending,
+        } = answer;
+        let out = Outgoing::new(msg_type, request.uuid, json)
+            .with_compress(request.compress)
+            .with_encrypt(encrypt);
+        if let Err(e) = self.codec.encode_message(out, self.out.encoder()) {
+            // An oversized reply, or a key with no nonce left: say so, in plaintext.
+            warn!(peer = %self.peer, error = %e, "reply not sent");
+            if let ProtoError::KeyExhausted { .. } = e {
+                self.closing.get_or_insert(Close::KeyExhausted);
+            }
+            let out = Outgoing::new(
+                msg_type,
+                request.uuid,
+                reply::error(&format!("reply not sent: {e}")),
+            );
+            let _ = self.codec.encode_message(out, self.out.encoder());
+        }
+        if let Some(key) = key {
+            self.codec.set_session_key(Some(key));
+        }
+        if let Some(ending) = ending {
+            self.closing.get_or_insert(Close::Refused(ending));
+        }
+    }
+
+    /// Encodes taken pushes, oldest first, until the batch is empty or the write buffer
+    /// is full; the rest wait in the batch, in order.
+    fn encode_batch(&mut self) {
+        if self.out.is_empty() {
+            // One allocation for the batch instead of doubling up from nothing.
+            let batch = &self.session.batch;
+            let frame = batch
+                .front()
+                .map_or(0, |p| monitor_proto::HEADER_LEN + p.json().len());
+            self.out.encoder().reserve(
+                batch
+                    .len()
+                    .saturating_mul(frame)
+                    .clamp(4096, WRITE_HIGH_WATER),
+            );
+        }
+        while self.out.len() < WRITE_HIGH_WATER {
+            let Some(push) = self.session.batch.pop_front() else {
+                break;
+            };
+            self.encode_push(&push);
+        }
+        self.session.batch.shrink(BATCH_KEEP);
+    }
+
+    fn encode_push(&mut self, push: &Push) {
+        let Some(sub) = &self.session.subscription else {
+            return;
+        };
+        let json = push.json();
+        // The shared compressed form, made once per report, only if this push needs it.
+        let compressed = self
+            .codec
+            .compresses(sub.wants.compress, json.len())
+            .then(|| &push.compressed()[..]);
+        if let Err(e) = self.codec.encode_body(
+            monitor_proto::MsgType::Push,
+            sub.uuid,
+            sub.wants,
+            json,
+            compressed,
+            self.out.encoder(),
+        ) {
+            if let ProtoError::KeyExhausted { .. } = e {
+                // No nonce is left under this key; the client reconnects and exchanges a
+                // new one.
+                self.closing.get_or_insert(Close::KeyExhausted);
+            }
+            Stats::add(&self.shared.stats.pushes_dropped, 1);
+            debug!(peer = %self.peer, error = %e, "push not sent");
+        }
+    }
+
+    /// Accounts for one write of the write buffer; the reason to close if it failed.
+    fn wrote(&mut self, written: io::Result<usize>) -> Option<Close> {
+        match written {
+            Ok(0) => Some(Close::Io(io::ErrorKind::WriteZero.into())),
+            Ok(n) => {
+                self.out.advance(n);
+                // The counts go to the shared stats every STATS_BATCH frames: shared
+                // counters touched by every write would bounce between cores.
+                if self.out.is_empty()
+                    && (self.out.frames_written() - self.frames_out_counted >= STATS_BATCH
+                        || self.frames_in - self.frames_in_counted >= STATS_BATCH)
+                {
+                    self.flush_stats();
+                }
+                None
+            }
+            Err(e) => Some(Close::Io(e)),
+        }
+    }
+
+    fn flush_stats(&mut self) {
+        let stats = &self.shared.stats;
+        let written = self.out.frames_written();
+        Stats::add(&stats.frames_out, written - self.frames_out_counted);
+        Stats::add(&stats.frames_in, self.frames_in - self.frames_in_counted);
+        self.frames_out_counted = written;
+        self.frames_in_counted = self.frames_in;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use monitor_proto::{Frame, FrameCodec, Header, MsgType, Uuid, HEADER_LEN};
+    use tokio_util::codec::Encoder;
+
+    /// `count` heartbeats as one read would deliver them.
+    fn heartbeats(count: usize) -> BytesMut {
+        let mut codec = FrameCodec::new();
+        let mut wire = BytesMut::new();
+        for _ in 0..count {
+            let header = Header::new(MsgType::Heartbeat, Uuid([b'h'; 33]));
+            codec
+                .encode(Frame::new(header, Bytes::new()), &mut wire)
+                .unwrap();
+        }
+        wire
+    }
+
+    #[test]
+    fn decoding_stops_at_the_write_high_water_mark_and_resumes_once_written() {
+        const COUNT: usize = 50_000; // 2.2 MB of requests, several MB of replies
+        let shared = Arc::new(Shared::new(Settings::default()));
+        let mut conn = Conn::new(shared, "test".into(), Instant::now());
+        conn.rbuf = heartbeats(COUNT);
+        let largest_reply = 512;
+
+        conn.on_read();
+        assert!(conn.closing.is_none());
+        assert!(
+            (WRITE_HIGH_WATER..WRITE_HIGH_WATER + largest_reply).contains(&conn.out.len()),
+            "write buffer {} bytes",
+            conn.out.len()
+        );
+        let first = conn.frames_in;
+        assert!(
+            first > 0 && (first as usize) < COUNT,
+            "{first} decoded at once"
+        );
+
+        // The peer reads everything written so far: decoding carries on from there, and
+        // every request is answered exactly once, in order.
+        let mut replies = 0;
+        let mut client = FrameCodec::new();
+        let mut rounds = 0;
+        while !conn.rbuf.is_empty() {
+            rounds += 1;
+            assert!(rounds <= COUNT, "no progress");
+            while let Some(frame) = client.decode(conn.out.encoder()).unwrap() {
+                assert_eq!(frame.header.msg_type, MsgType::HeartbeatReply);
+                replies += 1;
+            }
+            assert!(conn.out.len() < HEADER_LEN);
+            conn.on_read();
+            assert!(conn.out.len() < WRITE_HIGH_WATER + largest_reply);
+        }
+        while client.decode(conn.out.encoder()).unwrap().is_some() {
+            replies += 1;
+        }
+        assert_eq!((conn.frames_in as usize, replies), (COUNT, COUNT));
+        assert!(rounds > 1);
+    }
+}

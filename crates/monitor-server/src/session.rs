@@ -1,0 +1,54 @@
+//! What one connection has set up with the protocol, whatever carries it: who the client
+//! is and what it subscribed to. The request handlers (`cmd`) read and change it; the
+//! connection loop that owns it takes the subscription's pushes and writes them.
+
+use std::sync::Arc;
+
+use monitor_proto::{Uuid, Wants};
+
+use crate::queue::{Batch, PushQueue};
+
+/// A subscription as the connection sends it: pushes carry its uuid, follow its flags, and
+/// come from its queue (a new one per subscribe, which makes a re-subscribe a barrier).
+#[derive(Debug)]
+pub(crate) struct Subscription {
+    pub(crate) uuid: Uuid,
+    pub(crate) wants: Wants,
+    pub(crate) queue: Arc<PushQueue>,
+}
+
+/// One connection's protocol state.
+#[derive(Debug)]
+pub(crate) struct Session {
+    /// The connection's id in the hub and the logs.
+    pub(crate) id: u64,
+    /// The uuid of the last frame received.
+    pub(crate) uuid: Option<Uuid>,
+    pub(crate) subscription: Option<Subscription>,
+    /// Pushes taken from the subscription's queue and not yet encoded, oldest first.
+    pub(crate) batch: Batch,
+    /// Whether the connection has published a report.
+    pub(crate) reported: bool,
+}
+
+impl Session {
+    pub(crate) fn new(id: u64) -> Session {
+        Session {
+            id,
+            uuid: None,
+            subscription: None,
+            batch: Batch::default(),
+            reported: false,
+        }
+    }
+
+    /// The connection's role, for the logs.
+    pub(crate) fn role(&self) -> &'static str {
+        match (self.subscription.is_some(), self.reported) {
+            (true, true) => "subscriber+reporter",
+            (true, false) => "subscriber",
+            (false, true) => "reporter",
+            (false, false) => "none",
+        }
+    }
+}

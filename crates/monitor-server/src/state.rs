@@ -1,0 +1,58 @@
+//! The state every task of one server shares: the hub, the counters, the partial-frame
+//! budget, the live settings. The server creates it; connections and handlers use it.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{watch, Semaphore};
+
+use crate::budget::ByteBudget;
+use crate::config::Settings;
+use crate::hub::Hub;
+use crate::stats::Stats;
+
+/// State shared by every task of one server.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) hub: Hub,
+    pub(crate) stats: Arc<Stats>,
+    /// Bytes of large partial frames, all connections together (`max_buffered_bytes`).
+    pub(crate) budget: ByteBudget,
+    pub(crate) settings: watch::Sender<Arc<Settings>>,
+    next_id: AtomicU64,
+    /// Why a background task failed, once one has (the server then shuts down).
+    pub(crate) failure: Mutex<Option<String>>,
+    pub(crate) connection_slots: Arc<Semaphore>,
+}
+
+impl Shared {
+    pub(crate) fn next_conn_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Relaxed)
+    }
+
+    pub(crate) fn settings_receiver(&self) -> watch::Receiver<Arc<Settings>> {
+        self.settings.subscribe()
+    }
+
+    /// The state every connection of a server shares, for `settings`.
+    pub(crate) fn new(settings: Settings) -> Shared {
+        let stats = Arc::new(Stats::default());
+        Shared {
+            hub: Hub::new(Arc::clone(&stats), settings.hub_settings()),
+            stats,
+            budget: ByteBudget::new(settings.max_buffered_bytes),
+            connection_slots: Arc::new(Semaphore::new(settings.max_connections)),
+            settings: watch::channel(Arc::new(settings)).0,
+            next_id: AtomicU64::new(1),
+            failure: Mutex::new(None),
+        }
+    }
+
+    /// Applies reloaded settings: to the hub and the budget at once, to each connection at
+    /// its next event.
+    pub(crate) fn apply(&self, settings: Settings) {
+        self.budget.set_limit(settings.max_buffered_bytes);
+        self.hub.configure(settings.hub_settings());
+        self.settings.send_replace(Arc::new(settings));
+    }
+}

@@ -205,11 +205,12 @@ impl Connection {
         }
     }
 
-    /// The read half with what was read past the handshake, and the write half: for a
-    /// caller that reads and writes the raw stream from here on (the load generator).
-    pub(crate) fn into_parts(mut self) -> (BoxRead, BytesMut, BoxWrite) {
-        let unread = std::mem::take(self.reader.read_buffer_mut());
-        (self.reader.into_inner(), unread, self.writer)
+    /// The read half, what was read past the handshake, the reader's codec (holding the
+    /// session key) and the write half: for a caller that reads and writes the stream
+    /// itself from here on ([`crate::raw`]).
+    pub(crate) fn into_parts(self) -> (BoxRead, BytesMut, MessageCodec, BoxWrite) {
+        let parts = self.reader.into_parts();
+        (parts.io, parts.read_buf, parts.codec, self.writer)
     }
 
     /// X25519: sends our public key, derives the session key from the server's, and

@@ -68,6 +68,17 @@ impl Subscription {
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         Subscribe::body(&self.code, &topics)
     }
+
+    /// Refuses what the server would: an empty `code`.
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.code.is_empty() {
+            return Err(Error::Config {
+                field: "subscription.code",
+                reason: "must not be empty".into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// One pushed report.
@@ -179,12 +190,7 @@ impl PushReceiver {
     /// [`Error::Unreachable`] when `max_attempts` attempts failed.
     pub async fn connect(config: ClientConfig, subscription: Subscription) -> Result<PushReceiver> {
         config.validate()?;
-        if subscription.code.is_empty() {
-            return Err(Error::Config {
-                field: "subscription.code",
-                reason: "must not be empty".into(),
-            });
-        }
+        subscription.validate()?;
         let handshake = Handshake::Subscribe(subscription.body());
         let (status_tx, status_rx) = watch::channel(Status::Connecting {
             attempt: 1,

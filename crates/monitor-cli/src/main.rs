@@ -1,0 +1,5 @@
+//! `monitor-client`: see [`monitor_cli::cli`].
+
+fn main() -> std::process::ExitCode {
+    monitor_cli::cli::main()
+}

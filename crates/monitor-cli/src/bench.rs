@@ -231,12 +231,7 @@ impl BenchConfig {
     /// # Errors
     /// [`Error::Config`] naming the field.
     pub fn validate(&self) -> Result<()> {
-        let bad = |field: &'static str, reason: &str| {
-            Err(Error::Config {
-                field,
-                reason: reason.to_owned(),
-            })
-        };
+        let bad = |field, reason: &str| Err(Error::config(field, reason));
         if self.subscribers == 0 || self.subscribers > MAX_CONNECTIONS {
             return bad("subscribers", "must be from 1 to 1,000,000");
         }
@@ -457,6 +452,12 @@ pub fn parse_push(body: &[u8]) -> Option<(u64, u64)> {
     Some((seq, ts))
 }
 
+/// An empty histogram of latencies in ns, 1 ns to [`HIST_MAX_NS`], 3 significant digits.
+fn latency_histogram() -> Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, HIST_MAX_NS, 3)
+        .map_err(|e| Error::config("histogram", e.to_string()))
+}
+
 /// One subscriber's progress on its own cache line.
 #[repr(align(64))]
 struct Slot(AtomicU64);
@@ -495,11 +496,7 @@ impl Shared {
     fn new(cfg: BenchConfig) -> Result<Arc<Shared>> {
         let mut hist = Vec::with_capacity(HIST_SHARDS);
         for _ in 0..HIST_SHARDS {
-            let h = Histogram::new_with_bounds(1, HIST_MAX_NS, 3).map_err(|e| Error::Config {
-                field: "histogram",
-                reason: e.to_string(),
-            })?;
-            hist.push(Mutex::new(h));
+            hist.push(Mutex::new(latency_histogram()?));
         }
         Ok(Arc::new(Shared {
             progress: (0..cfg.subscribers)
@@ -1228,11 +1225,7 @@ pub async fn run(cfg: BenchConfig) -> Result<BenchReport> {
     }
 
     // 4. Sum up.
-    let mut hist =
-        Histogram::<u64>::new_with_bounds(1, HIST_MAX_NS, 3).map_err(|e| Error::Config {
-            field: "histogram",
-            reason: e.to_string(),
-        })?;
+    let mut hist = latency_histogram()?;
     for h in &sh.hist {
         let h = h.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let _ = hist.add(&*h);

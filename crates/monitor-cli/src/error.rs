@@ -29,6 +29,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// An [`Error::Config`] for `field`.
+    pub(crate) fn config(field: &'static str, reason: impl Into<String>) -> Error {
+        Error::Config {
+            field,
+            reason: reason.into(),
+        }
+    }
+
     /// The field at fault and why, if this is a configuration error, this crate's or the
     /// library's.
     pub fn config_field(&self) -> Option<(&'static str, &str)> {

@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::ClientConfig;
 use crate::connection::{
-    self, connect_with_retry, describe_received, Connection, Handshake, Status,
+    self, connect_first, connect_with_retry, describe_received, Connection, Handshake, Status,
 };
 use crate::error::{Error, Result};
 use crate::supervise::{supervise, supervisor, TaskFailure};
@@ -192,20 +192,7 @@ impl PushReceiver {
         config.validate()?;
         subscription.validate()?;
         let handshake = Handshake::Subscribe(subscription.body());
-        let (status_tx, status_rx) = watch::channel(Status::Connecting {
-            attempt: 1,
-            last_error: None,
-        });
-        let (conn, _) = connect_with_retry(
-            &config,
-            &handshake,
-            &status_tx,
-            false,
-            std::future::pending(),
-        )
-        .await?;
-        status_tx.send_replace(Status::Connected { connections: 1 });
-        drop(status_rx);
+        let (conn, status_tx) = connect_first(&config, &handshake).await?;
         let (tx, rx) = mpsc::channel(config.event_queue);
         let uuid = config.uuid;
         let body = run(config, handshake, conn, tx.clone(), status_tx.clone());

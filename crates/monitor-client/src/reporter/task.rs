@@ -175,7 +175,11 @@ impl Task {
 
     /// Stops for good: fails everything still held, and every later `send`.
     fn stop(&mut self, error: Error) {
-        let reason = error.to_string();
+        // Published before anything is failed: a handle whose report fails here must
+        // find the status already `Stopped`.
+        self.status.send_replace(Status::Stopped {
+            reason: error.to_string(),
+        });
         if let Error::Unreachable {
             attempts,
             last_error,
@@ -224,7 +228,6 @@ impl Task {
         if failed > 0 {
             warn!(failed, error = %error, "reporter stopped; reports not delivered");
         }
-        self.status.send_replace(Status::Stopped { reason });
     }
 
     /// One connection's life.

@@ -15,7 +15,7 @@ PORT=${PORT:-19720}
 SUBS=${SUBSCRIBERS:-100}
 OUT=${OUT:-$HERE/target/bench-agreement}
 
-cargo build --release -q -p monitor-server -p monitor-client --bin monitor-server --bin monitor-client
+cargo build --release -q -p monitor-server -p monitor-cli --bin monitor-server --bin monitor-client
 mkdir -p "$OUT"
 : >"$OUT/runs.jsonl"
 

@@ -1,5 +1,6 @@
 //! Subscribes to `host.*` and prints every pushed report, surviving server restarts: the
-//! `reporter` example's `host.example` counter, and `monitor-client report --health`.
+//! `reporter` example's `host.example` counter, and `monitor-client report --health`
+//! (the monitor-cli binary).
 //!
 //! `cargo run -p monitor-client --example push_receiver -- 127.0.0.1:9503`
 use futures::StreamExt;

@@ -27,6 +27,10 @@ const KEY_EXCHANGE: &str = "key exchange";
 const SUBSCRIBE: &str = "subscribe";
 const HEARTBEAT: &str = "heartbeat";
 
+/// Above this many encoded but unwritten bytes in a [`Connection`]'s write buffer, a
+/// session loop stops taking work that writes more (reports) until the socket drains.
+pub(crate) const WRITE_HIGH_WATER: usize = 256 * 1024;
+
 /// The read half of a connection.
 pub(crate) type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 /// The write half of a connection.
@@ -205,11 +209,12 @@ impl Connection {
         }
     }
 
-    /// The read half with what was read past the handshake, and the write half: for a
-    /// caller that reads and writes the raw stream from here on (the load generator).
-    pub(crate) fn into_parts(mut self) -> (BoxRead, BytesMut, BoxWrite) {
-        let unread = std::mem::take(self.reader.read_buffer_mut());
-        (self.reader.into_inner(), unread, self.writer)
+    /// The read half, what was read past the handshake, the reader's codec (holding the
+    /// session key) and the write half: for a caller that reads and writes the stream
+    /// itself from here on ([`crate::raw`]).
+    pub(crate) fn into_parts(self) -> (BoxRead, BytesMut, MessageCodec, BoxWrite) {
+        let parts = self.reader.into_parts();
+        (parts.io, parts.read_buf, parts.codec, self.writer)
     }
 
     /// X25519: sends our public key, derives the session key from the server's, and
@@ -405,6 +410,32 @@ fn is_permanent(e: &Error) -> bool {
             | Error::Config { .. }
             | Error::BadAddress(_)
     )
+}
+
+/// A client's status channel before its first connection: the first attempt under way.
+pub(crate) fn status_channel() -> watch::Sender<Status> {
+    watch::channel(Status::Connecting {
+        attempt: 1,
+        last_error: None,
+    })
+    .0
+}
+
+/// A client's first connection, waited for (retried per the config, with nothing to stop
+/// it but `max_attempts`), and the status channel it then publishes on, already saying
+/// `Connected { connections: 1 }`.
+///
+/// # Errors
+/// As [`connect_with_retry`], never [`Error::Closed`].
+pub(crate) async fn connect_first(
+    cfg: &ClientConfig,
+    handshake: &Handshake,
+) -> Result<(Connection, watch::Sender<Status>)> {
+    let status = status_channel();
+    let (conn, _) =
+        connect_with_retry(cfg, handshake, &status, false, std::future::pending()).await?;
+    status.send_replace(Status::Connected { connections: 1 });
+    Ok((conn, status))
 }
 
 /// Connects with retries: the first attempt at once unless `delay_first`, then after

@@ -150,13 +150,6 @@ pub enum Error {
         last_error: String,
     },
 
-    /// The load generator could not run (`monitor-client bench`).
-    #[error("bench: {reason}")]
-    Bench {
-        /// What went wrong.
-        reason: String,
-    },
-
     /// The client's background task (which owns the connection) stopped before it was
     /// done: it panicked, or it was dropped unfinished because its Tokio runtime shut down.
     /// The client is unusable from then on: the receiver's stream yields this once and ends;

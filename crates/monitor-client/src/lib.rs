@@ -1,6 +1,8 @@
 //! Clients of the monitor push/report protocol, built on [`monitor_proto`]: what a service
-//! embeds to report or to receive pushes, and the `monitor-client` command line an operator
-//! runs on every host.
+//! embeds to report or to receive pushes. The `monitor-client` command line an operator
+//! runs on every host (`push`, `report`, the `report --health` agent, the `bench` load
+//! generator) is the `monitor-cli` crate, so that embedding this one pulls in no argument
+//! parser, progress bar, histogram or system probe.
 //!
 //! - A [`PushReceiver`] subscribes (optionally with an X25519 key exchange, encrypted and
 //!   compressed pushes) and is a [`Stream`](futures::Stream) of [`Event`]s: each
@@ -22,9 +24,8 @@
 //! - [`reporter`]: [`Reporter`], [`AckFuture`], [`ReporterStats`].
 //! - `supervise`: a background task's panic (or its runtime shutting down under it)
 //!   becomes [`Error::BackgroundTask`] for its handles, never a silent end.
-//! - [`health`]: this host's health as a `host.health` report (`sysinfo`).
-//! - [`mod@bench`]: the fan-out load generator of `monitor-client bench`.
-//! - [`cli`]: the `monitor-client` command line.
+//! - [`raw`]: a connection handed over past its handshake, for a caller that reads and
+//!   writes the frames itself (the load generator of `monitor-client bench`).
 //! - [`error`]: the one [`Error`] type.
 //!
 //! # Example
@@ -64,21 +65,17 @@
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod bench;
-pub mod cli;
 pub mod config;
 mod connection;
 pub mod error;
-pub mod health;
+pub mod raw;
 pub mod receiver;
 pub mod reporter;
 mod supervise;
 
-pub use bench::{BenchConfig, BenchReport};
 pub use config::{ClientConfig, Delivery};
 pub use connection::Status;
 pub use error::{Error, Result};
-pub use health::{HealthProbe, HealthReport};
 pub use monitor_proto::Address;
 pub use monitor_proto::Uuid;
 pub use receiver::{Event, Push, PushReceiver, Subscription};

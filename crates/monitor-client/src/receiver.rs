@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::ClientConfig;
 use crate::connection::{
-    self, connect_with_retry, describe_received, Connection, Handshake, Status,
+    self, connect_first, connect_with_retry, describe_received, Connection, Handshake, Status,
 };
 use crate::error::{Error, Result};
 use crate::supervise::{supervise, supervisor, TaskFailure};
@@ -67,6 +67,17 @@ impl Subscription {
     pub fn body(&self) -> Bytes {
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         Subscribe::body(&self.code, &topics)
+    }
+
+    /// Refuses what the server would: an empty `code`.
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.code.is_empty() {
+            return Err(Error::Config {
+                field: "subscription.code",
+                reason: "must not be empty".into(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -179,27 +190,9 @@ impl PushReceiver {
     /// [`Error::Unreachable`] when `max_attempts` attempts failed.
     pub async fn connect(config: ClientConfig, subscription: Subscription) -> Result<PushReceiver> {
         config.validate()?;
-        if subscription.code.is_empty() {
-            return Err(Error::Config {
-                field: "subscription.code",
-                reason: "must not be empty".into(),
-            });
-        }
+        subscription.validate()?;
         let handshake = Handshake::Subscribe(subscription.body());
-        let (status_tx, status_rx) = watch::channel(Status::Connecting {
-            attempt: 1,
-            last_error: None,
-        });
-        let (conn, _) = connect_with_retry(
-            &config,
-            &handshake,
-            &status_tx,
-            false,
-            std::future::pending(),
-        )
-        .await?;
-        status_tx.send_replace(Status::Connected { connections: 1 });
-        drop(status_rx);
+        let (conn, status_tx) = connect_first(&config, &handshake).await?;
         let (tx, rx) = mpsc::channel(config.event_queue);
         let uuid = config.uuid;
         let body = run(config, handshake, conn, tx.clone(), status_tx.clone());

@@ -36,21 +36,23 @@ use bytes::Buf;
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use monitor_proto::header::{check_prefix, HeaderLimits};
+use monitor_client::config::{random_uuid, DEFAULT_MAX_FRAME_LEN, MAX_DURATION};
+use monitor_client::{raw, ClientConfig, Subscription};
 use monitor_proto::message::reply::SUCCESS_PREFIX;
-use monitor_proto::{
-    Direction, FrameCodec, Header, MessageCodec, MsgType, Subscribe, Uuid, HEADER_LEN, PREFIX_LEN,
-};
+use monitor_proto::{FrameCodec, Header, MessageCodec, MsgType, Uuid, HEADER_LEN};
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::codec::Decoder;
 
-use crate::config::{random_uuid, ClientConfig, DEFAULT_MAX_FRAME_LEN, MAX_DURATION};
-use crate::connection::{BoxRead, BoxWrite, Connection, Handshake};
 use crate::error::{Error, Result};
 use monitor_proto::Address;
+
+/// A connection's read half, as [`raw::connect`] hands it over.
+type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+/// A connection's write half, as [`raw::connect`] hands it over.
+type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// The `code` of every bench report, and the subscribers' only topic.
 pub const BENCH_CODE: &str = "bench";
@@ -229,12 +231,7 @@ impl BenchConfig {
     /// # Errors
     /// [`Error::Config`] naming the field.
     pub fn validate(&self) -> Result<()> {
-        let bad = |field: &'static str, reason: &str| {
-            Err(Error::Config {
-                field,
-                reason: reason.to_owned(),
-            })
-        };
+        let bad = |field, reason: &str| Err(Error::config(field, reason));
         if self.subscribers == 0 || self.subscribers > MAX_CONNECTIONS {
             return bad("subscribers", "must be from 1 to 1,000,000");
         }
@@ -455,6 +452,12 @@ pub fn parse_push(body: &[u8]) -> Option<(u64, u64)> {
     Some((seq, ts))
 }
 
+/// An empty histogram of latencies in ns, 1 ns to [`HIST_MAX_NS`], 3 significant digits.
+fn latency_histogram() -> Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, HIST_MAX_NS, 3)
+        .map_err(|e| Error::config("histogram", e.to_string()))
+}
+
 /// One subscriber's progress on its own cache line.
 #[repr(align(64))]
 struct Slot(AtomicU64);
@@ -493,11 +496,7 @@ impl Shared {
     fn new(cfg: BenchConfig) -> Result<Arc<Shared>> {
         let mut hist = Vec::with_capacity(HIST_SHARDS);
         for _ in 0..HIST_SHARDS {
-            let h = Histogram::new_with_bounds(1, HIST_MAX_NS, 3).map_err(|e| Error::Config {
-                field: "histogram",
-                reason: e.to_string(),
-            })?;
-            hist.push(Mutex::new(h));
+            hist.push(Mutex::new(latency_histogram()?));
         }
         Ok(Arc::new(Shared {
             progress: (0..cfg.subscribers)
@@ -610,21 +609,14 @@ fn encode_frame(dst: &mut BytesMut, msg_type: MsgType, uuid: Uuid, body: &[u8]) 
     Ok(())
 }
 
-fn client_codec() -> MessageCodec {
-    let mut b = monitor_proto::Builder::new();
-    b.max_frame_len(DEFAULT_MAX_FRAME_LEN)
-        .max_inflated_len(DEFAULT_MAX_FRAME_LEN as usize);
-    b.message_codec(monitor_proto::Role::Client)
-}
-
 /// Hands each complete frame in `buf` to `on_frame`, with its plaintext body (`None` if
 /// its body layers failed), and leaves a partial frame for the next read.
 ///
 /// Plain frames (every push of a run whose reports are under the server's compress
-/// threshold) are read where they lie, with no per-frame `Bytes`: a load generator that
-/// spends more per message than the server it measures takes the CPU the server needs
-/// (this machine's 2 cores are shared), and under-reports it. Compressed or encrypted
-/// frames go through the codec's body layers.
+/// threshold) are judged and read where they lie ([`FrameCodec::peek`]), with no
+/// per-frame `Bytes`: a load generator that spends more per message than the server it
+/// measures takes the CPU the server needs (this machine's 2 cores are shared), and
+/// under-reports it. Compressed or encrypted frames go through the codec's body layers.
 ///
 /// # Errors
 /// A header that breaks the protocol's rules, which ends the stream.
@@ -633,24 +625,19 @@ fn for_each_frame(
     codec: &mut MessageCodec,
     mut on_frame: impl FnMut(MsgType, Option<&[u8]>),
 ) -> std::result::Result<(), monitor_proto::Error> {
-    let limits = HeaderLimits {
-        max_frame_len: DEFAULT_MAX_FRAME_LEN,
-        accept: Some(Direction::ServerToClient),
-    };
-    while buf.len() >= PREFIX_LEN {
-        let prefix = check_prefix(&buf[..PREFIX_LEN], &limits)?;
-        let len = prefix.length as usize;
-        if buf.len() < len {
-            buf.reserve(len - buf.len());
-            break;
-        }
-        if prefix.cipher || prefix.compress {
-            let mut frame = buf.split_to(len);
-            if let Some(received) = codec.decode(&mut frame)? {
+    // `peek` judges a frame by the codec's frame limits alone and keeps no state between
+    // frames: a copy of them (a few words, once per read) leaves `codec` free for the
+    // frames that need its body layers.
+    let mut frames = codec.frames().clone();
+    while let Some(frame) = frames.peek(buf)? {
+        let len = frame.len();
+        if frame.header.cipher || frame.header.compress {
+            let mut whole = buf.split_to(len);
+            if let Some(received) = codec.decode(&mut whole)? {
                 on_frame(received.header.msg_type, received.body.as_deref().ok());
             }
         } else {
-            on_frame(prefix.msg_type, Some(&buf[HEADER_LEN..len]));
+            on_frame(frame.header.msg_type, Some(frame.body));
             buf.advance(len);
         }
     }
@@ -668,10 +655,15 @@ struct Opened {
     uuid: Uuid,
 }
 
-/// Opens one connection the way the library's clients do ([`Connection::establish`]),
-/// retrying as the bench allows: a refused subscribe is final, anything else is tried
-/// again [`CONNECT_ATTEMPTS`] times.
-async fn open_with_retry(sh: &Shared, handshake: Handshake, letter: u8) -> Result<Opened> {
+/// Opens one connection the way the library's clients do ([`raw::connect`]), subscribed
+/// with `subscription` or, with `None`, proven by a heartbeat; retrying as the bench
+/// allows: a refused subscribe is final, anything else is tried again
+/// [`CONNECT_ATTEMPTS`] times.
+async fn open_with_retry(
+    sh: &Shared,
+    subscription: Option<&Subscription>,
+    letter: u8,
+) -> Result<Opened> {
     let mut cfg = ClientConfig::new(sh.cfg.server.clone());
     cfg.uuid = random_uuid(letter);
     cfg.connect_timeout = sh.cfg.connect_timeout;
@@ -680,22 +672,23 @@ async fn open_with_retry(sh: &Shared, handshake: Handshake, letter: u8) -> Resul
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
         }
-        match Connection::establish(&cfg, &handshake).await {
+        match raw::connect(&cfg, subscription).await {
             Ok(conn) => {
-                let (reader, buf, writer) = conn.into_parts();
                 return Ok(Opened {
-                    reader,
-                    writer,
-                    buf,
-                    codec: client_codec(),
+                    reader: conn.reader,
+                    writer: conn.writer,
+                    buf: conn.unread,
+                    codec: conn.codec,
                     uuid: cfg.uuid,
                 });
             }
-            Err(e) if matches!(e, Error::SubscribeRefused { .. }) => return Err(e),
+            Err(e) if matches!(e, monitor_client::Error::SubscribeRefused { .. }) => {
+                return Err(e.into())
+            }
             Err(e) => last = Some(e),
         }
     }
-    Err(last.unwrap_or(Error::Closed))
+    Err(last.unwrap_or(monitor_client::Error::Closed).into())
 }
 
 /// One subscriber: subscribe, report readiness, then count and time pushes until stopped.
@@ -707,13 +700,13 @@ async fn subscriber(
 ) {
     let hello = if sh.cfg.distinct_topics {
         let topic = format!("{BENCH_CODE}.{id}");
-        Subscribe::body(&topic, &[topic.as_str()])
+        Subscription::new(topic.clone()).topic(topic)
     } else {
-        Subscribe::body(&format!("bench-subscriber-{id}"), &[BENCH_CODE])
+        Subscription::new(format!("bench-subscriber-{id}")).topic(BENCH_CODE)
     };
     let opened = {
         let _permit = sh.connect_gate.acquire().await;
-        open_with_retry(&sh, Handshake::Subscribe(hello), b's').await
+        open_with_retry(&sh, Some(&hello), b's').await
     };
     let Opened {
         mut reader,
@@ -946,7 +939,7 @@ async fn reporter(sh: Arc<Shared>, rate_share: u64) -> Result<(BoxWrite, JoinHan
         buf,
         codec,
         uuid,
-    } = open_with_retry(&sh, Handshake::Heartbeat, b'p').await?;
+    } = open_with_retry(&sh, None, b'p').await?;
     let acks = tokio::spawn(read_acks(Arc::clone(&sh), reader, buf, codec));
     let cfg = &sh.cfg;
     let window = cfg.window();
@@ -1232,11 +1225,7 @@ pub async fn run(cfg: BenchConfig) -> Result<BenchReport> {
     }
 
     // 4. Sum up.
-    let mut hist =
-        Histogram::<u64>::new_with_bounds(1, HIST_MAX_NS, 3).map_err(|e| Error::Config {
-            field: "histogram",
-            reason: e.to_string(),
-        })?;
+    let mut hist = latency_histogram()?;
     for h in &sh.hist {
         let h = h.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let _ = hist.add(&*h);
@@ -1402,6 +1391,13 @@ mod tests {
         }
         cfg.subscribers = 1;
         check_open_files(&cfg).unwrap();
+    }
+
+    fn client_codec() -> MessageCodec {
+        let mut b = monitor_proto::Builder::new();
+        b.max_frame_len(DEFAULT_MAX_FRAME_LEN)
+            .max_inflated_len(DEFAULT_MAX_FRAME_LEN as usize);
+        b.message_codec(monitor_proto::Role::Client)
     }
 
     #[test]

@@ -10,13 +10,14 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use tracing::{error, info, warn};
 
+use monitor_client::config::parse_uuid;
+use monitor_client::Error as ClientError;
+use monitor_client::{ClientConfig, Event, PushReceiver, Reporter, Subscription};
+use monitor_proto::{Address, HEADER_LEN};
+
 use crate::bench::{self, BenchConfig};
-use crate::config::{parse_uuid, ClientConfig};
 use crate::error::Error;
 use crate::health::HealthProbe;
-use crate::receiver::{Event, PushReceiver, Subscription};
-use crate::reporter::Reporter;
-use monitor_proto::{Address, HEADER_LEN};
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
@@ -117,13 +118,13 @@ const BENCH_FLAGS: &[(&str, &str)] = &[
 /// become their flags too; only names with an underscore, so that plain words in the
 /// reason ("the server's") are left alone.
 fn flag_error(e: &Error, flags: &[(&str, &str)]) -> String {
-    let Error::Config { field, reason } = e else {
+    let Some((field, reason)) = e.config_field() else {
         return e.to_string();
     };
-    let Some((_, flag)) = flags.iter().find(|(f, _)| f == field) else {
+    let Some((_, flag)) = flags.iter().find(|(f, _)| *f == field) else {
         return e.to_string();
     };
-    let mut reason = reason.clone();
+    let mut reason = reason.to_owned();
     for (name, other) in flags.iter().filter(|(f, _)| f.contains('_')) {
         reason = replace_word(&reason, name, other);
     }
@@ -150,7 +151,7 @@ impl ConnArgs {
     fn config(&self, default_retries: Option<u32>) -> Result<ClientConfig, String> {
         let mut config = ClientConfig::new(self.server.clone());
         if let Some(uuid) = &self.uuid {
-            config.uuid = parse_uuid(uuid).map_err(|e| flag_error(&e, CONN_FLAGS))?;
+            config.uuid = parse_uuid(uuid).map_err(|e| flag_error(&e.into(), CONN_FLAGS))?;
         }
         config.encrypt = self.encrypt;
         config.compress = self.compress;
@@ -162,7 +163,9 @@ impl ConnArgs {
             Some(n) => Some(n),
             None => default_retries,
         };
-        config.validate().map_err(|e| flag_error(&e, CONN_FLAGS))?;
+        config
+            .validate()
+            .map_err(|e| flag_error(&e.into(), CONN_FLAGS))?;
         Ok(config)
     }
 }
@@ -297,10 +300,12 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging(quiet: bool) {
+    // The library's log lines and this crate's (`subscribed`, `health report
+    // acknowledged`), as when both were one crate.
     let default = if quiet {
         "warn"
     } else {
-        "warn,monitor_client=info"
+        "warn,monitor_client=info,monitor_cli=info"
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -328,7 +333,7 @@ fn usage(msg: &str) -> u8 {
     EXIT_USAGE
 }
 
-fn failure(e: &Error) -> u8 {
+fn failure(e: &dyn std::fmt::Display) -> u8 {
     error!(error = %e, "failed");
     EXIT_FAILURE
 }
@@ -388,7 +393,7 @@ async fn push(args: PushArgs) -> u8 {
             }
             Some(Ok(_)) => {}
             Some(Err(e)) => return failure(&e),
-            None => return failure(&Error::Closed),
+            None => return failure(&ClientError::Closed),
         }
     }
 }
@@ -509,7 +514,7 @@ async fn health(args: ReportArgs) -> u8 {
     // Started without waiting: reports are buffered until the server is reachable.
     let reporter = match Reporter::start(config) {
         Ok(r) => r,
-        Err(e) => return usage(&flag_error(&e, CONN_FLAGS)),
+        Err(e) => return usage(&flag_error(&e.into(), CONN_FLAGS)),
     };
     let mut probe = HealthProbe::new();
     // CPU use is measured between two readings.
@@ -540,13 +545,13 @@ async fn health(args: ReportArgs) -> u8 {
                     }
                 });
             }
-            Err(e @ Error::BufferFull { .. }) => warn!(error = %e, "health report dropped"),
+            Err(e @ ClientError::BufferFull { .. }) => warn!(error = %e, "health report dropped"),
             Err(e) => return failure(&e),
         }
         // Collect finished acknowledgements; a fatal one ends the agent.
         while let Some(done) = acks.try_join_next() {
             if let Ok(Err(e)) = done {
-                if !e.is_retryable() && !matches!(e, Error::ReportRefused { .. }) {
+                if !e.is_retryable() && !matches!(e, ClientError::ReportRefused { .. }) {
                     return failure(&e);
                 }
                 warn!(error = %e, "health report not delivered");

@@ -2,8 +2,8 @@
 //! the `sysinfo` crate.
 //!
 //! ```no_run
-//! let mut probe = monitor_client::HealthProbe::new();
-//! std::thread::sleep(monitor_client::HealthProbe::MIN_INTERVAL); // CPU use needs two readings
+//! let mut probe = monitor_cli::HealthProbe::new();
+//! std::thread::sleep(monitor_cli::HealthProbe::MIN_INTERVAL); // CPU use needs two readings
 //! let report = probe.snapshot();
 //! assert_eq!(report.code, "host.health");
 //! let json = serde_json::to_string(&report).unwrap(); // `{"code":"host.health","host":…`

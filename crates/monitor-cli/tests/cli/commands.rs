@@ -1,46 +1,14 @@
-//! The `monitor-client` binary end to end, against an in-process server.
+//! `monitor-client push` and `report` (with `--health`), and the usage errors of every
+//! command, end to end against an in-process server.
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use monitor_client::{PushReceiver, Reporter, Subscription};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-use crate::support::{config, next_push, TestServer, WAIT};
-
-fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_monitor-client"));
-    cmd.env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
-}
-
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-async fn run(args: &[&str]) -> Output {
-    let out = tokio::time::timeout(Duration::from_secs(60), bin().args(args).output())
-        .await
-        .expect("the command finished in time")
-        .expect("the command ran");
-    Output {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn json_line(stdout: &str) -> serde_json::Value {
-    let line = stdout.lines().next().expect("a line on stdout");
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"))
-}
+use crate::support::{bin, config, json_line, next_push, run, Output, TestServer, WAIT};
 
 #[tokio::test]
 async fn push_prints_each_report_as_one_json_line() {
@@ -154,104 +122,6 @@ async fn report_health_count_1_reports_this_host() {
     assert!(report["disks"].is_array());
     assert!(report["mem_total"].as_u64().unwrap() > 0);
     assert!(report["cpu_percent"].as_f64().unwrap() >= 0.0);
-}
-
-#[tokio::test]
-async fn bench_json_prints_the_figures() {
-    let server = TestServer::start().await;
-    let addr = server.addr.to_string();
-    let out = run(&[
-        "bench",
-        "--server",
-        &addr,
-        "--subscribers",
-        "3",
-        "--size",
-        "300",
-        "--duration",
-        "1",
-        "--warmup",
-        "0.2",
-        "--settle",
-        "0.1",
-        "--drain",
-        "3",
-        "--rate",
-        "500",
-        "--reporters",
-        "2",
-        "--json",
-    ])
-    .await;
-    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
-    let r = json_line(&out.stdout);
-    for key in [
-        "pub_msgs_per_s",
-        "deliv_msgs_per_s",
-        "deliv_mb_per_s",
-        "lat_p50_us",
-        "lat_p99_us",
-        "lat_p999_us",
-        "lat_max_us",
-        "expected",
-        "delivered",
-        "lost",
-        "subscribers",
-        "size",
-        "duration_s",
-        "rate",
-    ] {
-        assert!(
-            r.get(key).is_some_and(|v| v.is_number()),
-            "{key} missing: {r}"
-        );
-    }
-    assert_eq!(r["subscribers"], 3);
-    assert_eq!(r["mode"], "fan-out");
-    assert_eq!(r["misrouted"], 0);
-    assert_eq!(r["size"], 300);
-    assert_eq!(r["rate"], 500);
-    assert_eq!(r["reporters"], 2);
-    let published = r["published"].as_u64().unwrap();
-    assert!(published >= 400, "{r}");
-    assert_eq!(r["expected"].as_u64().unwrap(), published * 3);
-    assert_eq!(r["lost"], 0, "{r}");
-    assert_eq!(r["report_acks"].as_u64().unwrap(), published);
-    let pub_rate = r["pub_msgs_per_s"].as_f64().unwrap();
-    assert!((400.0..=600.0).contains(&pub_rate), "{r}");
-    let deliv = r["deliv_msgs_per_s"].as_f64().unwrap();
-    assert!((1000.0..=1800.0).contains(&deliv), "{r}");
-    let p50 = r["lat_p50_us"].as_f64().unwrap();
-    assert!(p50 > 0.0 && p50 <= r["lat_max_us"].as_f64().unwrap(), "{r}");
-
-    // Max rate, bounded by the flow-control window.
-    let out = run(&[
-        "bench",
-        "--server",
-        &addr,
-        "--subscribers",
-        "2",
-        "--duration",
-        "0.5",
-        "--warmup",
-        "0.1",
-        "--settle",
-        "0",
-        "--window",
-        "50",
-        "--json",
-    ])
-    .await;
-    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
-    let r = json_line(&out.stdout);
-    assert_eq!(
-        (r["rate"].as_u64(), r["window"].as_u64()),
-        (Some(0), Some(50)),
-        "{r}"
-    );
-    assert!(r["published"].as_u64().unwrap() > 50, "{r}");
-    assert_eq!(r["lost"], 0, "{r}");
-    assert_eq!(r["sub_disconnects"], 0, "{r}");
 }
 
 #[tokio::test]
@@ -377,75 +247,6 @@ async fn usage_errors_name_the_flag() {
         assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
         assert!(out.stderr.contains(says), "{args:?}: {}", out.stderr);
         assert!(!out.stderr.contains(not), "{args:?}: {}", out.stderr);
-    }
-}
-
-/// `bench --size 2000000` used to end in `Broken pipe`: its frames are over the server's
-/// max_frame_len. Now it is refused before the run, naming --size, the frame length and
-/// --max-frame-len.
-#[tokio::test]
-async fn bench_refuses_a_size_over_the_frame_limit_up_front() {
-    let out = run(&["bench", "--server", "127.0.0.1:1", "--size", "2000000"]).await;
-    assert_eq!(out.code, Some(2), "{}", out.stderr);
-    for says in [
-        "--size: ",
-        "2000045-byte frame",
-        "--max-frame-len (1048576)",
-    ] {
-        assert!(out.stderr.contains(says), "{says}: {}", out.stderr);
-    }
-    // Within a larger limit it is accepted (and then fails for want of a server).
-    let out = run(&[
-        "bench",
-        "--server",
-        "127.0.0.1:1",
-        "--size",
-        "2000000",
-        "--max-frame-len",
-        "2000045",
-    ])
-    .await;
-    assert_eq!(out.code, Some(1), "{}", out.stderr);
-}
-
-/// A server whose max_frame_len is under the bench's closes the reporter's connection on
-/// the first report: the bench says the server closed it, and where to look, instead of a
-/// raw `Broken pipe` (fixed rate) or a run that waits out its window (max rate).
-#[tokio::test]
-async fn bench_says_when_the_server_closes_a_reporter() {
-    let server = TestServer::start_on(0, |c| c.server.max_frame_len = 1000).await;
-    let addr = server.addr.to_string();
-    for rate in ["0", "2000"] {
-        let started = std::time::Instant::now();
-        let out = run(&[
-            "bench",
-            "--server",
-            &addr,
-            "--size",
-            "2000",
-            "--max-frame-len",
-            "4096",
-            "--rate",
-            rate,
-            "--duration",
-            "20",
-            "--warmup",
-            "0",
-            "--settle",
-            "0",
-        ])
-        .await;
-        assert_eq!(out.code, Some(1), "rate {rate}: {}", out.stderr);
-        assert!(
-            out.stderr
-                .contains("the server closed a reporter's connection mid-run")
-                && out.stderr.contains("max_frame_len"),
-            "rate {rate}: {}",
-            out.stderr
-        );
-        assert!(!out.stderr.contains("Broken pipe"), "{}", out.stderr);
-        // Not after the 20 s window: as soon as the connection is gone.
-        assert!(started.elapsed() < Duration::from_secs(10), "rate {rate}");
     }
 }
 
@@ -590,88 +391,5 @@ async fn report_body_errors_name_the_file_or_stdin_and_the_limit() {
         )),
         "{}",
         out.stderr
-    );
-}
-
-/// `--distinct-topics`: subscriber i subscribes to bench.<i> and report k goes to
-/// bench.<k mod N>, so each report reaches one subscriber: expected = published, none lost,
-/// none delivered to the wrong subscriber, and pushes/s = reports/s.
-#[tokio::test]
-async fn bench_distinct_topics_routes_each_report_to_one_subscriber() {
-    let server = TestServer::start().await;
-    let addr = server.addr.to_string();
-    let common = [
-        "bench",
-        "--server",
-        addr.as_str(),
-        "--subscribers",
-        "5",
-        "--distinct-topics",
-        "--warmup",
-        "0.2",
-        "--settle",
-        "0.1",
-        "--drain",
-        "3",
-        "--json",
-    ];
-    let fixed: Vec<&str> = common
-        .iter()
-        .copied()
-        .chain(["--rate", "500", "--duration", "1"])
-        .collect();
-    let out = run(&fixed).await;
-    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
-    let r = json_line(&out.stdout);
-    assert_eq!(r["mode"], "distinct-topics", "{r}");
-    let published = r["published"].as_u64().unwrap();
-    assert!(published >= 400, "{r}");
-    assert_eq!(
-        r["expected"].as_u64(),
-        Some(published),
-        "one subscriber per report: {r}"
-    );
-    assert_eq!(r["delivered"].as_u64(), Some(published), "{r}");
-    assert_eq!(
-        (r["lost"].as_i64(), r["misrouted"].as_u64()),
-        (Some(0), Some(0)),
-        "{r}"
-    );
-    assert_eq!(
-        r["report_ack_delivered_sum"].as_u64(),
-        Some(published),
-        "each ack says 1: {r}"
-    );
-    let (pubs, delivs) = (
-        r["pub_msgs_per_s"].as_f64().unwrap(),
-        r["deliv_msgs_per_s"].as_f64().unwrap(),
-    );
-    assert!((400.0..=600.0).contains(&pubs), "{r}");
-    assert!(
-        (delivs - pubs).abs() <= 0.1 * pubs,
-        "pushes/s = reports/s: {r}"
-    );
-
-    // Max rate, with a window under N/2: the flow-control window follows deliveries, not
-    // the average of the subscribers' highest seq (N/2 behind the reporters here), so the
-    // reporters do not stall (they did, at 2 reports in all).
-    let max: Vec<&str> = common
-        .iter()
-        .copied()
-        .chain(["--duration", "0.5", "--window", "2"])
-        .collect();
-    let out = run(&max).await;
-    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
-    let r = json_line(&out.stdout);
-    assert_eq!(
-        (r["rate"].as_u64(), r["window"].as_u64()),
-        (Some(0), Some(2)),
-        "{r}"
-    );
-    assert!(r["published"].as_u64().unwrap() > 200, "{r}");
-    assert_eq!(
-        (r["lost"].as_i64(), r["misrouted"].as_u64()),
-        (Some(0), Some(0)),
-        "{r}"
     );
 }

@@ -143,14 +143,6 @@ impl Settings {
         b
     }
 
-    /// What the hub takes of these settings.
-    pub(crate) fn hub_settings(&self) -> crate::hub::HubSettings {
-        crate::hub::HubSettings {
-            compress_threshold: self.compress_threshold,
-            slow_consumer: self.slow_consumer,
-        }
-    }
-
     /// The topic limits of a subscription.
     pub(crate) fn topic_limits(&self) -> monitor_proto::TopicLimits {
         let mut limits = monitor_proto::TopicLimits::new();

@@ -8,7 +8,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::budget::ByteBudget;
 use crate::config::Settings;
-use crate::hub::Hub;
+use crate::hub::{Hub, HubSettings};
 use crate::stats::Stats;
 
 /// State shared by every task of one server.
@@ -38,7 +38,7 @@ impl Shared {
     pub(crate) fn new(settings: Settings) -> Shared {
         let stats = Arc::new(Stats::default());
         Shared {
-            hub: Hub::new(Arc::clone(&stats), settings.hub_settings()),
+            hub: Hub::new(Arc::clone(&stats), hub_settings(&settings)),
             stats,
             budget: ByteBudget::new(settings.max_buffered_bytes),
             connection_slots: Arc::new(Semaphore::new(settings.max_connections)),
@@ -52,7 +52,15 @@ impl Shared {
     /// its next event.
     pub(crate) fn apply(&self, settings: Settings) {
         self.budget.set_limit(settings.max_buffered_bytes);
-        self.hub.configure(settings.hub_settings());
+        self.hub.configure(hub_settings(&settings));
         self.settings.send_replace(Arc::new(settings));
+    }
+}
+
+/// What the hub takes of the settings.
+fn hub_settings(settings: &Settings) -> HubSettings {
+    HubSettings {
+        compress_threshold: settings.compress_threshold,
+        slow_consumer: settings.slow_consumer,
     }
 }

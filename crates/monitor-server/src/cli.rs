@@ -74,13 +74,13 @@ impl Args {
                 .listen
                 .iter()
                 .enumerate()
-                .map(|(i, address)| ListenerConfig {
-                    name: if i == 0 {
+                .map(|(i, address)| {
+                    let name = if i == 0 {
                         "server".into()
                     } else {
                         format!("server{}", i + 1)
-                    },
-                    address: address.clone(),
+                    };
+                    ListenerConfig::new(name, address.clone())
                 })
                 .collect();
         }

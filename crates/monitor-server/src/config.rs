@@ -18,12 +18,15 @@ pub struct Config {
     /// Where to accept connections.
     #[serde(rename = "listener")]
     pub listeners: Vec<ListenerConfig>,
+    /// Who may do what (off unless configured).
+    pub auth: AuthConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             server: Settings::default(),
+            auth: AuthConfig::default(),
             listeners: vec![ListenerConfig::default()],
         }
     }
@@ -44,6 +47,8 @@ pub const MAX_WORKERS: usize = 1024;
 pub struct Settings {
     /// A connection that sends no complete frame for this long is closed.
     pub idle_timeout_secs: u64,
+    /// A TLS handshake not done this long after the connection was accepted is cut off.
+    pub tls_handshake_timeout_secs: u64,
     /// Largest frame accepted, header included; larger ones close the connection after
     /// their first 12 bytes.
     pub max_frame_len: u32,
@@ -91,6 +96,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             idle_timeout_secs: 120,
+            tls_handshake_timeout_secs: 10,
             max_frame_len: monitor_proto::codec::DEFAULT_MAX_FRAME_LEN,
             max_inflated_len: monitor_proto::codec::DEFAULT_MAX_INFLATED_LEN,
             compress_threshold: monitor_proto::codec::DEFAULT_COMPRESS_THRESHOLD,
@@ -210,6 +216,80 @@ pub struct ListenerConfig {
     /// `host:port` (the host may be a name, e.g. `localhost:9503`), or
     /// `unix:/path/to/socket`.
     pub address: Address,
+    /// PEM file of the certificate chain: with `tls_key`, this is a TLS listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file of the certificate's private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM file of the CAs that sign client certificates: every client must then present
+    /// one they signed (mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+impl ListenerConfig {
+    /// A plain listener on `address`.
+    pub fn new(name: impl Into<String>, address: Address) -> ListenerConfig {
+        ListenerConfig {
+            name: name.into(),
+            address,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+        }
+    }
+
+    /// Whether this is a TLS listener.
+    pub fn is_tls(&self) -> bool {
+        self.tls_cert.is_some()
+    }
+}
+
+/// The `[auth]` table (spec §6): off unless configured.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Connections must authenticate (a token, or a verified client certificate) before
+    /// they subscribe or report.
+    pub required: bool,
+    /// The tokens, by name.
+    #[serde(rename = "token", skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<TokenConfig>,
+    /// What any verified client certificate may do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtls: Option<GrantConfig>,
+}
+
+/// One `[[auth.token]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// A name for the logs and the admin API; the token itself is never logged.
+    pub name: String,
+    /// SHA-256 of the token, 64 hex digits (`monitor-server hash-token` prints it).
+    pub token_sha256: String,
+    /// Topic patterns it may subscribe to.
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+    /// Topic patterns it may report under.
+    #[serde(default)]
+    pub report: Vec<String>,
+    /// Whether it may use the admin API's guarded endpoints.
+    #[serde(default)]
+    pub admin: bool,
+}
+
+/// `[auth.mtls]`: what a verified client certificate may do.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrantConfig {
+    /// Topic patterns it may subscribe to.
+    pub subscribe: Vec<String>,
+    /// Topic patterns it may report under.
+    pub report: Vec<String>,
+    /// Whether it may use the admin API's guarded endpoints.
+    pub admin: bool,
 }
 
 fn default_listener_name() -> String {
@@ -218,13 +298,13 @@ fn default_listener_name() -> String {
 
 impl Default for ListenerConfig {
     fn default() -> Self {
-        ListenerConfig {
-            name: default_listener_name(),
-            address: Address::Tcp {
+        ListenerConfig::new(
+            default_listener_name(),
+            Address::Tcp {
                 host: "0.0.0.0".into(),
                 port: 9503,
             },
-        }
+        )
     }
 }
 
@@ -351,6 +431,10 @@ impl Config {
             return invalid("server.subscriber_queue_bytes", "must be at least 1".into());
         }
         for (key, secs) in [
+            (
+                "server.tls_handshake_timeout_secs",
+                s.tls_handshake_timeout_secs,
+            ),
             ("server.write_timeout_secs", s.write_timeout_secs),
             ("server.frame_timeout_secs", s.frame_timeout_secs),
         ] {
@@ -384,6 +468,83 @@ impl Config {
             if !seen.insert(&l.address) {
                 return invalid("listener.address", format!("{} is listed twice", l.address));
             }
+            if l.tls_cert.is_some() != l.tls_key.is_some() {
+                return invalid(
+                    "listener.tls_cert",
+                    format!("listener {}: tls_cert and tls_key go together", l.name),
+                );
+            }
+            if l.tls_client_ca.is_some() && !l.is_tls() {
+                return invalid(
+                    "listener.tls_client_ca",
+                    format!("listener {}: mutual TLS needs tls_cert and tls_key", l.name),
+                );
+            }
+            if l.is_tls() && matches!(l.address, Address::Unix(_)) {
+                return invalid(
+                    "listener.tls_cert",
+                    format!("listener {}: TLS is for TCP listeners", l.name),
+                );
+            }
+        }
+        self.validate_auth()
+    }
+
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let a = &self.auth;
+        let invalid = |key: &str, reason: String| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                reason,
+            })
+        };
+        let mut names = std::collections::HashSet::new();
+        for t in &a.tokens {
+            if t.name.is_empty() || t.name == "mtls" {
+                return invalid(
+                    "auth.token.name",
+                    format!("`{}`: a token needs a name, other than \"mtls\"", t.name),
+                );
+            }
+            if !names.insert(&t.name) {
+                return invalid("auth.token.name", format!("`{}` is listed twice", t.name));
+            }
+            if parse_sha256_hex(&t.token_sha256).is_none() {
+                return invalid(
+                    "auth.token.token_sha256",
+                    format!(
+                        "token `{}`: 64 hex digits expected (`monitor-server hash-token` \
+                         prints the line)",
+                        t.name
+                    ),
+                );
+            }
+        }
+        let grants = a
+            .tokens
+            .iter()
+            .flat_map(|t| t.subscribe.iter().chain(&t.report))
+            .chain(
+                a.mtls
+                    .iter()
+                    .flat_map(|m| m.subscribe.iter().chain(&m.report)),
+            );
+        for pattern in grants {
+            if pattern.len() > self.server.max_topic_len {
+                return invalid(
+                    "auth",
+                    format!(
+                        "pattern `{pattern}` is longer than max_topic_len {}",
+                        self.server.max_topic_len
+                    ),
+                );
+            }
+        }
+        if a.required && a.tokens.is_empty() && a.mtls.is_none() {
+            return invalid(
+                "auth.required",
+                "no [[auth.token]] and no [auth.mtls]: no client could authenticate".into(),
+            );
         }
         Ok(())
     }
@@ -443,6 +604,12 @@ impl Config {
             "server.drain_timeout_secs",
             a.drain_timeout_secs.to_string(),
             b.drain_timeout_secs.to_string(),
+            true,
+        );
+        check(
+            "server.tls_handshake_timeout_secs",
+            a.tls_handshake_timeout_secs.to_string(),
+            b.tls_handshake_timeout_secs.to_string(),
             true,
         );
         check(
@@ -508,13 +675,91 @@ impl Config {
         let listeners = |c: &Config| {
             c.listeners
                 .iter()
-                .map(|l| format!("{}={}", l.name, l.address))
+                .map(|l| {
+                    let tls = if l.tls_client_ca.is_some() {
+                        " (mutual TLS)"
+                    } else if l.is_tls() {
+                        " (TLS)"
+                    } else {
+                        ""
+                    };
+                    format!("{}={}{tls}", l.name, l.address)
+                })
                 .collect::<Vec<_>>()
                 .join(",")
         };
         check("listener", listeners(self), listeners(new), false);
+        // Certificate files are read again at every reload; other paths apply live too.
+        let tls_files = |c: &Config| {
+            c.listeners
+                .iter()
+                .filter(|l| l.is_tls())
+                .map(|l| {
+                    let path = |p: &Option<PathBuf>| {
+                        p.as_ref()
+                            .map_or_else(|| "-".to_owned(), |p| p.display().to_string())
+                    };
+                    format!(
+                        "{}: {} {} {}",
+                        l.name,
+                        path(&l.tls_cert),
+                        path(&l.tls_key),
+                        path(&l.tls_client_ca)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        check("listener TLS files", tls_files(self), tls_files(new), true);
+        check(
+            "auth.required",
+            self.auth.required.to_string(),
+            new.auth.required.to_string(),
+            true,
+        );
+        let mut names: Vec<&str> = self
+            .auth
+            .tokens
+            .iter()
+            .chain(&new.auth.tokens)
+            .map(|t| t.name.as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            let find = |c: &Config| c.auth.tokens.iter().find(|t| t.name == name).cloned();
+            let (old, now) = (find(self), find(new));
+            if old != now {
+                let state = |t: &Option<TokenConfig>| {
+                    if t.is_some() { "present" } else { "absent" }.to_owned()
+                };
+                let (before, after) = match (&old, &now) {
+                    (Some(_), Some(_)) => ("as was".to_owned(), "changed".to_owned()),
+                    _ => (state(&old), state(&now)),
+                };
+                check(&format!("auth.token {name}"), before, after, true);
+            }
+        }
+        check(
+            "auth.mtls",
+            format!("{:?}", self.auth.mtls),
+            format!("{:?}", new.auth.mtls),
+            true,
+        );
         diff
     }
+}
+
+/// 64 hex digits (a SHA-256 in hex) as 32 bytes.
+pub(crate) fn parse_sha256_hex(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }
 
 /// The outcome of comparing two configurations (see [`Config::diff`]).
@@ -616,6 +861,14 @@ mod tests {
         );
         assert_eq!(d.needs_restart, ["server.max_connections: 100000 -> 5"]);
         assert_eq!(old.diff(&old), ConfigDiff::default());
+    }
+
+    #[test]
+    fn hashes_parse_strictly() {
+        assert_eq!(parse_sha256_hex(&"ab".repeat(32)), Some([0xab; 32]));
+        assert_eq!(parse_sha256_hex(&"ab".repeat(31)), None);
+        assert_eq!(parse_sha256_hex(&"zz".repeat(32)), None);
+        assert_eq!(parse_sha256_hex(&"é".repeat(32)), None);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML configuration, defaults and validation.
+//! - [`auth`]: tokens and the mutual-TLS identity, and what each grants.
 //! - [`server`]: listeners, accept loops, `max_connections`, graceful shutdown, live reload.
 //! - `conn`: one task per connection over the binary protocol: the socket, its buffers
 //!   and deadlines, decoding and encoding; `conn::Transport` is what it runs over.
@@ -56,6 +57,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod auth;
 mod budget;
 pub mod cli;
 mod cmd;
@@ -71,7 +73,8 @@ mod state;
 pub mod stats;
 
 pub use config::{
-    Config, ConfigDiff, ConfigError, ListenerConfig, SchedPolicy, Settings, SlowConsumer,
+    AuthConfig, Config, ConfigDiff, ConfigError, GrantConfig, ListenerConfig, SchedPolicy,
+    Settings, SlowConsumer, TokenConfig,
 };
 pub use monitor_proto::Address;
 pub use server::{BoundAddress, Server, ServerError, ServerHandle};

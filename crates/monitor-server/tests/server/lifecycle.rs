@@ -63,14 +63,14 @@ async fn several_listeners_including_a_unix_socket() {
     let sock = dir.join("monitor.sock");
     let sock_for_config = sock.clone();
     let server = start(move |c| {
-        c.listeners.push(monitor_server::ListenerConfig {
-            name: "second".into(),
-            address: "127.0.0.1:0".parse().unwrap(),
-        });
-        c.listeners.push(monitor_server::ListenerConfig {
-            name: "local".into(),
-            address: monitor_server::Address::Unix(sock_for_config),
-        });
+        c.listeners.push(monitor_server::ListenerConfig::new(
+            "second",
+            "127.0.0.1:0".parse().unwrap(),
+        ));
+        c.listeners.push(monitor_server::ListenerConfig::new(
+            "local",
+            monitor_server::Address::Unix(sock_for_config),
+        ));
     })
     .await;
     assert_eq!(server.addrs.len(), 3);
@@ -90,10 +90,10 @@ async fn several_listeners_including_a_unix_socket() {
 
     // A second server given the same path must not take the socket of a live one.
     let second_config = Config {
-        listeners: vec![monitor_server::ListenerConfig {
-            name: "local".into(),
-            address: monitor_server::Address::Unix(sock.clone()),
-        }],
+        listeners: vec![monitor_server::ListenerConfig::new(
+            "local",
+            monitor_server::Address::Unix(sock.clone()),
+        )],
         ..Config::default()
     };
     let refused = monitor_server::Server::bind(second_config).await;

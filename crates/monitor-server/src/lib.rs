@@ -15,6 +15,7 @@
 //! - [`queue`]: a subscriber's bounded queue of pushes, and the shared push body.
 //! - `budget`: the server-wide budget of bytes in large partial frames.
 //! - [`stats`]: the server's counters.
+//! - [`tls`]: TLS listeners: the acceptor from PEM files, reloaded on SIGHUP.
 //! - [`runtime`]: the tokio runtime: worker count and the workers' CPU scheduling policy.
 //! - [`logging`]: best-effort logging: a log line that cannot be written never stops
 //!   the server.
@@ -71,6 +72,7 @@ pub mod server;
 mod session;
 mod state;
 pub mod stats;
+pub mod tls;
 
 pub use config::{
     AuthConfig, Config, ConfigDiff, ConfigError, GrantConfig, ListenerConfig, SchedPolicy,

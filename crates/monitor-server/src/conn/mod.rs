@@ -186,7 +186,7 @@ impl Conn {
     }
 
     async fn run<T: Transport>(&mut self, stream: &mut T, token: &CancellationToken) -> Close {
-        let (reader, mut writer) = stream.halves();
+        let (mut reader, mut writer) = stream.halves();
         // One timer for every deadline of the connection (idle, incomplete frame, stalled
         // write): armed at the earliest, and checked when it fires.
         let mut armed = self.next_deadline();

@@ -225,6 +225,9 @@ fn reload(args: &Args, handle: &crate::ServerHandle) {
             for change in &diff.needs_restart {
                 warn!(change = %change, "SIGHUP: needs a restart to take effect");
             }
+            for failure in &diff.failed {
+                error!(failure = %failure, "SIGHUP: not applied");
+            }
         }
         Err(e) => error!("SIGHUP: configuration not reloaded: {e}"),
     }

@@ -769,6 +769,9 @@ pub struct ConfigDiff {
     pub applied: Vec<String>,
     /// Changes that take effect only after a restart.
     pub needs_restart: Vec<String>,
+    /// Changes that could not be applied, and why (a certificate that cannot be read);
+    /// what was running stays.
+    pub failed: Vec<String>,
 }
 
 #[cfg(test)]

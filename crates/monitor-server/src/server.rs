@@ -17,11 +17,20 @@ use monitor_proto::Address;
 use crate::config::{Config, ConfigDiff, ConfigError};
 use crate::conn;
 use crate::state::Shared;
-use crate::stats::StatsSnapshot;
+use crate::stats::{Stats, StatsSnapshot};
+use crate::tls::{ReloadableAcceptor, TlsError};
 
 /// A listener that could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// A TLS listener's certificate, key or client CA cannot be used.
+    #[error("listener {name}: {source}")]
+    Tls {
+        /// The listener's name.
+        name: String,
+        /// Why.
+        source: TlsError,
+    },
     /// Binding failed (address in use, permission, ...).
     #[error("listener {name}: cannot bind {address}: {source}")]
     Bind {
@@ -54,6 +63,8 @@ impl fmt::Display for BoundAddress {
 
 enum Listener {
     Tcp(TcpListener),
+    /// A TCP listener whose connections start with a TLS handshake.
+    Tls(TcpListener, Arc<ReloadableAcceptor>),
     Unix(UnixListener, PathBuf),
 }
 
@@ -157,20 +168,51 @@ impl ServerHandle {
     }
 
     /// Applies the settings of `new` that can change live (limits, timeouts, the legacy
-    /// switch, the slow-consumer policy) to every connection; returns what changed and
-    /// what needs a restart (listeners, `max_connections`, `subscriber_queue`, `workers`,
-    /// `sched_policy`).
+    /// switch, the slow-consumer policy, `[auth]`) to every connection, and reads every
+    /// TLS listener's certificate files again; returns what changed, what needs a restart
+    /// (listeners, `max_connections`, `subscriber_queue`, `workers`, `sched_policy`), and
+    /// what failed (a certificate that cannot be used: the listener keeps the old one).
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] if `new` does not validate; nothing is applied then.
     pub fn reload(&self, new: Config) -> Result<ConfigDiff, ConfigError> {
         new.validate()?;
         let mut current = self.config.lock().unwrap_or_else(|e| e.into_inner());
-        let diff = current.diff(&new);
+        let mut diff = current.diff(&new);
         let mut live = new.server.clone();
         live.keep_restart_only(&current.server);
         current.server = live.clone();
         self.shared.apply(live);
+        for (name, acceptor) in &self.shared.acceptors {
+            let Some(listener) = new.listeners.iter().find(|l| &l.name == name && l.is_tls())
+            else {
+                continue;
+            };
+            match acceptor.reload(listener) {
+                Ok(()) => diff
+                    .applied
+                    .push(format!("listener {name}: certificates read again")),
+                Err(e) => diff
+                    .failed
+                    .push(format!("{e}; listener {name} keeps its certificate")),
+            }
+        }
+        let mut kept = current.listeners.clone();
+        for l in &mut kept {
+            if let Some(fresh) = new
+                .listeners
+                .iter()
+                .find(|n| n.name == l.name && n.address == l.address)
+            {
+                l.tls_cert.clone_from(&fresh.tls_cert);
+                l.tls_key.clone_from(&fresh.tls_key);
+                l.tls_client_ca.clone_from(&fresh.tls_client_ca);
+            }
+        }
+        current.listeners = kept;
+        current.auth = new.auth.clone();
+        self.shared
+            .set_auth(crate::auth::Auth::from_config(&new.auth));
         Ok(diff)
     }
 }
@@ -183,6 +225,7 @@ impl Server {
     /// [`ServerError::Bind`] naming the listener that failed.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let mut listeners = Vec::new();
+        let mut acceptors = Vec::new();
         for l in &config.listeners {
             let bind_err = |source| ServerError::Bind {
                 name: l.name.clone(),
@@ -191,12 +234,31 @@ impl Server {
             };
             let (listener, address) = match &l.address {
                 Address::Tcp { host, port } => {
+                    // Certificates are read before binding: a listener that cannot serve
+                    // TLS does not take the port.
+                    let tls = if l.is_tls() {
+                        let acceptor =
+                            ReloadableAcceptor::new(l).map_err(|source| ServerError::Tls {
+                                name: l.name.clone(),
+                                source,
+                            })?;
+                        Some(Arc::new(acceptor))
+                    } else {
+                        None
+                    };
                     // A host name binds the first of its addresses that works.
                     let listener = TcpListener::bind((host.as_str(), *port))
                         .await
                         .map_err(bind_err)?;
                     let local = listener.local_addr().map_err(bind_err)?;
-                    (Listener::Tcp(listener), BoundAddress::Tcp(local))
+                    let listener = match tls {
+                        Some(acceptor) => {
+                            acceptors.push((l.name.clone(), Arc::clone(&acceptor)));
+                            Listener::Tls(listener, acceptor)
+                        }
+                        None => Listener::Tcp(listener),
+                    };
+                    (listener, BoundAddress::Tcp(local))
                 }
                 Address::Unix(path) => {
                     remove_stale_socket(path);
@@ -207,14 +269,20 @@ impl Server {
                     )
                 }
             };
-            info!(listener = %l.name, address = %address, "listening");
+            let kind = match &listener {
+                Listener::Tcp(_) => "tcp",
+                Listener::Tls(_, a) if a.mutual => "tls (mutual)",
+                Listener::Tls(..) => "tls",
+                Listener::Unix(..) => "unix",
+            };
+            info!(listener = %l.name, address = %address, kind, "listening");
             listeners.push(BoundListener {
                 name: l.name.clone(),
                 listener,
                 address,
             });
         }
-        let shared = Arc::new(Shared::new(config.server.clone()));
+        let shared = Arc::new(Shared::new(config.server.clone(), &config.auth, acceptors));
         Ok(Server {
             listeners,
             shared,
@@ -359,11 +427,33 @@ async fn accept_loop(
                     _slot: slot,
                 };
                 let (shared, token) = (Arc::clone(&shared), token.clone());
+                let listener = l.name.clone();
                 tracker.spawn(async move {
                     let _guard = guard;
                     match stream {
                         Accepted::Tcp(s) => conn::serve(s, peer, shared, token).await,
                         Accepted::Unix(s) => conn::serve(s, peer, shared, token).await,
+                        Accepted::Tls(s, acceptor) => {
+                            // The handshake runs here, in the connection's own task, and
+                            // is cut off at its timeout: never in the accept loop.
+                            let limit = shared.settings.borrow().tls_handshake_timeout_secs;
+                            let handshake = tokio::time::timeout(
+                                Duration::from_secs(limit),
+                                acceptor.accept(s),
+                            );
+                            let reason = tokio::select! {
+                                () = token.cancelled() => return,
+                                done = handshake => match done {
+                                    Ok(Ok(tls)) => {
+                                        return conn::serve(tls, peer, shared, token).await;
+                                    }
+                                    Ok(Err(e)) => e.to_string(),
+                                    Err(_) => format!("no handshake in {limit} s (tls_handshake_timeout_secs)"),
+                                },
+                            };
+                            Stats::add(&shared.stats.tls_handshake_failures, 1);
+                            warn!(listener = %listener, peer = %peer, reason = %reason, "TLS handshake failed");
+                        }
                     }
                 });
             }
@@ -379,6 +469,8 @@ async fn accept_loop(
 
 enum Accepted {
     Tcp(tokio::net::TcpStream),
+    /// A TCP connection to a TLS listener, with the acceptor of the moment.
+    Tls(tokio::net::TcpStream, tokio_rustls::TlsAcceptor),
     Unix(tokio::net::UnixStream),
 }
 
@@ -389,6 +481,11 @@ async fn accept(listener: &Listener) -> std::io::Result<(Accepted, String)> {
             // Pushes are small and latency matters: no Nagle delay.
             stream.set_nodelay(true)?;
             Ok((Accepted::Tcp(stream), peer.to_string()))
+        }
+        Listener::Tls(l, acceptor) => {
+            let (stream, peer) = l.accept().await?;
+            stream.set_nodelay(true)?;
+            Ok((Accepted::Tls(stream, acceptor.acceptor()), peer.to_string()))
         }
         Listener::Unix(l, path) => {
             let (stream, _) = l.accept().await?;

@@ -2,14 +2,16 @@
 //! budget, the live settings. The server creates it; connections and handlers use it.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::{watch, Semaphore};
 
+use crate::auth::Auth;
 use crate::budget::ByteBudget;
-use crate::config::Settings;
+use crate::config::{AuthConfig, Settings};
 use crate::hub::{Hub, HubSettings};
 use crate::stats::Stats;
+use crate::tls::ReloadableAcceptor;
 
 /// State shared by every task of one server.
 #[derive(Debug)]
@@ -23,6 +25,10 @@ pub(crate) struct Shared {
     /// Why a background task failed, once one has (the server then shuts down).
     pub(crate) failure: Mutex<Option<String>>,
     pub(crate) connection_slots: Arc<Semaphore>,
+    /// Who may do what; replaced whole on a reload.
+    auth: RwLock<Arc<Auth>>,
+    /// The TLS listeners' acceptors, by listener name, for reloads.
+    pub(crate) acceptors: Vec<(String, Arc<ReloadableAcceptor>)>,
 }
 
 impl Shared {
@@ -35,7 +41,11 @@ impl Shared {
     }
 
     /// The state every connection of a server shares, for `settings`.
-    pub(crate) fn new(settings: Settings) -> Shared {
+    pub(crate) fn new(
+        settings: Settings,
+        auth: &AuthConfig,
+        acceptors: Vec<(String, Arc<ReloadableAcceptor>)>,
+    ) -> Shared {
         let stats = Arc::new(Stats::default());
         Shared {
             hub: Hub::new(Arc::clone(&stats), hub_settings(&settings)),
@@ -45,7 +55,19 @@ impl Shared {
             settings: watch::channel(Arc::new(settings)).0,
             next_id: AtomicU64::new(1),
             failure: Mutex::new(None),
+            auth: RwLock::new(Arc::new(Auth::from_config(auth))),
+            acceptors,
         }
+    }
+
+    /// The authentication table of the moment.
+    pub(crate) fn auth(&self) -> Arc<Auth> {
+        Arc::clone(&self.auth.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Replaces the authentication table (a reload).
+    pub(crate) fn set_auth(&self, auth: Auth) {
+        *self.auth.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(auth);
     }
 
     /// Applies reloaded settings: to the hub and the budget at once, to each connection at

@@ -19,6 +19,11 @@ pub struct Stats {
     pub(crate) frame_timeouts: AtomicU64,
     pub(crate) write_timeouts: AtomicU64,
     pub(crate) budget_waits: AtomicU64,
+    pub(crate) tls_handshake_failures: AtomicU64,
+    pub(crate) auth_granted: AtomicU64,
+    pub(crate) auth_unauthorized: AtomicU64,
+    pub(crate) auth_forbidden: AtomicU64,
+    pub(crate) auth_closed_at_reload: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -54,6 +59,17 @@ pub struct StatsSnapshot {
     /// Times a connection stopped reading because its large frame did not fit in what
     /// was left of `max_buffered_bytes`.
     pub budget_waits: u64,
+    /// TLS handshakes that failed (wrong CA, no client certificate on a mutual-TLS
+    /// listener, plaintext sent to a TLS port, a stalled handshake).
+    pub tls_handshake_failures: u64,
+    /// Tokens and client certificates accepted.
+    pub auth_granted: u64,
+    /// Wrong tokens (answered "unauthorized", then closed).
+    pub auth_unauthorized: u64,
+    /// Subscribes and reports refused as outside their grants, or before authenticating.
+    pub auth_forbidden: u64,
+    /// Connections closed because a reload removed or changed the grant they held.
+    pub auth_closed_at_reload: u64,
 }
 
 impl Stats {
@@ -73,6 +89,11 @@ impl Stats {
             frame_timeouts: self.frame_timeouts.load(Relaxed),
             write_timeouts: self.write_timeouts.load(Relaxed),
             budget_waits: self.budget_waits.load(Relaxed),
+            tls_handshake_failures: self.tls_handshake_failures.load(Relaxed),
+            auth_granted: self.auth_granted.load(Relaxed),
+            auth_unauthorized: self.auth_unauthorized.load(Relaxed),
+            auth_forbidden: self.auth_forbidden.load(Relaxed),
+            auth_closed_at_reload: self.auth_closed_at_reload.load(Relaxed),
         }
     }
 

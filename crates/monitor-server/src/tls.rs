@@ -113,14 +113,13 @@ pub fn server_config(listener: &ListenerConfig) -> Result<Arc<ServerConfig>, Tls
                     reason: e.to_string(),
                 })?;
             }
-            let verifier =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .build()
-                    .map_err(|e| TlsError::ClientCa {
-                        listener: listener.name.clone(),
-                        path: ca.clone(),
-                        reason: e.to_string(),
-                    })?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| TlsError::ClientCa {
+                    listener: listener.name.clone(),
+                    path: ca.clone(),
+                    reason: e.to_string(),
+                })?;
             builder.with_client_cert_verifier(verifier)
         }
     };

@@ -629,7 +629,11 @@ mod tests {
     #[test]
     fn decoding_stops_at_the_write_high_water_mark_and_resumes_once_written() {
         const COUNT: usize = 50_000; // 2.2 MB of requests, several MB of replies
-        let shared = Arc::new(Shared::new(Settings::default()));
+        let shared = Arc::new(Shared::new(
+            Settings::default(),
+            &crate::config::AuthConfig::default(),
+            Vec::new(),
+        ));
         let mut conn = Conn::new(shared, "test".into(), Instant::now());
         conn.rbuf = heartbeats(COUNT);
         let largest_reply = 512;

@@ -107,7 +107,11 @@ impl ReadReady for TlsReader<'_> {
             return Poll::Ready(Ok(()));
         }
         self.pending.reserve(TLS_READ);
-        match tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.read), cx, &mut self.pending) {
+        match tokio_util::io::poll_read_buf(
+            std::pin::Pin::new(&mut self.read),
+            cx,
+            &mut self.pending,
+        ) {
             Poll::Ready(Ok(0)) => {
                 self.eof = true;
                 self.pending = BytesMut::new();

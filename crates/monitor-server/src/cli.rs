@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use std::io::Write;
+use std::io::{Read, Write};
 
 use clap::Parser;
 use tracing::{error, info, warn};
@@ -22,8 +22,17 @@ use crate::server::Server;
 /// drain_timeout_secs); SIGHUP re-reads --config and applies what can change live.
 /// Logging: RUST_LOG (e.g. RUST_LOG=debug, RUST_LOG=monitor_server=trace).
 #[derive(Debug, Parser)]
-#[command(name = "monitor-server", version, about, long_about)]
+#[command(
+    name = "monitor-server",
+    version,
+    about,
+    long_about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Args {
+    /// A task other than serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Read settings from this TOML file (flags below override it).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -57,6 +66,14 @@ pub struct Args {
     /// Check the configuration and exit (status 0 if valid, 2 if not).
     #[arg(long)]
     pub check_config: bool,
+}
+
+/// What `monitor-server` can do besides serving.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Read a token on stdin (one line) and print the line that puts its SHA-256 in an
+    /// `[[auth.token]]` table. The token is not echoed and not stored.
+    HashToken,
 }
 
 impl Args {
@@ -117,6 +134,31 @@ impl Args {
     }
 }
 
+/// `monitor-server hash-token`: stdin's first line (without its line end) → the config line.
+fn hash_token() -> std::process::ExitCode {
+    use std::io::BufRead;
+    let mut line = String::new();
+    // A token longer than this is not a token someone types or pastes.
+    let mut stdin = std::io::stdin().lock().take(64 * 1024);
+    if let Err(e) = stdin.read_line(&mut line) {
+        say(&format!(
+            "monitor-server hash-token: cannot read stdin: {e}"
+        ));
+        return std::process::ExitCode::from(2);
+    }
+    let token = line.trim_end_matches(['\n', '\r']);
+    if token.is_empty() {
+        say("monitor-server hash-token: no token on stdin (e.g. `echo -n \"$TOKEN\" | monitor-server hash-token`)");
+        return std::process::ExitCode::from(2);
+    }
+    let hash = crate::auth::hash_token(token);
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "token_sha256 = \"{hash}\"").and_then(|()| out.flush()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(_) => std::process::ExitCode::FAILURE,
+    }
+}
+
 fn flag_for(key: &str) -> Option<&'static str> {
     Some(match key {
         "server.idle_timeout_secs" => "--idle-timeout",
@@ -131,6 +173,9 @@ fn flag_for(key: &str) -> Option<&'static str> {
 /// Runs the command line; returns the process exit code.
 pub fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if let Some(Command::HashToken) = args.command {
+        return hash_token();
+    }
     crate::logging::init();
     let config = match args.config() {
         Ok(c) => c,

@@ -408,9 +408,10 @@ mod tests {
         raw
     }
 
-    /// The limits of a default codec.
+    /// The limits of a default codec (`codec::DEFAULT_MAX_FRAME_LEN`, written out: the
+    /// header knows nothing of the codec above it).
     const DEFAULTS: HeaderLimits = HeaderLimits {
-        max_frame_len: crate::codec::DEFAULT_MAX_FRAME_LEN,
+        max_frame_len: 1024 * 1024,
         accept: None,
     };
 

@@ -9,6 +9,7 @@
 //! | `encode_plain` | [`FrameCodec`] encoding a [`Frame`]         | [`LengthDelimitedCodec`], same frame size |
 //! | `compress`     | `layer::compress::{deflate, inflate}`       | (none: zlib itself is the cost)           |
 //! | `encrypt`      | [`SessionKey::seal_frame`] / [`SessionKey::open`] | raw [`Aes256Gcm`] `encrypt` / `decrypt` with a 45-byte aad |
+//! | `message_codec`| the server's message path: [`ServerCodec`] decoding requests as they arrive (as `decode_stream`), and [`ServerCodec::encode_shared`] writing a push to a plain and to an encrypting subscriber | (none: compare with `decode_stream` and `encode_plain`) |
 //!
 //! The baseline frames for the codecs are a 4-byte length prefix, 41 filler bytes and the
 //! same body, so that each of them is `45 + body` bytes on the wire, like ours (a 45-byte
@@ -40,7 +41,10 @@ use criterion::{
     criterion_group, criterion_main, BatchSize, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
 };
 use monitor_proto::layer::compress::{deflate, inflate};
-use monitor_proto::{Frame, FrameCodec, Header, MsgType, SessionKey, Uuid, HEADER_LEN};
+use monitor_proto::{
+    Frame, FrameCodec, Header, MsgType, Recipient, ServerCodec, SessionKey, SharedBody, Uuid,
+    HEADER_LEN,
+};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
 const UUID: Uuid = Uuid(*b"0123456789abcdef0123456789abcdef0");
@@ -368,12 +372,64 @@ fn encrypt(c: &mut Criterion) {
     group.finish();
 }
 
+/// The server's message path, above the frames: decoding plain requests through the body
+/// layers (none apply: the cost is the codec's), and encoding one shared push body per
+/// subscriber, plain or encrypted (`encode_shared`, as a connection writes its pushes).
+fn message_codec(c: &mut Criterion) {
+    let mut group = c.benchmark_group("message_codec");
+    configure(&mut group);
+    for &size in &[1024, 65536] {
+        let body = json_body(size);
+        let n = frames_per_batch(HEADER_LEN + size);
+        if size == 1024 {
+            let frame = Frame::new(Header::new(MsgType::Report, UUID), body.clone());
+            let mut wire = BytesMut::new();
+            for _ in 0..n {
+                FrameCodec::new().encode(&frame, &mut wire).unwrap();
+            }
+            group.throughput(Throughput::Bytes(wire.len() as u64));
+            group.bench_function(BenchmarkId::new("decode_stream", size), |b| {
+                let (mut codec, mut buf) =
+                    (ServerCodec::new(), BytesMut::with_capacity(4 * READ_CHUNK));
+                b.iter(|| assert_eq!(decode_reads(&mut codec, &mut buf, &wire), n));
+            });
+        }
+        let shared = SharedBody::new(body);
+        let mut codec = ServerCodec::new();
+        codec.set_session_key(Some(SessionKey::from_bytes(&[7; 32])));
+        for (label, encrypt) in [("encode_push", false), ("encode_push_encrypted", true)] {
+            let to = Recipient::new(UUID).encrypt(encrypt);
+            let batch_len = n * (HEADER_LEN + size + if encrypt { 28 } else { 0 });
+            group.throughput(Throughput::Bytes(batch_len as u64));
+            group.bench_function(BenchmarkId::new(label, size), |b| {
+                let mut dst = BytesMut::with_capacity(batch_len);
+                b.iter(|| {
+                    for _ in 0..n {
+                        codec
+                            .encode_shared(
+                                MsgType::Push,
+                                black_box(&to),
+                                black_box(&shared),
+                                &mut dst,
+                            )
+                            .unwrap();
+                    }
+                    black_box(&dst);
+                    dst.clear();
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     decode_stream,
     decode_plain,
     encode_plain,
     compress,
-    encrypt
+    encrypt,
+    message_codec
 );
 criterion_main!(benches);

@@ -26,7 +26,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use monitor_proto::{Report, TopicPattern};
+use monitor_proto::message::request::Report;
+use monitor_proto::message::topic::TopicPattern;
 use monitor_server::hub::{Hub, HubSettings, PushQueue, Wakes};
 use monitor_server::queue::Batch;
 use monitor_server::SlowConsumer;

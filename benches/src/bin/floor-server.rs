@@ -108,7 +108,7 @@ fn serve(
             Err(e) => return Err(e.to_string()),
         };
         input.extend_from_slice(&chunk[..n]);
-        while let Some(Frame { header, body }) =
+        while let Some(Frame { header, body, .. }) =
             codec.decode(&mut input).map_err(|e| e.to_string())?
         {
             let uuid = header.uuid;

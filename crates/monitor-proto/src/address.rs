@@ -37,6 +37,7 @@ pub enum Address {
 /// Why a text is not an [`Address`]; the message says what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{text}` is not an address: {reason}")]
+#[non_exhaustive]
 pub struct AddressError {
     /// The text given.
     pub text: String,

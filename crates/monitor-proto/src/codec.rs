@@ -1,26 +1,30 @@
 //! Framing: bytes ⇄ [`Frame`]s, with the length limit. Knows nothing of JSON or keys.
+//!
+//! [`FrameCodec`] passes bodies through untouched; the message codecs
+//! ([`ClientCodec`](crate::ClientCodec), [`ServerCodec`](crate::ServerCodec)) put a
+//! `FrameCodec` under their body layers.
+
+use std::fmt;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio_util::codec::{Decoder, Encoder};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::{Decoder, Encoder, Framed};
 
-use crate::error::Error;
+use crate::error::{Error, Initiator};
 use crate::header::{
     check_prefix, Direction, Header, HeaderLimits, Prefix, Uuid, HEADER_LEN, PREFIX_LEN, UUID_LEN,
 };
-use crate::message::{MessageCodec, Role};
 
 /// Default `max_frame_len`: 1 MiB.
 pub const DEFAULT_MAX_FRAME_LEN: u32 = 1024 * 1024;
-/// Default `max_inflated_len`: 8 MiB.
-pub const DEFAULT_MAX_INFLATED_LEN: usize = 8 * 1024 * 1024;
-/// Default `compress_threshold`: server bodies longer than this are compressed.
-pub const DEFAULT_COMPRESS_THRESHOLD: usize = 81920;
 
 /// One frame: a header and its body, exactly as on the wire (possibly compressed and/or
 /// encrypted).
 ///
-/// A decoded frame's body is a zero-copy slice of the read buffer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A decoded frame's body is a zero-copy slice of the read buffer. `Debug` shows the
+/// body's length, never its bytes.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Frame {
     /// The header. Its `length` is `45 + body.len()` for a decoded frame, and is derived
     /// from the body again when encoding.
@@ -40,45 +44,59 @@ impl Frame {
     }
 }
 
-/// Settings shared by [`FrameCodec`] and [`MessageCodec`]. `Copy`, so one builder can make
-/// a codec per connection.
-///
-/// # Example
-/// ```
-/// use monitor_proto::codec::Builder;
-/// use monitor_proto::{Direction, Role};
-///
-/// let mut builder = Builder::new();
-/// builder.max_frame_len(64 * 1024).accept(Direction::ClientToServer);
-/// let frames = builder.frame_codec();
-/// assert_eq!(frames.max_frame_len(), 64 * 1024);
-/// let messages = builder.message_codec(Role::Server);
-/// assert_eq!(messages.role(), Role::Server);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Builder {
-    pub(crate) max_frame_len: u32,
-    pub(crate) accept: Option<Direction>,
-    pub(crate) max_inflated_len: usize,
-    pub(crate) compress_threshold: usize,
-    pub(crate) max_reserve: usize,
-}
-
-impl Default for Builder {
-    fn default() -> Self {
-        Builder::new()
+impl fmt::Debug for Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Frame")
+            .field("header", &self.header)
+            .field("body", &BodyLen(self.body.len()))
+            .finish()
     }
 }
 
-impl Builder {
-    /// The protocol's defaults: 1 MiB frames, 8 MiB inflated bodies, compression above
-    /// 81920 bytes, both directions accepted.
-    pub const fn new() -> Builder {
-        Builder {
+/// A body in a `Debug` output: its length only (bodies may carry secrets).
+pub(crate) struct BodyLen(pub(crate) usize);
+
+impl fmt::Debug for BodyLen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} bytes>", self.0)
+    }
+}
+
+/// Settings of a [`FrameCodec`]: `Copy`, so one builder can make a codec per connection.
+/// Each setter changes one limit of the codecs it builds (as tokio-util's
+/// `length_delimited::Builder`).
+///
+/// # Example
+/// ```
+/// use monitor_proto::header::Direction;
+/// use monitor_proto::FrameCodec;
+///
+/// let codec = FrameCodec::builder()
+///     .max_frame_len(64 * 1024)
+///     .accept(Direction::ClientToServer)
+///     .new_codec();
+/// assert_eq!(codec.max_frame_len(), 64 * 1024);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameCodecBuilder {
+    max_frame_len: u32,
+    accept: Option<Direction>,
+    max_reserve: usize,
+}
+
+impl Default for FrameCodecBuilder {
+    fn default() -> Self {
+        FrameCodecBuilder::new()
+    }
+}
+
+impl FrameCodecBuilder {
+    /// The protocol's defaults: frames of up to [`DEFAULT_MAX_FRAME_LEN`], both directions
+    /// accepted, room for a whole frame reserved at once.
+    pub const fn new() -> FrameCodecBuilder {
+        FrameCodecBuilder {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             accept: None,
-            max_inflated_len: DEFAULT_MAX_INFLATED_LEN,
-            compress_threshold: DEFAULT_COMPRESS_THRESHOLD,
             max_reserve: usize::MAX,
         }
     }
@@ -87,8 +105,8 @@ impl Builder {
     /// announcing more is refused after its first 12 bytes, never buffered.
     ///
     /// ```
-    /// # use monitor_proto::codec::Builder;
-    /// let codec = Builder::new().max_frame_len(4096).frame_codec();
+    /// # use monitor_proto::FrameCodec;
+    /// let codec = FrameCodec::builder().max_frame_len(4096).new_codec();
     /// assert_eq!(codec.max_frame_len(), 4096);
     /// ```
     pub fn max_frame_len(&mut self, bytes: u32) -> &mut Self {
@@ -96,41 +114,16 @@ impl Builder {
         self
     }
 
-    /// Refuse frames travelling the other way as soon as their type is read. The
-    /// [`MessageCodec`] sets this from its role.
+    /// Refuse frames travelling the other way as soon as their type is read
+    /// ([`Error::WrongDirection`]). By default both directions are accepted.
     ///
     /// ```
-    /// # use monitor_proto::{codec::Builder, Direction};
-    /// let codec = Builder::new().accept(Direction::ClientToServer).frame_codec();
+    /// # use monitor_proto::{header::Direction, FrameCodec};
+    /// let codec = FrameCodec::builder().accept(Direction::ClientToServer).new_codec();
     /// # let _ = codec;
     /// ```
     pub fn accept(&mut self, direction: Direction) -> &mut Self {
         self.accept = Some(direction);
-        self
-    }
-
-    /// Largest body a compressed body may inflate to; inclusive. More is an error
-    /// ([`Error::InflatedTooLarge`]), not an allocation.
-    ///
-    /// ```
-    /// # use monitor_proto::{codec::Builder, Role};
-    /// let codec = Builder::new().max_inflated_len(1 << 20).message_codec(Role::Client);
-    /// assert_eq!(codec.max_inflated_len(), 1 << 20);
-    /// ```
-    pub fn max_inflated_len(&mut self, bytes: usize) -> &mut Self {
-        self.max_inflated_len = bytes;
-        self
-    }
-
-    /// A server compresses every body longer than this (before compression).
-    ///
-    /// ```
-    /// # use monitor_proto::{codec::Builder, Role};
-    /// let codec = Builder::new().compress_threshold(1024).message_codec(Role::Server);
-    /// assert_eq!(codec.compress_threshold(), 1024);
-    /// ```
-    pub fn compress_threshold(&mut self, bytes: usize) -> &mut Self {
-        self.compress_threshold = bytes;
         self
     }
 
@@ -141,8 +134,8 @@ impl Builder {
     /// frames sets this.
     ///
     /// ```
-    /// # use monitor_proto::codec::Builder;
-    /// let codec = Builder::new().max_reserve(64 * 1024).frame_codec();
+    /// # use monitor_proto::FrameCodec;
+    /// let codec = FrameCodec::builder().max_reserve(64 * 1024).new_codec();
     /// # let _ = codec;
     /// ```
     pub fn max_reserve(&mut self, bytes: usize) -> &mut Self {
@@ -151,7 +144,7 @@ impl Builder {
     }
 
     /// A frame codec with these settings.
-    pub fn frame_codec(&self) -> FrameCodec {
+    pub fn new_codec(&self) -> FrameCodec {
         FrameCodec {
             limits: HeaderLimits {
                 max_frame_len: self.max_frame_len,
@@ -162,12 +155,9 @@ impl Builder {
         }
     }
 
-    /// A message codec for `role` with these settings (its accepted direction follows
-    /// from the role).
-    pub fn message_codec(&self, role: Role) -> MessageCodec {
-        let mut builder = *self;
-        builder.accept(role.accepts());
-        MessageCodec::from_parts(builder.frame_codec(), role, &builder)
+    /// `io` framed by a codec with these settings.
+    pub fn new_framed<T: AsyncRead + AsyncWrite>(&self, io: T) -> Framed<T, FrameCodec> {
+        Framed::new(io, self.new_codec())
     }
 }
 
@@ -182,8 +172,23 @@ enum State {
 /// Decodes and encodes [`Frame`]s. Bodies are passed through untouched.
 ///
 /// Decoding judges each frame from its first 12 bytes, then reserves room for the whole
-/// frame once and hands out the body as a zero-copy slice of the read buffer. Any error is
-/// fatal ([`Error::is_fatal`]): the stream cannot be resynchronised.
+/// frame once and hands out the body as a zero-copy slice of the read buffer. Any decoding
+/// error is fatal ([`Error::is_fatal`]): the stream cannot be resynchronised. A stream that
+/// ends in the middle of a frame ends with [`Error::ClosedMidFrame`].
+///
+/// # Example
+/// ```
+/// use bytes::BytesMut;
+/// use monitor_proto::{Frame, FrameCodec, Header, MsgType, Uuid};
+/// use tokio_util::codec::{Decoder, Encoder};
+///
+/// let mut codec = FrameCodec::new();
+/// let mut wire = BytesMut::new();
+/// let frame = Frame::new(Header::new(MsgType::Heartbeat, Uuid([b'u'; 33])), "".into());
+/// codec.encode(&frame, &mut wire).unwrap();
+/// assert_eq!(wire.len(), 45);
+/// assert_eq!(codec.decode(&mut wire).unwrap(), Some(frame));
+/// ```
 #[derive(Debug, Clone)]
 pub struct FrameCodec {
     limits: HeaderLimits,
@@ -198,14 +203,14 @@ impl Default for FrameCodec {
 }
 
 impl FrameCodec {
-    /// A codec with the default limits ([`Builder::new`]).
+    /// A codec with the default settings ([`FrameCodecBuilder::new`]).
     pub fn new() -> FrameCodec {
-        Builder::new().frame_codec()
+        FrameCodecBuilder::new().new_codec()
     }
 
-    /// A builder for non-default limits.
-    pub fn builder() -> Builder {
-        Builder::new()
+    /// A builder for other settings.
+    pub const fn builder() -> FrameCodecBuilder {
+        FrameCodecBuilder::new()
     }
 
     /// The configured `max_frame_len`.
@@ -228,12 +233,13 @@ impl FrameCodec {
         self.limits.max_frame_len = bytes;
     }
 
-    /// Writes one frame from its parts: the header (its `length` is recomputed) and the
-    /// body as it should appear on the wire.
+    /// Writes one frame from borrowed parts: the header (its `length` is recomputed) and
+    /// the body as it should appear on the wire. [`Encoder::encode`] does the same for a
+    /// [`Frame`].
     ///
     /// # Errors
-    /// [`Error::FrameTooLong`] if `45 + body.len()` exceeds `max_frame_len`; nothing is
-    /// written then.
+    /// [`Error::FrameTooLong`] ([`Initiator::Local`]) if `45 + body.len()` exceeds
+    /// `max_frame_len`; nothing is written then.
     pub fn encode_parts(
         &self,
         header: &Header,
@@ -266,17 +272,41 @@ impl FrameCodec {
         Error::FrameTooLong {
             length: HEADER_LEN as u64 + body_len as u64,
             max: self.limits.max_frame_len,
+            initiator: Initiator::Local,
+        }
+    }
+
+    /// The error for a stream that ended with `buffered` bytes of a frame.
+    #[cold]
+    pub(crate) fn closed_mid_frame(&self, buffered: usize) -> Error {
+        Error::ClosedMidFrame {
+            received: buffered,
+            length: match self.state {
+                State::Prefix => None,
+                State::Rest(prefix) => Some(prefix.length),
+            },
         }
     }
 }
 
-/// A frame seen where it lies in the read buffer (see [`FrameCodec::peek`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A frame seen where it lies in the read buffer (see [`FrameCodec::peek`]). `Debug` shows
+/// the body's length, never its bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FrameRef<'a> {
     /// The header.
     pub header: Header,
     /// The body bytes as on the wire, borrowed from the buffer.
     pub body: &'a [u8],
+}
+
+impl fmt::Debug for FrameRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrameRef")
+            .field("header", &self.header)
+            .field("body", &BodyLen(self.body.len()))
+            .finish()
+    }
 }
 
 impl FrameRef<'_> {
@@ -386,6 +416,16 @@ impl Decoder for FrameCodec {
         let body = src.split_to(length - HEADER_LEN).freeze();
         Ok(Some(Frame { header, body }))
     }
+
+    /// As `decode`, then: bytes left that are not a whole frame are
+    /// [`Error::ClosedMidFrame`] (tokio-util's default would be an `io::Error`).
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Error> {
+        match self.decode(src)? {
+            Some(frame) => Ok(Some(frame)),
+            None if src.is_empty() => Ok(None),
+            None => Err(self.closed_mid_frame(src.len())),
+        }
+    }
 }
 
 impl Encoder<Frame> for FrameCodec {
@@ -485,7 +525,8 @@ mod tests {
             err,
             Error::FrameTooLong {
                 length: 2_000_000_000,
-                max: DEFAULT_MAX_FRAME_LEN
+                max: DEFAULT_MAX_FRAME_LEN,
+                initiator: Initiator::Remote,
             }
         ));
         assert!(buf.capacity() < 4096, "reserved {}", buf.capacity());
@@ -511,7 +552,7 @@ mod tests {
             Bytes::from(vec![b'x'; 100_000]),
         );
         let wire = encoded(std::slice::from_ref(&frame));
-        let mut codec = Builder::new().max_reserve(65_536).frame_codec();
+        let mut codec = FrameCodec::builder().max_reserve(65_536).new_codec();
         let mut buf = BytesMut::from(&wire[..PREFIX_LEN]);
         assert_eq!(codec.pending_frame_len(), None);
         assert!(codec.decode(&mut buf).unwrap().is_none());
@@ -557,9 +598,9 @@ mod tests {
 
     #[test]
     fn limit_is_inclusive_both_ways() {
-        let mut builder = Builder::new();
+        let mut builder = FrameCodec::builder();
         builder.max_frame_len(100);
-        let mut codec = builder.frame_codec();
+        let mut codec = builder.new_codec();
         let fits = Frame::new(Header::new(MsgType::Report, UUID), vec![b' '; 55].into());
         let over = Frame::new(Header::new(MsgType::Report, UUID), vec![b' '; 56].into());
         let mut buf = BytesMut::new();
@@ -570,7 +611,8 @@ mod tests {
             err,
             Error::FrameTooLong {
                 length: 101,
-                max: 100
+                max: 100,
+                initiator: Initiator::Local,
             }
         ));
         assert_eq!(buf.len(), 100, "nothing written on error");
@@ -596,9 +638,9 @@ mod tests {
 
     #[test]
     fn direction_is_enforced_before_the_body() {
-        let mut codec = Builder::new()
+        let mut codec = FrameCodec::builder()
             .accept(Direction::ClientToServer)
-            .frame_codec();
+            .new_codec();
         let wire = encoded(&[Frame::new(
             Header::new(MsgType::Push, UUID),
             Bytes::from(vec![0; 500]),
@@ -611,5 +653,37 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_stream_closed_mid_frame_says_how_far_it_got() {
+        let wire = encoded(&sample()[1..2]);
+        let mut codec = FrameCodec::new();
+        // Nothing left: a clean end.
+        assert_eq!(codec.decode_eof(&mut BytesMut::new()).unwrap(), None);
+        // A whole frame, then the end.
+        let mut buf = wire.clone();
+        assert!(codec.decode_eof(&mut buf).unwrap().is_some());
+        assert_eq!(codec.decode_eof(&mut buf).unwrap(), None);
+        // Part of a header: no length judged yet.
+        let mut buf = BytesMut::from(&wire[..5]);
+        let err = codec.decode_eof(&mut buf).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::ClosedMidFrame {
+                received: 5,
+                length: None
+            }
+        ));
+        assert!(err.is_fatal());
+        assert_eq!(err.fault(), crate::Fault::Peer);
+        // Part of a judged frame: its length is known.
+        let mut codec = FrameCodec::new();
+        let mut buf = BytesMut::from(&wire[..20]);
+        let err = codec.decode_eof(&mut buf).unwrap_err();
+        assert!(
+            matches!(err, Error::ClosedMidFrame { received: 20, length: Some(l) } if l as usize == wire.len()),
+            "{err:?}"
+        );
     }
 }

@@ -1,21 +1,21 @@
 //! Entry points shared by the cargo-fuzz targets in `fuzz/` and the stable test that
-//! replays their corpus, so both exercise the same code. Not part of the stable API.
+//! replays their corpus (`fuzz/tests/corpus.rs`), so both exercise the same code. Built
+//! only with the `fuzzing` feature; not part of the stable API.
 //!
 //! Each function must return normally for every input: a panic is a bug.
 
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
-use crate::codec::Builder;
-use crate::error::Error;
+use crate::error::BodyError;
 use crate::header::{check_prefix, Header, HeaderLimits, HEADER_LEN};
 use crate::layer::compress::inflate;
 use crate::layer::crypto::SessionKey;
 use crate::message::reply::Reply;
 use crate::message::request::{Request, Subscribe};
 use crate::message::topic::TopicLimits;
-use crate::message::{MessageCodec, Role};
-use crate::MsgType;
+use crate::message::{ClientCodec, Received, ServerCodec};
+use crate::{Error, MsgType};
 
 /// Limits small enough that the fuzzer reaches them.
 const MAX_FRAME: u32 = 64 * 1024;
@@ -23,28 +23,60 @@ const MAX_INFLATED: usize = 64 * 1024;
 const FUZZ_KEY: [u8; 32] = [0x42; 32];
 /// Topic limits small enough that the fuzzer crosses them: a subscribe is parsed under
 /// these and under the defaults, and the two must agree.
-pub const TOPIC_LIMITS: TopicLimits = TopicLimits {
-    max_topics: 8,
-    max_topic_len: 16,
-};
+pub const TOPIC_LIMITS: TopicLimits = TopicLimits::new().with_max_topics(8).with_max_topic_len(16);
 
-fn codec(role: Role) -> MessageCodec {
-    let mut codec = Builder::new()
-        .max_frame_len(MAX_FRAME)
-        .max_inflated_len(MAX_INFLATED)
-        .message_codec(role);
-    codec.set_session_key(Some(SessionKey::from_bytes(&FUZZ_KEY)));
-    codec
+/// Which end parses a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Server,
+    Client,
+}
+
+/// A decoder for one end, with the small limits and the fuzz key.
+enum Codec {
+    Server(ServerCodec),
+    Client(ClientCodec),
+}
+
+impl Codec {
+    fn new(end: End) -> Codec {
+        let key = Some(SessionKey::from_bytes(&FUZZ_KEY));
+        match end {
+            End::Server => {
+                let mut codec = ServerCodec::builder()
+                    .max_frame_len(MAX_FRAME)
+                    .max_inflated_len(MAX_INFLATED)
+                    .new_codec();
+                codec.set_session_key(key);
+                Codec::Server(codec)
+            }
+            End::Client => {
+                let codec = ClientCodec::builder()
+                    .max_frame_len(MAX_FRAME)
+                    .max_inflated_len(MAX_INFLATED)
+                    .new_codec();
+                codec.set_session_key(key);
+                Codec::Client(codec)
+            }
+        }
+    }
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Received>, Error> {
+        match self {
+            Codec::Server(codec) => codec.decode(buf),
+            Codec::Client(codec) => codec.decode(buf),
+        }
+    }
 }
 
 /// Stream decoder: byte 0 seeds the read-chunk sizes, the rest is the stream. Feeds it
-/// to a server- and a client-role codec, parsing every body that decodes.
+/// to a server's and a client's codec, parsing every body that decodes.
 pub fn decode_stream(data: &[u8]) {
     let Some((&seed, stream)) = data.split_first() else {
         return;
     };
-    for role in [Role::Server, Role::Client] {
-        let mut codec = codec(role);
+    for role in [End::Server, End::Client] {
+        let mut codec = Codec::new(role);
         let mut buf = BytesMut::new();
         let mut rest = stream;
         let mut step = usize::from(seed) + 1;
@@ -72,14 +104,15 @@ pub fn decode_stream(data: &[u8]) {
     }
 }
 
-fn parse_body(role: Role, msg_type: MsgType, body: Bytes) {
+fn parse_body(role: End, msg_type: MsgType, body: Bytes) {
     match role {
-        Role::Server => {
+        End::Server => {
             let small = Request::parse(msg_type, body.clone(), &TOPIC_LIMITS);
             match &small {
                 // A reply type is refused as a request whatever its body.
-                Err(Error::WrongDirection { .. }) => assert!(!msg_type.is_request()),
-                Err(e) => assert!(!e.is_fatal(), "a body error is not fatal: {e}"),
+                Err(BodyError::NotARequest { .. }) => assert!(!msg_type.is_request()),
+                // A body error is not fatal (it is a `BodyError`), and is the peer's.
+                Err(e) => assert_eq!(e.fault(), crate::Fault::Peer, "{e}"),
                 Ok(_) => {}
             }
             if msg_type == MsgType::Subscribe {
@@ -90,7 +123,7 @@ fn parse_body(role: Role, msg_type: MsgType, body: Bytes) {
                 check_subscribe(small, Subscribe::parse(body, &TopicLimits::default()));
             }
         }
-        Role::Client => {
+        End::Client => {
             let _ = Reply::parse(&body);
         }
     }
@@ -100,10 +133,11 @@ fn parse_body(role: Role, msg_type: MsgType, body: Bytes) {
 /// under the defaults (`wide`): what parses is within the limits, limit errors name the
 /// limit and a value over it, and raising the limits refuses nothing more and keeps the
 /// same patterns. When `wide` parses, it also checks the values the errors give.
-fn check_subscribe(small: Result<Subscribe, Error>, wide: Result<Subscribe, Error>) {
+fn check_subscribe(small: Result<Subscribe, BodyError>, wide: Result<Subscribe, BodyError>) {
     let TopicLimits {
         max_topics,
         max_topic_len,
+        ..
     } = TOPIC_LIMITS;
     match small {
         Ok(s) => {
@@ -122,13 +156,13 @@ fn check_subscribe(small: Result<Subscribe, Error>, wide: Result<Subscribe, Erro
             assert_eq!(wide.topics, s.topics);
             assert_eq!(wide.code, s.code);
         }
-        Err(Error::TooManyTopics { count, max }) => {
+        Err(BodyError::TooManyTopics { count, max }) => {
             assert!(max == max_topics && count > max, "{count} > {max}");
             if let Ok(wide) = wide {
                 assert_eq!(wide.topics.len(), count, "the count is exact");
             }
         }
-        Err(Error::TopicTooLong { index, len, max }) => {
+        Err(BodyError::TopicTooLong { index, len, max }) => {
             assert!(max == max_topic_len && len > max && index < max_topics);
             if let Ok(wide) = wide {
                 assert_eq!(wide.topics[index].to_string().len(), len);
@@ -136,7 +170,15 @@ fn check_subscribe(small: Result<Subscribe, Error>, wide: Result<Subscribe, Erro
         }
         Err(e) => {
             // Malformed whatever the limits (not JSON, no code, a topic not a string).
-            assert!(matches!(e, Error::MalformedBody { .. }), "{e}");
+            assert!(
+                matches!(
+                    e,
+                    BodyError::Malformed { .. }
+                        | BodyError::InvalidJson { .. }
+                        | BodyError::InvalidUtf8 { .. }
+                ),
+                "{e}"
+            );
             assert!(wide.is_err(), "refused under the small limits only: {e}");
         }
     }
@@ -145,9 +187,12 @@ fn check_subscribe(small: Result<Subscribe, Error>, wide: Result<Subscribe, Erro
 /// Header: checks and parses the input as a header; what parses must write back to the
 /// same bytes.
 pub fn header(data: &[u8]) {
-    let limits = HeaderLimits::default();
+    let limits = HeaderLimits {
+        max_frame_len: crate::codec::DEFAULT_MAX_FRAME_LEN,
+        accept: None,
+    };
     let prefix = check_prefix(data, &limits);
-    match Header::parse(data, &limits) {
+    match Header::parse_limited(data, &limits) {
         Ok(header) => {
             assert!(prefix.is_ok());
             assert_eq!(&header.to_bytes()[..], &data[..HEADER_LEN]);
@@ -172,12 +217,12 @@ pub fn body_layers(data: &[u8]) {
     let header = Header::new(msg_type, crate::Uuid([selector; 33]));
     let key = SessionKey::from_bytes(&FUZZ_KEY);
     if let Ok(inflated) = inflated {
-        parse_body(Role::Server, msg_type, inflated);
+        parse_body(End::Server, msg_type, inflated);
     }
     if let Ok(plain) = key.open(&header.to_bytes(), body) {
-        parse_body(Role::Client, msg_type, plain);
+        parse_body(End::Client, msg_type, plain);
     }
     let bytes = Bytes::copy_from_slice(body);
-    parse_body(Role::Server, msg_type, bytes.clone());
-    parse_body(Role::Client, msg_type, bytes);
+    parse_body(End::Server, msg_type, bytes.clone());
+    parse_body(End::Client, msg_type, bytes);
 }

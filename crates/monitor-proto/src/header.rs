@@ -8,13 +8,15 @@
 //!  `length` counts the whole frame, header included; `crc32` covers bytes 0..8.
 //! ```
 //!
-//! The first [`PREFIX_LEN`] bytes are enough to judge a frame ([`check_prefix`]), so a peer
-//! announcing a bad or huge frame is refused before anything else is buffered.
+//! The first [`PREFIX_LEN`] bytes are enough to judge a frame, so a peer announcing a bad
+//! or huge frame is refused by the codecs before anything else is buffered (see
+//! [`FrameCodec::pending_frame_len`](crate::FrameCodec::pending_frame_len)).
 
 use bytes::{BufMut, BytesMut};
 use std::fmt;
 
-use crate::error::Error;
+use crate::error::{Error, Initiator};
+pub use crate::msg_type::{Direction, MsgType};
 
 /// Length of the header that opens every frame.
 pub const HEADER_LEN: usize = 45;
@@ -25,130 +27,6 @@ pub const PREFIX_LEN: usize = 12;
 pub const UUID_LEN: usize = 33;
 /// The only protocol version this crate speaks.
 pub const VERSION: u8 = 1;
-
-/// The type of a frame (header byte 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum MsgType {
-    /// Client → server: ask for a session key (X25519 or legacy).
-    KeyRequest = 1,
-    /// Server → client: the answer to a key request. Never encrypted.
-    KeyReply = 2,
-    /// Client → server: keep-alive.
-    Heartbeat = 3,
-    /// Server → client: the answer to a heartbeat. Never encrypted.
-    HeartbeatReply = 4,
-    /// Client → server: subscribe to pushes (a "push request").
-    Subscribe = 5,
-    /// Server → client: the subscribe acknowledgement, then every pushed report.
-    Push = 6,
-    /// Client → server: a report to fan out.
-    Report = 7,
-    /// Server → client: the acknowledgement of a report.
-    ReportAck = 8,
-}
-
-impl MsgType {
-    /// Every type, in wire order.
-    pub const ALL: [MsgType; 8] = [
-        MsgType::KeyRequest,
-        MsgType::KeyReply,
-        MsgType::Heartbeat,
-        MsgType::HeartbeatReply,
-        MsgType::Subscribe,
-        MsgType::Push,
-        MsgType::Report,
-        MsgType::ReportAck,
-    ];
-
-    /// The type for a wire byte, if it is one of 1..=8.
-    pub const fn from_u8(byte: u8) -> Option<MsgType> {
-        Some(match byte {
-            1 => MsgType::KeyRequest,
-            2 => MsgType::KeyReply,
-            3 => MsgType::Heartbeat,
-            4 => MsgType::HeartbeatReply,
-            5 => MsgType::Subscribe,
-            6 => MsgType::Push,
-            7 => MsgType::Report,
-            8 => MsgType::ReportAck,
-            _ => return None,
-        })
-    }
-
-    /// The wire byte.
-    pub const fn as_u8(self) -> u8 {
-        self as u8
-    }
-
-    /// Which way frames of this type travel.
-    pub const fn direction(self) -> Direction {
-        match self {
-            MsgType::KeyRequest | MsgType::Heartbeat | MsgType::Subscribe | MsgType::Report => {
-                Direction::ClientToServer
-            }
-            MsgType::KeyReply | MsgType::HeartbeatReply | MsgType::Push | MsgType::ReportAck => {
-                Direction::ServerToClient
-            }
-        }
-    }
-
-    /// Whether this is a client request (1, 3, 5, 7).
-    pub const fn is_request(self) -> bool {
-        matches!(self.direction(), Direction::ClientToServer)
-    }
-
-    /// The type a server answers this request with, if it is a request.
-    pub const fn reply_type(self) -> Option<MsgType> {
-        match self {
-            MsgType::KeyRequest => Some(MsgType::KeyReply),
-            MsgType::Heartbeat => Some(MsgType::HeartbeatReply),
-            MsgType::Subscribe => Some(MsgType::Push),
-            MsgType::Report => Some(MsgType::ReportAck),
-            _ => None,
-        }
-    }
-
-    /// Replies of this type are never encrypted (key and heartbeat replies), so a client
-    /// can always read them, whatever state its key is in.
-    pub const fn never_encrypted(self) -> bool {
-        matches!(self, MsgType::KeyReply | MsgType::HeartbeatReply)
-    }
-}
-
-impl fmt::Display for MsgType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self {
-            MsgType::KeyRequest => "key request",
-            MsgType::KeyReply => "key reply",
-            MsgType::Heartbeat => "heartbeat",
-            MsgType::HeartbeatReply => "heartbeat reply",
-            MsgType::Subscribe => "subscribe",
-            MsgType::Push => "push",
-            MsgType::Report => "report",
-            MsgType::ReportAck => "report ack",
-        };
-        write!(f, "{name} ({})", self.as_u8())
-    }
-}
-
-/// Which way a frame travels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Direction {
-    /// Requests: key request, heartbeat, subscribe, report.
-    ClientToServer,
-    /// Replies and pushes.
-    ServerToClient,
-}
-
-impl fmt::Display for Direction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Direction::ClientToServer => "client-to-server",
-            Direction::ServerToClient => "server-to-client",
-        })
-    }
-}
 
 /// The 33-byte client id carried by every frame. Replies and pushes carry the recipient's.
 ///
@@ -202,7 +80,17 @@ impl fmt::Debug for Uuid {
 ///
 /// `length` is the whole frame's length as it is (or will be) on the wire. The CRC is not
 /// stored: it is derived from the first 8 bytes whenever the header is written.
+///
+/// Build one with [`Header::new`] and the `with_*` methods (the struct is
+/// `#[non_exhaustive]`); its fields can be read and set.
+///
+/// ```
+/// use monitor_proto::{Header, MsgType, Uuid};
+/// let header = Header::new(MsgType::Report, Uuid([b'u'; 33])).with_compress(true);
+/// assert_eq!((header.length, header.compress, header.cipher), (45, true, false));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct Header {
     /// Header byte 1.
     pub msg_type: MsgType,
@@ -243,8 +131,17 @@ impl Header {
         self
     }
 
+    /// Sets the whole frame's `length`, header included. (The codecs set it from the body
+    /// when they encode; this is for a header used on its own, such as the associated
+    /// data of [`SessionKey::seal`](crate::SessionKey::seal).)
+    #[must_use]
+    pub const fn with_length(mut self, length: u32) -> Header {
+        self.length = length;
+        self
+    }
+
     /// Length of the body this header announces (0 for a length under 45, which
-    /// [`check_prefix`] never lets through but a hand-built `Header` can hold).
+    /// [`Header::parse`] never lets through but a hand-built `Header` can hold).
     pub const fn body_len(&self) -> usize {
         (self.length as usize).saturating_sub(HEADER_LEN)
     }
@@ -283,12 +180,30 @@ impl Header {
         dst.put_slice(&self.to_bytes());
     }
 
-    /// Parses a whole header, checking it as [`check_prefix`] does.
+    /// Parses the first [`HEADER_LEN`] bytes of `bytes` as a header, checking the rules of
+    /// the protocol: version 1, a known type, flags of 0 or 1, a length of at least 45,
+    /// and the CRC. Limits (`max_frame_len`, the accepted direction) are the codecs'.
     ///
     /// # Errors
-    /// Any header rule broken (see [`check_prefix`]), or fewer than [`HEADER_LEN`] bytes
-    /// ([`Error::Truncated`]).
-    pub fn parse(bytes: &[u8], limits: &HeaderLimits) -> Result<Header, Error> {
+    /// The first rule broken, in wire order ([`Error::BadVersion`],
+    /// [`Error::BadMsgType`], [`Error::BadFlag`], [`Error::FrameTooShort`],
+    /// [`Error::BadHeaderCrc`]), or [`Error::Truncated`] for fewer than [`HEADER_LEN`]
+    /// bytes.
+    ///
+    /// # Example
+    /// ```
+    /// use monitor_proto::{Header, MsgType, Uuid};
+    /// let bytes = Header::new(MsgType::Heartbeat, Uuid([b'u'; 33])).to_bytes();
+    /// // The heartbeat of protocol-v1 §1.
+    /// assert_eq!(bytes[..12], [1, 3, 0, 0, 0x2d, 0, 0, 0, 0x89, 0xb2, 0x38, 0xca]);
+    /// assert_eq!(Header::parse(&bytes).unwrap().msg_type, MsgType::Heartbeat);
+    /// ```
+    pub fn parse(bytes: &[u8]) -> Result<Header, Error> {
+        Header::parse_limited(bytes, &HeaderLimits::UNLIMITED)
+    }
+
+    /// [`Header::parse`] under a codec's limits.
+    pub(crate) fn parse_limited(bytes: &[u8], limits: &HeaderLimits) -> Result<Header, Error> {
         let Some(raw) = bytes.get(..HEADER_LEN) else {
             return Err(Error::Truncated {
                 need: HEADER_LEN,
@@ -310,34 +225,33 @@ impl Header {
 
 /// What a frame's first 12 bytes say, once checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Prefix {
+pub(crate) struct Prefix {
     /// Header byte 1.
-    pub msg_type: MsgType,
+    pub(crate) msg_type: MsgType,
     /// Header byte 2.
-    pub cipher: bool,
+    pub(crate) cipher: bool,
     /// Header byte 3.
-    pub compress: bool,
+    pub(crate) compress: bool,
     /// The whole frame's length, within the limits.
-    pub length: u32,
+    pub(crate) length: u32,
 }
 
-/// What the header check enforces beyond the fixed rules.
+/// What the header check enforces beyond the fixed rules (a codec's settings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HeaderLimits {
+pub(crate) struct HeaderLimits {
     /// Largest whole frame accepted, inclusive.
-    pub max_frame_len: u32,
+    pub(crate) max_frame_len: u32,
     /// If set, frames travelling the other way are refused as soon as their type is read
     /// (a server accepts only client-to-server types).
-    pub accept: Option<Direction>,
+    pub(crate) accept: Option<Direction>,
 }
 
-impl Default for HeaderLimits {
-    fn default() -> Self {
-        HeaderLimits {
-            max_frame_len: crate::codec::DEFAULT_MAX_FRAME_LEN,
-            accept: None,
-        }
-    }
+impl HeaderLimits {
+    /// The fixed rules only.
+    pub(crate) const UNLIMITED: HeaderLimits = HeaderLimits {
+        max_frame_len: u32::MAX,
+        accept: None,
+    };
 }
 
 /// Judges a frame from its first [`PREFIX_LEN`] bytes: version, type (and direction, if
@@ -348,17 +262,8 @@ impl Default for HeaderLimits {
 /// # Errors
 /// [`Error::Truncated`] if fewer than 12 bytes are given; otherwise the first broken
 /// rule. Every error here is fatal to the stream ([`Error::is_fatal`]).
-///
-/// # Example
-/// ```
-/// use monitor_proto::header::{check_prefix, HeaderLimits};
-/// // The heartbeat of protocol-v1 §1.
-/// let prefix = [0x01, 0x03, 0x00, 0x00, 0x2d, 0x00, 0x00, 0x00, 0x89, 0xb2, 0x38, 0xca];
-/// let checked = check_prefix(&prefix, &HeaderLimits::default()).unwrap();
-/// assert_eq!(checked.length, 45);
-/// ```
 #[inline]
-pub fn check_prefix(bytes: &[u8], limits: &HeaderLimits) -> Result<Prefix, Error> {
+pub(crate) fn check_prefix(bytes: &[u8], limits: &HeaderLimits) -> Result<Prefix, Error> {
     let Some(raw) = bytes.first_chunk::<PREFIX_LEN>() else {
         return Err(Error::Truncated {
             need: PREFIX_LEN,
@@ -403,7 +308,11 @@ fn prefix_error(raw: &[u8; PREFIX_LEN], limits: &HeaderLimits) -> Error {
     };
     if let Some(accept) = limits.accept {
         if msg_type.direction() != accept {
-            return Error::WrongDirection { msg_type, accept };
+            return Error::WrongDirection {
+                msg_type,
+                expected: accept,
+                initiator: Initiator::Remote,
+            };
         }
     }
     for (field, value) in [("cipher", raw[2]), ("compress", raw[3])] {
@@ -419,6 +328,7 @@ fn prefix_error(raw: &[u8; PREFIX_LEN], limits: &HeaderLimits) -> Error {
         return Error::FrameTooLong {
             length: u64::from(length),
             max: limits.max_frame_len,
+            initiator: Initiator::Remote,
         };
     }
     Error::BadHeaderCrc {
@@ -467,7 +377,7 @@ static CRC_TABLES: [[u32; 256]; 8] = {
 /// input one byte at a time (a chain of 8 dependent lookups); slice-by-8 does 8
 /// independent lookups instead. Checked against `crc32fast` by the tests.
 #[inline(always)]
-pub fn crc32_of_8(bytes: &[u8; 8]) -> u32 {
+pub(crate) fn crc32_of_8(bytes: &[u8; 8]) -> u32 {
     let t = &CRC_TABLES;
     let lo = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) ^ 0xffff_ffff;
     let hi = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
@@ -498,8 +408,15 @@ mod tests {
         raw
     }
 
+    /// The limits of a default codec (`codec::DEFAULT_MAX_FRAME_LEN`, written out: the
+    /// header knows nothing of the codec above it).
+    const DEFAULTS: HeaderLimits = HeaderLimits {
+        max_frame_len: 1024 * 1024,
+        accept: None,
+    };
+
     fn check(raw: &[u8]) -> Result<Prefix, Error> {
-        check_prefix(raw, &HeaderLimits::default())
+        check_prefix(raw, &DEFAULTS)
     }
 
     #[test]
@@ -524,7 +441,7 @@ mod tests {
             [0x01, 0x03, 0x00, 0x00, 0x2d, 0x00, 0x00, 0x00, 0x89, 0xb2, 0x38, 0xca]
         );
         assert_eq!(&raw[12..], UUID.as_bytes());
-        let header = Header::parse(&raw, &HeaderLimits::default()).unwrap();
+        let header = Header::parse(&raw).unwrap();
         assert_eq!(header, Header::new(MsgType::Heartbeat, UUID));
         assert_eq!(header.crc(), 0xca38_b289);
     }
@@ -643,7 +560,7 @@ mod tests {
     fn direction_filter() {
         let server_side = HeaderLimits {
             accept: Some(Direction::ClientToServer),
-            ..HeaderLimits::default()
+            ..DEFAULTS
         };
         for t in MsgType::ALL {
             let raw = Header::new(t, UUID).to_bytes();
@@ -666,7 +583,7 @@ mod tests {
             Err(Error::Truncated { need: 12, have: 11 })
         ));
         assert!(matches!(
-            Header::parse(&raw[..44], &HeaderLimits::default()),
+            Header::parse(&raw[..44]),
             Err(Error::Truncated { need: 45, have: 44 })
         ));
     }

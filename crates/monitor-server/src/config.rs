@@ -98,8 +98,8 @@ impl Default for Settings {
             idle_timeout_secs: 120,
             tls_handshake_timeout_secs: 10,
             max_frame_len: monitor_proto::codec::DEFAULT_MAX_FRAME_LEN,
-            max_inflated_len: monitor_proto::codec::DEFAULT_MAX_INFLATED_LEN,
-            compress_threshold: monitor_proto::codec::DEFAULT_COMPRESS_THRESHOLD,
+            max_inflated_len: monitor_proto::message::DEFAULT_MAX_INFLATED_LEN,
+            compress_threshold: monitor_proto::message::DEFAULT_COMPRESS_THRESHOLD,
             max_connections: 100_000,
             subscriber_queue: 8192,
             subscriber_queue_bytes: 8 * 1024 * 1024,
@@ -140,8 +140,8 @@ impl Settings {
     /// The message codec settings these imply. Room for a frame is reserved at once only
     /// up to [`SMALL_FRAME_LEN`]: a larger frame's buffer grows once the connection has its
     /// share of `max_buffered_bytes`.
-    pub(crate) fn codec_builder(&self) -> monitor_proto::Builder {
-        let mut b = monitor_proto::Builder::new();
+    pub(crate) fn codec_builder(&self) -> monitor_proto::message::ServerCodecBuilder {
+        let mut b = monitor_proto::ServerCodec::builder();
         b.max_frame_len(self.max_frame_len)
             .max_inflated_len(self.max_inflated_len)
             .compress_threshold(self.compress_threshold)
@@ -150,11 +150,10 @@ impl Settings {
     }
 
     /// The topic limits of a subscription.
-    pub(crate) fn topic_limits(&self) -> monitor_proto::TopicLimits {
-        let mut limits = monitor_proto::TopicLimits::new();
-        limits.max_topics = self.max_topics;
-        limits.max_topic_len = self.max_topic_len;
-        limits
+    pub(crate) fn topic_limits(&self) -> monitor_proto::message::topic::TopicLimits {
+        monitor_proto::message::topic::TopicLimits::new()
+            .with_max_topics(self.max_topics)
+            .with_max_topic_len(self.max_topic_len)
     }
 }
 

@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 
 use monitor_proto::message::reply;
-use monitor_proto::{Report, TopicPattern};
+use monitor_proto::message::request::Report;
+use monitor_proto::message::topic::TopicPattern;
 
 use crate::config::SlowConsumer;
 pub use crate::queue::{Push, PushError, PushQueue};

@@ -28,9 +28,8 @@
 //! ```
 //! use futures::{SinkExt, StreamExt};
 //! use monitor_proto::message::reply::{Reply, ReportAckData};
-//! use monitor_proto::{MessageCodec, MsgType, Outgoing, Role, Uuid};
+//! use monitor_proto::{ClientCodec, ClientMessage, MsgType, Uuid};
 //! use monitor_server::{BoundAddress, Config, Server};
-//! use tokio_util::codec::Framed;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -42,9 +41,9 @@
 //! let running = tokio::spawn(server.run());
 //!
 //! let stream = tokio::net::TcpStream::connect(addr).await?;
-//! let mut client = Framed::new(stream, MessageCodec::new(Role::Client));
+//! let mut client = ClientCodec::builder().new_framed(stream);
 //! let uuid = Uuid(*b"0123456789abcdef0123456789abcdef0");
-//! client.send(Outgoing::new(MsgType::Report, uuid, r#"{"code":"demo"}"#)).await?;
+//! client.send(ClientMessage::new(MsgType::Report, uuid, r#"{"code":"demo"}"#)).await?;
 //! let ack = client.next().await.expect("an ack")?;
 //! let ack = Reply::parse(&ack.body?)?;
 //! assert_eq!(ack.data_as::<ReportAckData>()?.delivered, 0); // nobody subscribed yet

@@ -1,43 +1,48 @@
 //! One subscriber's bounded queue of pushes, and the shared push body it holds.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use monitor_proto::layer::compress::deflate;
 use monitor_proto::message::reply;
+use monitor_proto::SharedBody;
 
-/// One report's push body, shared by all its recipients.
+/// One report's push body, shared by all its recipients: a [`SharedBody`] (the plaintext
+/// envelope, and its zlib form made at most once), which each subscriber's connection
+/// encodes with `ServerCodec::encode_shared`.
 #[derive(Debug)]
 pub struct Push {
-    json: Bytes,
-    compressed: OnceLock<Bytes>,
+    body: SharedBody,
 }
 
 impl Push {
     /// The push body of `report`: `{"errCode":0,"msg":"success","data":<report as sent>}`.
     pub fn new(report: &[u8]) -> Push {
         Push {
-            json: reply::push(report),
-            compressed: OnceLock::new(),
+            body: SharedBody::new(reply::push(report)),
         }
+    }
+
+    /// The shared body, as the codec encodes it.
+    pub fn body(&self) -> &SharedBody {
+        &self.body
     }
 
     /// The plaintext push body.
     pub fn json(&self) -> &Bytes {
-        &self.json
+        self.body.json()
     }
 
     /// Whether the zlib form has been made yet.
     #[cfg(test)]
     pub(crate) fn has_compressed(&self) -> bool {
-        self.compressed.get().is_some()
+        self.body.has_compressed()
     }
 
     /// The zlib form of the body, made on first use and then shared.
     pub fn compressed(&self) -> &Bytes {
-        self.compressed.get_or_init(|| deflate(&self.json))
+        self.body.compressed()
     }
 }
 
@@ -64,7 +69,7 @@ impl Batch {
     /// the next take).
     pub fn pop_front(&mut self) -> Option<Arc<Push>> {
         let push = self.pushes.pop_front()?;
-        self.bytes -= push.json.len();
+        self.bytes -= push.json().len();
         Some(push)
     }
 
@@ -165,7 +170,7 @@ impl PushQueue {
     /// # Errors
     /// [`PushError::Full`] or [`PushError::Closed`]; the push is not queued.
     pub fn try_push(&self, push: &Arc<Push>) -> Result<Option<Waker>, PushError> {
-        let size = push.json.len();
+        let size = push.json().len();
         let mut state = self.lock();
         if state.closed {
             return Err(PushError::Closed);

@@ -4,16 +4,16 @@
 
 use std::sync::Arc;
 
-use monitor_proto::{Uuid, Wants};
+use monitor_proto::{Recipient, Uuid};
 
 use crate::queue::{Batch, PushQueue};
 
-/// A subscription as the connection sends it: pushes carry its uuid, follow its flags, and
-/// come from its queue (a new one per subscribe, which makes a re-subscribe a barrier).
+/// A subscription as the connection sends it: pushes go to its recipient (its uuid, and
+/// the flags of its subscribe) and come from its queue (a new one per subscribe, which
+/// makes a re-subscribe a barrier).
 #[derive(Debug)]
 pub(crate) struct Subscription {
-    pub(crate) uuid: Uuid,
-    pub(crate) wants: Wants,
+    pub(crate) to: Recipient,
     pub(crate) queue: Arc<PushQueue>,
 }
 

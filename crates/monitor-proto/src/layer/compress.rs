@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
-use crate::error::Error;
+use crate::error::BodyError;
 
 /// Compresses `data` into a zlib stream at zlib's default level (what `gzcompress` uses).
 pub fn deflate(data: &[u8]) -> Bytes {
@@ -33,11 +33,12 @@ fn shrunk(mut out: Vec<u8>) -> Bytes {
 /// Inflates a zlib stream, refusing to produce more than `max` bytes.
 ///
 /// A body that inflates to exactly `max` bytes is accepted; one byte more is
-/// [`Error::InflatedTooLarge`], found without allocating beyond `max + 1` bytes.
+/// [`BodyError::InflatedTooLarge`], found without allocating beyond `max + 1` bytes.
 ///
 /// # Errors
-/// [`Error::InflatedTooLarge`] past `max`; [`Error::BadCompressedBody`] for anything that is
-/// not exactly one complete zlib stream (bad header or checksum, truncated, trailing bytes).
+/// [`BodyError::InflatedTooLarge`] past `max`; for anything that is not exactly one
+/// complete zlib stream, [`BodyError::BadZlib`] (bad header, data or checksum),
+/// [`BodyError::TruncatedZlib`] or [`BodyError::ZlibTrailingBytes`].
 ///
 /// # Example
 /// ```
@@ -46,7 +47,7 @@ fn shrunk(mut out: Vec<u8>) -> Bytes {
 /// assert_eq!(&inflate(&packed, 1024).unwrap()[..], br#"{"code":"demo"}"#);
 /// assert!(inflate(&deflate(&[b' '; 2000]), 1999).is_err());
 /// ```
-pub fn inflate(data: &[u8], max: usize) -> Result<Bytes, Error> {
+pub fn inflate(data: &[u8], max: usize) -> Result<Bytes, BodyError> {
     let mut z = Decompress::new(true);
     // Start from a guess (JSON compresses ~4x) and double, never past max + 1.
     let cap_limit = max.saturating_add(1);
@@ -54,7 +55,7 @@ pub fn inflate(data: &[u8], max: usize) -> Result<Bytes, Error> {
     loop {
         if out.len() == out.capacity() {
             if out.len() >= cap_limit {
-                return Err(Error::InflatedTooLarge { max });
+                return Err(BodyError::InflatedTooLarge { max });
             }
             let grow = out.capacity().max(64).min(cap_limit - out.len());
             out.reserve_exact(grow);
@@ -63,20 +64,15 @@ pub fn inflate(data: &[u8], max: usize) -> Result<Bytes, Error> {
         let produced = out.len();
         let status = z
             .decompress_vec(&data[consumed..], &mut out, FlushDecompress::None)
-            .map_err(|e| Error::BadCompressedBody {
-                reason: e.to_string(),
-            })?;
+            .map_err(|source| BodyError::BadZlib { source })?;
         if out.len() > max {
-            return Err(Error::InflatedTooLarge { max });
+            return Err(BodyError::InflatedTooLarge { max });
         }
         match status {
             Status::StreamEnd => {
                 if (z.total_in() as usize) < data.len() {
-                    return Err(Error::BadCompressedBody {
-                        reason: format!(
-                            "{} trailing bytes after the zlib stream",
-                            data.len() - z.total_in() as usize
-                        ),
+                    return Err(BodyError::ZlibTrailingBytes {
+                        count: data.len() - z.total_in() as usize,
                     });
                 }
                 return Ok(shrunk(out));
@@ -84,9 +80,7 @@ pub fn inflate(data: &[u8], max: usize) -> Result<Bytes, Error> {
             Status::Ok | Status::BufError => {
                 let stalled = z.total_in() as usize == consumed && out.len() == produced;
                 if stalled && out.len() < out.capacity() {
-                    return Err(Error::BadCompressedBody {
-                        reason: "truncated zlib stream".into(),
-                    });
+                    return Err(BodyError::TruncatedZlib);
                 }
             }
         }
@@ -111,7 +105,7 @@ mod tests {
         assert_eq!(inflate(&packed, 10_000).unwrap().len(), 10_000);
         assert!(matches!(
             inflate(&packed, 9_999),
-            Err(Error::InflatedTooLarge { max: 9_999 })
+            Err(BodyError::InflatedTooLarge { max: 9_999 })
         ));
     }
 
@@ -130,22 +124,22 @@ mod tests {
     #[test]
     fn garbage_truncation_and_trailing_bytes() {
         let packed = deflate(br#"{"code":"demo","pad":"........"}"#);
+        // Each of these was one `BadCompressedBody` before the causes got variants.
+        let bad_zlib = |r: Result<Bytes, BodyError>| {
+            matches!(
+                r,
+                Err(BodyError::BadZlib { .. }
+                    | BodyError::TruncatedZlib
+                    | BodyError::ZlibTrailingBytes { .. })
+            )
+        };
         assert!(matches!(
             inflate(b"not zlib at all", 100),
-            Err(Error::BadCompressedBody { .. })
+            Err(BodyError::BadZlib { .. })
         ));
-        assert!(matches!(
-            inflate(b"", 100),
-            Err(Error::BadCompressedBody { .. })
-        ));
+        assert!(bad_zlib(inflate(b"", 100)));
         for cut in 0..packed.len() {
-            assert!(
-                matches!(
-                    inflate(&packed[..cut], 100),
-                    Err(Error::BadCompressedBody { .. })
-                ),
-                "cut at {cut}"
-            );
+            assert!(bad_zlib(inflate(&packed[..cut], 100)), "cut at {cut}");
         }
         let mut trailing = packed.to_vec();
         trailing.extend_from_slice(b"xx");
@@ -154,6 +148,12 @@ mod tests {
             err.to_string(),
             "bad compressed body: 2 trailing bytes after the zlib stream"
         );
+        assert!(matches!(err, BodyError::ZlibTrailingBytes { count: 2 }));
+        // A zlib error keeps the inflater's word as its source, out of its own message.
+        let err = inflate(b"not zlib at all", 100).unwrap_err();
+        assert_eq!(err.to_string(), "bad compressed body");
+        let source = std::error::Error::source(&err).expect("the flate2 error");
+        assert!(!source.to_string().is_empty());
         let mut bad_sum = packed.to_vec();
         let last = bad_sum.len() - 1;
         bad_sum[last] ^= 1;

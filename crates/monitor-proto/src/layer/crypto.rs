@@ -22,7 +22,7 @@ use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::error::Error;
+use crate::error::{BodyError, Error, Initiator};
 use crate::header::{Direction, Header, HEADER_LEN};
 
 /// Length of the nonce that opens an encrypted body.
@@ -48,7 +48,7 @@ pub const LEGACY_KEY_LEN: usize = 32;
 /// make a key once per key exchange and clone it.
 ///
 /// When the counter runs out (after 2^64 - 1 bodies), sealing fails with
-/// [`Error::KeyExhausted`] instead of reusing a nonce: a new key request must replace the
+/// [`BodyError::KeyExhausted`] instead of reusing a nonce: a new key request must replace the
 /// key.
 ///
 /// The expanded key is large (the AES round keys in both hardware and software layouts),
@@ -100,15 +100,15 @@ impl SessionKey {
     /// A key from the legacy exchange: its 32 ASCII characters are the key bytes.
     ///
     /// # Errors
-    /// [`Error::BadLegacyKey`] unless `key` is exactly 32 characters of `[0-9A-Za-z]`.
-    pub fn from_legacy(key: &str) -> Result<SessionKey, Error> {
-        let bytes: &[u8; KEY_LEN] = key.as_bytes().try_into().map_err(|_| Error::BadLegacyKey {
-            reason: format!("{} characters, expected {LEGACY_KEY_LEN}", key.len()),
-        })?;
+    /// [`BodyError::LegacyKeyLength`] unless `key` is 32 characters long,
+    /// [`BodyError::LegacyKeyCharset`] unless they are all `[0-9A-Za-z]`.
+    pub fn from_legacy(key: &str) -> Result<SessionKey, BodyError> {
+        let bytes: &[u8; KEY_LEN] = key
+            .as_bytes()
+            .try_into()
+            .map_err(|_| BodyError::LegacyKeyLength { len: key.len() })?;
         if !bytes.iter().all(u8::is_ascii_alphanumeric) {
-            return Err(Error::BadLegacyKey {
-                reason: "characters outside [0-9A-Za-z]".into(),
-            });
+            return Err(BodyError::LegacyKeyCharset);
         }
         Ok(SessionKey::from_bytes(bytes))
     }
@@ -116,9 +116,9 @@ impl SessionKey {
     /// Takes the next nonce for a frame travelling `direction`.
     ///
     /// # Errors
-    /// [`Error::KeyExhausted`] once the counter has no value left: it stops at `u64::MAX`
-    /// and never wraps, so no nonce is taken twice.
-    fn next_nonce(&self, direction: Direction) -> Result<[u8; NONCE_LEN], Error> {
+    /// [`BodyError::KeyExhausted`] once the counter has no value left: it stops at
+    /// `u64::MAX` and never wraps, so no nonce is taken twice.
+    fn next_nonce(&self, direction: Direction) -> Result<[u8; NONCE_LEN], BodyError> {
         // Relaxed is enough: uniqueness needs only that each update is atomic (all
         // updates of one atomic are totally ordered), and nothing else is published
         // through the counter.
@@ -126,7 +126,7 @@ impl SessionKey {
             .state
             .sealed
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1))
-            .map_err(|sealed| Error::KeyExhausted { sealed })?;
+            .map_err(|sealed| BodyError::KeyExhausted { sealed })?;
         Ok(nonce_for(direction, count))
     }
 
@@ -144,8 +144,22 @@ impl SessionKey {
     /// and tag, and its `cipher` flag set.
     ///
     /// # Errors
-    /// [`Error::KeyExhausted`] when the key has no nonce left; [`Error::FrameTooLong`] if
-    /// the body could not fit a frame (over 4 GiB).
+    /// [`Error::Body`] ([`BodyError::KeyExhausted`]) when the key has no nonce left;
+    /// [`Error::FrameTooLong`] ([`Initiator::Local`]) if the body could not fit a frame
+    /// (over 4 GiB).
+    ///
+    /// # Example
+    /// ```
+    /// use monitor_proto::{Header, MsgType, SessionKey, Uuid};
+    /// let key = SessionKey::from_bytes(&[7; 32]);
+    /// let plain = br#"{"errCode":0,"msg":"success","data":{}}"#;
+    /// // The header of the frame that carries the body: its length counts nonce and tag.
+    /// let header = Header::new(MsgType::Push, Uuid([b'u'; 33]))
+    ///     .with_cipher(true)
+    ///     .with_length((45 + 12 + plain.len() + 16) as u32);
+    /// let body = key.seal(&header, plain).unwrap();
+    /// assert_eq!(&key.open(&header.to_bytes(), &body).unwrap()[..], plain);
+    /// ```
     pub fn seal(&self, header: &Header, plaintext: &[u8]) -> Result<Bytes, Error> {
         frame_len(plaintext.len())?;
         let nonce = self.next_nonce(header.msg_type.direction())?;
@@ -181,9 +195,9 @@ impl SessionKey {
     /// The caller checks the length against its `max_frame_len`.
     ///
     /// # Errors
-    /// [`Error::KeyExhausted`] when the key has no nonce left; [`Error::FrameTooLong`] if
-    /// the frame's length does not fit its `u32` field. Fails closed: on error nothing is
-    /// written to `dst`.
+    /// [`Error::Body`] ([`BodyError::KeyExhausted`]) when the key has no nonce left;
+    /// [`Error::FrameTooLong`] ([`Initiator::Local`]) if the frame's length does not fit
+    /// its `u32` field. Fails closed: on error nothing is written to `dst`.
     pub fn seal_frame(
         &self,
         header: &Header,
@@ -233,11 +247,11 @@ impl SessionKey {
     /// The nonce is read from the body and is not judged: only the tag is.
     ///
     /// # Errors
-    /// [`Error::EncryptedBodyTooShort`] under 28 bytes; [`Error::DecryptFailed`] if the tag
-    /// does not verify (wrong key, or any header or body byte altered).
-    pub fn open(&self, header: &[u8; HEADER_LEN], body: &[u8]) -> Result<Bytes, Error> {
+    /// [`BodyError::EncryptedBodyTooShort`] under 28 bytes; [`BodyError::DecryptFailed`] if
+    /// the tag does not verify (wrong key, or any header or body byte altered).
+    pub fn open(&self, header: &[u8; HEADER_LEN], body: &[u8]) -> Result<Bytes, BodyError> {
         if body.len() < OVERHEAD {
-            return Err(Error::EncryptedBodyTooShort { len: body.len() });
+            return Err(BodyError::EncryptedBodyTooShort { len: body.len() });
         }
         let (nonce, rest) = body.split_at(NONCE_LEN);
         let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
@@ -250,7 +264,7 @@ impl SessionKey {
                 &mut plain,
                 Tag::from_slice(tag),
             )
-            .map_err(|_| Error::DecryptFailed)?;
+            .map_err(|_| BodyError::DecryptFailed)?;
         Ok(plain.freeze())
     }
 }
@@ -270,6 +284,7 @@ fn too_long(plaintext_len: usize) -> Error {
             .unwrap_or(u64::MAX)
             .saturating_add((HEADER_LEN + OVERHEAD) as u64),
         max: u32::MAX,
+        initiator: Initiator::Local,
     }
 }
 
@@ -388,10 +403,13 @@ mod tests {
         let written = dst.clone();
         for _ in 0..3 {
             let err = key.seal_frame(&h, b"{}", &mut dst).unwrap_err();
-            assert!(matches!(err, Error::KeyExhausted { sealed: u64::MAX }));
+            assert!(matches!(
+                err,
+                Error::Body(BodyError::KeyExhausted { sealed: u64::MAX })
+            ));
             assert_eq!(dst, written, "nothing written");
             let err = clone.seal(&push_header(2), b"{}").unwrap_err();
-            assert!(matches!(err, Error::KeyExhausted { .. }));
+            assert!(matches!(err, Error::Body(BodyError::KeyExhausted { .. })));
         }
         let err = key.seal(&push_header(2), b"{}").unwrap_err();
         assert_eq!(err.fault(), crate::Fault::Local);
@@ -413,7 +431,7 @@ mod tests {
         let h = Header::new(MsgType::Push, Uuid([b'u'; 33]));
         key().seal_frame(&h, plain, &mut dst).unwrap();
         assert_eq!(dst.len(), HEADER_LEN + OVERHEAD + plain.len());
-        let parsed = Header::parse(&dst, &Default::default()).unwrap();
+        let parsed = Header::parse(&dst).unwrap();
         assert!(parsed.cipher);
         assert_eq!(parsed.length as usize, dst.len());
         let aad: [u8; HEADER_LEN] = dst[..HEADER_LEN].try_into().unwrap();
@@ -427,7 +445,8 @@ mod tests {
         assert_eq!(frame_len(max_plain).unwrap(), u32::MAX);
         assert!(matches!(
             frame_len(max_plain + 1),
-            Err(Error::FrameTooLong { length, max: u32::MAX }) if length == u64::from(u32::MAX) + 1
+            Err(Error::FrameTooLong { length, max: u32::MAX, initiator: Initiator::Local })
+                if length == u64::from(u32::MAX) + 1
         ));
         assert!(frame_len(usize::MAX).is_err());
     }
@@ -439,28 +458,31 @@ mod tests {
         let aad = header.to_bytes();
         let body = key().seal(&header, plain).unwrap();
         let other = SessionKey::from_bytes(&[8; KEY_LEN]);
-        assert!(matches!(other.open(&aad, &body), Err(Error::DecryptFailed)));
+        assert!(matches!(
+            other.open(&aad, &body),
+            Err(BodyError::DecryptFailed)
+        ));
         let mut bad_aad = aad;
         bad_aad[40] ^= 1;
         assert!(matches!(
             key().open(&bad_aad, &body),
-            Err(Error::DecryptFailed)
+            Err(BodyError::DecryptFailed)
         ));
         let mut bad_body = body.to_vec();
         bad_body[NONCE_LEN] ^= 1;
         assert!(matches!(
             key().open(&aad, &bad_body),
-            Err(Error::DecryptFailed)
+            Err(BodyError::DecryptFailed)
         ));
         let mut bad_nonce = body.to_vec();
         bad_nonce[NONCE_LEN - 1] ^= 1;
         assert!(matches!(
             key().open(&aad, &bad_nonce),
-            Err(Error::DecryptFailed)
+            Err(BodyError::DecryptFailed)
         ));
         assert!(matches!(
             key().open(&aad, &body[..27]),
-            Err(Error::EncryptedBodyTooShort { len: 27 })
+            Err(BodyError::EncryptedBodyTooShort { len: 27 })
         ));
     }
 

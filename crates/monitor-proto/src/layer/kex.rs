@@ -28,7 +28,7 @@ use rand::Rng;
 use sha2::Sha256;
 use x25519_dalek::{PublicKey, StaticSecret};
 
-use crate::error::Error;
+use crate::error::BodyError;
 use crate::header::Uuid;
 use crate::layer::crypto::{SessionKey, KEY_LEN, LEGACY_KEY_LEN};
 
@@ -47,21 +47,23 @@ pub fn derive_key_bytes(shared_secret: &[u8; 32], uuid: &Uuid) -> [u8; KEY_LEN] 
 /// Decodes a base64 X25519 public key.
 ///
 /// # Errors
-/// [`Error::BadPublicKey`] unless `b64` is standard base64 of exactly 32 bytes.
-pub fn decode_public_key(b64: &str) -> Result<PublicKey, Error> {
-    let raw = BASE64.decode(b64).map_err(|e| Error::BadPublicKey {
-        reason: format!("not base64: {e}"),
-    })?;
-    let bytes: [u8; 32] = raw.as_slice().try_into().map_err(|_| Error::BadPublicKey {
-        reason: format!("{} bytes, expected 32", raw.len()),
-    })?;
+/// [`BodyError::PublicKeyNotBase64`] or [`BodyError::PublicKeyLength`] unless `b64` is
+/// standard base64 of exactly 32 bytes.
+fn decode_public_key(b64: &str) -> Result<PublicKey, BodyError> {
+    let raw = BASE64
+        .decode(b64)
+        .map_err(|source| BodyError::PublicKeyNotBase64 { source })?;
+    let bytes: [u8; 32] = raw
+        .as_slice()
+        .try_into()
+        .map_err(|_| BodyError::PublicKeyLength { len: raw.len() })?;
     Ok(PublicKey::from(bytes))
 }
 
-fn agree(secret: &StaticSecret, peer: &PublicKey, uuid: &Uuid) -> Result<SessionKey, Error> {
+fn agree(secret: &StaticSecret, peer: &PublicKey, uuid: &Uuid) -> Result<SessionKey, BodyError> {
     let shared = secret.diffie_hellman(peer);
     if !shared.was_contributory() {
-        return Err(Error::NonContributoryKey);
+        return Err(BodyError::NonContributoryKey);
     }
     Ok(SessionKey::from_bytes(&derive_key_bytes(
         shared.as_bytes(),
@@ -122,8 +124,9 @@ impl ClientHandshake {
     /// request was sent with.
     ///
     /// # Errors
-    /// [`Error::BadPublicKey`] or [`Error::NonContributoryKey`].
-    pub fn finish(self, server_pubkey_b64: &str, uuid: &Uuid) -> Result<SessionKey, Error> {
+    /// [`BodyError::PublicKeyNotBase64`], [`BodyError::PublicKeyLength`] or
+    /// [`BodyError::NonContributoryKey`].
+    pub fn finish(self, server_pubkey_b64: &str, uuid: &Uuid) -> Result<SessionKey, BodyError> {
         agree(&self.secret, &decode_public_key(server_pubkey_b64)?, uuid)
     }
 }
@@ -164,12 +167,13 @@ impl ServerHandshake {
     /// key reply's `data.pubkey`) and the session key.
     ///
     /// # Errors
-    /// [`Error::BadPublicKey`] or [`Error::NonContributoryKey`]; reply `errCode: -1`.
+    /// [`BodyError::PublicKeyNotBase64`], [`BodyError::PublicKeyLength`] or
+    /// [`BodyError::NonContributoryKey`]; reply `errCode: -1`.
     pub fn respond(
         self,
         client_pubkey_b64: &str,
         uuid: &Uuid,
-    ) -> Result<(String, SessionKey), Error> {
+    ) -> Result<(String, SessionKey), BodyError> {
         let key = agree(&self.secret, &decode_public_key(client_pubkey_b64)?, uuid)?;
         let public = PublicKey::from(&self.secret);
         Ok((BASE64.encode(public.as_bytes()), key))
@@ -217,13 +221,19 @@ mod tests {
     fn bad_public_keys() {
         let err = decode_public_key("!!!").unwrap_err();
         assert!(err.to_string().starts_with("bad public key: not base64"));
+        assert!(matches!(err, BodyError::PublicKeyNotBase64 { .. }));
+        let source = std::error::Error::source(&err).expect("the base64 error");
+        assert!(
+            !err.to_string().contains(&source.to_string()),
+            "printed once"
+        );
         let err = decode_public_key(&BASE64.encode([1u8; 31])).unwrap_err();
         assert_eq!(err.to_string(), "bad public key: 31 bytes, expected 32");
         // The all-zero point (and other low-order points) give an all-zero secret.
         let err = ServerHandshake::new()
             .respond(&BASE64.encode([0u8; 32]), &UUID)
             .unwrap_err();
-        assert!(matches!(err, Error::NonContributoryKey));
+        assert!(matches!(err, BodyError::NonContributoryKey));
     }
 
     #[test]

@@ -1,28 +1,48 @@
-//! Messages: the body layers applied to frames according to this end's role, and the JSON
+//! Messages: the body layers applied to frames by each end of a connection, and the JSON
 //! bodies of each message type.
 //!
-//! On the way in, a [`MessageCodec`] decodes a frame, then decrypts it (server → client
-//! frames with `cipher = 1` only) and inflates it (`compress = 1`). On the way out it
-//! compresses, then encrypts (server role only), then frames.
+//! On the way in, a codec decodes a frame, then decrypts it (server → client frames with
+//! `cipher = 1`: [`ClientCodec`] only) and inflates it (`compress = 1`), within
+//! `max_inflated_len`. On the way out it compresses, then encrypts ([`ServerCodec`] only),
+//! then frames.
+//!
+//! | end    | codec           | sends             | receives   | builder                |
+//! |--------|-----------------|-------------------|------------|------------------------|
+//! | client | [`ClientCodec`] | [`ClientMessage`] | [`Received`] | [`ClientCodecBuilder`] |
+//! | server | [`ServerCodec`] | [`ServerMessage`], or [`SharedBody`] to a [`Recipient`] | [`Received`] | [`ServerCodecBuilder`] |
+//!
+//! [`request`] parses what a server receives and builds what a client sends; [`reply`]
+//! does the same the other way; [`topic`] holds the subscription patterns.
 
 pub mod reply;
 pub mod request;
 pub mod topic;
 
-use bytes::{Bytes, BytesMut};
-use tokio_util::codec::{Decoder, Encoder};
+mod client;
+mod layers;
+mod server;
 
-use crate::codec::{Builder, Frame, FrameCodec};
-use crate::error::Error;
-use crate::header::{Direction, Header, MsgType, Uuid};
-use crate::layer::compress::{deflate, inflate};
-use crate::layer::crypto::{SessionKey, OVERHEAD};
+use std::fmt;
+
+use bytes::Bytes;
+
+pub use client::{ClientCodec, ClientCodecBuilder, ClientMessage, KeySlot};
+pub use server::{Recipient, ServerCodec, ServerCodecBuilder, ServerMessage, SharedBody};
+
+use crate::codec::BodyLen;
+use crate::error::BodyError;
+use crate::header::Header;
+
+/// Default `max_inflated_len`: 8 MiB.
+pub const DEFAULT_MAX_INFLATED_LEN: usize = 8 * 1024 * 1024;
+/// Default `compress_threshold`: server bodies longer than this are compressed.
+pub const DEFAULT_COMPRESS_THRESHOLD: usize = 81920;
 
 /// The protocol's compression rule for what a server sends (spec §4): a body goes out
 /// compressed when the request (or the subscription) asked for it, and always when it is
-/// larger than `threshold` (`compress_threshold`, compared before compression). The codec,
-/// and a server that prepares one compressed body for many subscribers, both decide by
-/// this one function.
+/// larger than `threshold` (`compress_threshold`, compared before compression). The
+/// server codec, and a server that prepares one compressed body for many subscribers,
+/// both decide by this one function.
 ///
 /// ```
 /// use monitor_proto::message::server_compresses;
@@ -34,348 +54,62 @@ pub fn server_compresses(asked: bool, body_len: usize, threshold: usize) -> bool
     asked || body_len > threshold
 }
 
-/// Which end of a connection a [`MessageCodec`] serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// Sends requests, receives replies and pushes.
-    Client,
-    /// Receives requests, sends replies and pushes.
-    Server,
-}
-
-impl Role {
-    /// The direction of the frames this role receives.
-    pub const fn accepts(self) -> Direction {
-        match self {
-            Role::Client => Direction::ServerToClient,
-            Role::Server => Direction::ClientToServer,
-        }
-    }
-}
-
 /// A frame received and passed through the body layers.
 ///
 /// A body that fails its layers (bad zlib, failed decryption, no key) does not end the
-/// stream: the error is here, next to the header that says which reply to send.
-#[derive(Debug)]
+/// stream: its [`BodyError`] is here, next to the header that says which reply to send.
+/// `Debug` shows the body's length, not its bytes.
+#[non_exhaustive]
 pub struct Received {
     /// The header as received.
     pub header: Header,
     /// The plaintext body (JSON text, possibly empty), or why it could not be recovered.
-    pub body: Result<Bytes, Error>,
+    pub body: Result<Bytes, BodyError>,
 }
 
-/// A message to send: a plaintext JSON body and what should happen to it.
-///
-/// Build with [`Outgoing::new`] and the `with_*` methods.
-#[derive(Debug, Clone)]
-pub struct Outgoing {
-    /// The message type.
-    pub msg_type: MsgType,
-    /// The uuid to carry (a client's own; a server sends the recipient's).
-    pub uuid: Uuid,
-    /// The plaintext JSON body.
-    pub json: Bytes,
-    /// Compress the body (a server also compresses every body over its threshold).
-    pub compress: bool,
-    /// Server role: encrypt the body with the session key (ignored for key and heartbeat
-    /// replies, which are never encrypted). Client role: set `cipher = 1` to ask for
-    /// encrypted replies and pushes; the body itself stays plaintext.
-    pub encrypt: bool,
-    /// The zlib stream of `json`, if the caller already made it (a server makes a report's
-    /// compressed push once and shares it between subscribers).
-    pub compressed: Option<Bytes>,
-}
-
-impl Outgoing {
-    /// A plaintext, uncompressed message.
-    pub fn new(msg_type: MsgType, uuid: Uuid, json: impl Into<Bytes>) -> Outgoing {
-        Outgoing {
-            msg_type,
-            uuid,
-            json: json.into(),
-            compress: false,
-            encrypt: false,
-            compressed: None,
-        }
-    }
-
-    /// Asks for compression.
-    #[must_use]
-    pub fn with_compress(mut self, compress: bool) -> Outgoing {
-        self.compress = compress;
-        self
-    }
-
-    /// Asks for encryption (see [`Outgoing::encrypt`]).
-    #[must_use]
-    pub fn with_encrypt(mut self, encrypt: bool) -> Outgoing {
-        self.encrypt = encrypt;
-        self
-    }
-
-    /// Supplies the already compressed body, used if the codec decides to compress.
-    #[must_use]
-    pub fn with_compressed(mut self, zlib: Bytes) -> Outgoing {
-        self.compressed = Some(zlib);
-        self
-    }
-}
-
-/// Frames plus body layers, for one end of one connection: holds its role, its limits and
-/// the connection's session key.
-///
-/// A clone shares the session key, and with it the key's nonce counter (see
-/// [`SessionKey`]): bodies encrypted by a codec and its clones never share a nonce.
-///
-/// # Example
-/// ```
-/// use bytes::BytesMut;
-/// use monitor_proto::{MessageCodec, MsgType, Outgoing, Role, Uuid};
-/// use tokio_util::codec::{Decoder, Encoder};
-///
-/// let uuid = Uuid(*b"0123456789abcdef0123456789abcdef0");
-/// let mut client = MessageCodec::new(Role::Client);
-/// let mut server = MessageCodec::new(Role::Server);
-/// let mut wire = BytesMut::new();
-/// client
-///     .encode(Outgoing::new(MsgType::Report, uuid, r#"{"code":"demo"}"#).with_compress(true), &mut wire)
-///     .unwrap();
-/// let received = server.decode(&mut wire).unwrap().unwrap();
-/// assert!(received.header.compress);
-/// assert_eq!(&received.body.unwrap()[..], br#"{"code":"demo"}"#);
-/// ```
-#[derive(Debug, Clone)]
-pub struct MessageCodec {
-    frames: FrameCodec,
-    role: Role,
-    max_inflated_len: usize,
-    compress_threshold: usize,
-    key: Option<SessionKey>,
-}
-
-impl MessageCodec {
-    /// A codec for `role` with the default limits.
-    pub fn new(role: Role) -> MessageCodec {
-        Builder::new().message_codec(role)
-    }
-
-    pub(crate) fn from_parts(frames: FrameCodec, role: Role, builder: &Builder) -> MessageCodec {
-        MessageCodec {
-            frames,
-            role,
-            max_inflated_len: builder.max_inflated_len,
-            compress_threshold: builder.compress_threshold,
-            key: None,
-        }
-    }
-
-    /// This end's role.
-    pub fn role(&self) -> Role {
-        self.role
-    }
-
-    /// The configured `max_inflated_len`.
-    pub fn max_inflated_len(&self) -> usize {
-        self.max_inflated_len
-    }
-
-    /// The configured `compress_threshold`.
-    pub fn compress_threshold(&self) -> usize {
-        self.compress_threshold
-    }
-
-    /// The underlying frame codec.
-    pub fn frames(&self) -> &FrameCodec {
-        &self.frames
-    }
-
-    /// Changes the limits on a live codec (e.g. on a configuration reload).
-    pub fn set_limits(
-        &mut self,
-        max_frame_len: u32,
-        max_inflated_len: usize,
-        compress_threshold: usize,
-    ) {
-        self.frames.set_max_frame_len(max_frame_len);
-        self.max_inflated_len = max_inflated_len;
-        self.compress_threshold = compress_threshold;
-    }
-
-    /// The connection's session key, if a key exchange has happened.
-    pub fn session_key(&self) -> Option<&SessionKey> {
-        self.key.as_ref()
-    }
-
-    /// Installs (or, with `None`, forgets) the session key. A new key request replaces
-    /// the connection's key. The new key counts its nonces from 0, which is safe because
-    /// its bytes are new.
-    pub fn set_session_key(&mut self, key: Option<SessionKey>) {
-        self.key = key;
-    }
-
-    /// Applies the inbound body layers to a decoded frame.
-    pub fn open(&self, frame: Frame) -> Received {
-        let body = self.open_body(&frame);
-        Received {
-            header: frame.header,
-            body,
-        }
-    }
-
-    fn open_body(&self, frame: &Frame) -> Result<Bytes, Error> {
-        let mut body = frame.body.clone();
-        // A client's cipher flag asks for encrypted replies; its own body is plaintext.
-        if frame.header.cipher && self.role == Role::Client {
-            let key = self.key.as_ref().ok_or(Error::NoSessionKey)?;
-            body = key.open(&frame.header.to_bytes(), &body)?;
-        }
-        if frame.header.compress {
-            body = inflate(&body, self.max_inflated_len)?;
-        }
-        Ok(body)
-    }
-
-    /// Whether [`MessageCodec::encode_message`] will compress `msg`: when it asks to, and
-    /// in the server role when its body is over the compress threshold. A caller holding
-    /// a shared compressed body supplies it ([`Outgoing::with_compressed`]) only then.
-    pub fn will_compress(&self, msg: &Outgoing) -> bool {
-        self.compresses(msg.compress, msg.json.len())
-    }
-
-    /// Whether a body of `json_len` bytes is compressed when the sender asks for
-    /// compression (`asked`) or not: when asked, and in the server role when the body is
-    /// over the compress threshold.
-    pub fn compresses(&self, asked: bool, json_len: usize) -> bool {
-        match self.role {
-            Role::Server => server_compresses(asked, json_len, self.compress_threshold),
-            Role::Client => asked,
-        }
-    }
-
-    /// Writes `msg` as one frame, applying compression and encryption by the rules of
-    /// this role.
-    ///
-    /// # Errors
-    /// [`Error::NoSessionKey`] if encryption is due and there is no key;
-    /// [`Error::KeyExhausted`] if it is due and the key has sealed all it may (a new key
-    /// request must replace it); [`Error::FrameTooLong`] if the result exceeds
-    /// `max_frame_len`. Nothing is written on error.
-    pub fn encode_message(&self, msg: Outgoing, dst: &mut BytesMut) -> Result<(), Error> {
-        let wants = Wants {
-            compress: msg.compress,
-            encrypt: msg.encrypt,
+impl fmt::Debug for Received {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let body: Result<BodyLen, &BodyError> = match &self.body {
+            Ok(body) => Ok(BodyLen(body.len())),
+            Err(e) => Err(e),
         };
-        self.encode_body(
-            msg.msg_type,
-            msg.uuid,
-            wants,
-            &msg.json,
-            msg.compressed.as_deref(),
-            dst,
-        )
-    }
-
-    /// [`MessageCodec::encode_message`] from borrowed parts: nothing is cloned, which
-    /// matters when one shared body is encoded for many recipients.
-    ///
-    /// `compressed` is the zlib stream of `json` if the caller has it; it is used only if
-    /// the codec compresses (see [`MessageCodec::compresses`]), and made here otherwise.
-    ///
-    /// # Errors
-    /// As [`MessageCodec::encode_message`].
-    pub fn encode_body(
-        &self,
-        msg_type: MsgType,
-        uuid: Uuid,
-        wants: Wants,
-        json: &[u8],
-        compressed: Option<&[u8]>,
-        dst: &mut BytesMut,
-    ) -> Result<(), Error> {
-        let compress = self.compresses(wants.compress, json.len());
-        let (encrypt, cipher_flag) = match self.role {
-            Role::Server => {
-                let encrypt = wants.encrypt && !msg_type.never_encrypted();
-                (encrypt, encrypt)
-            }
-            Role::Client => (false, wants.encrypt),
-        };
-        let key = match (encrypt, &self.key) {
-            (true, None) => return Err(Error::NoSessionKey),
-            (true, Some(key)) => Some(key),
-            (false, _) => None,
-        };
-        let deflated;
-        let body: &[u8] = match (compress, compressed) {
-            (false, _) => json,
-            (true, Some(zlib)) => zlib,
-            (true, None) => {
-                deflated = deflate(json);
-                &deflated
-            }
-        };
-        let header = Header::new(msg_type, uuid)
-            .with_compress(compress)
-            .with_cipher(cipher_flag);
-        match key {
-            Some(key) => {
-                self.frames.sized_header(&header, body.len() + OVERHEAD)?;
-                key.seal_frame(&header, body, dst)
-            }
-            None => self.frames.encode_parts(&header, body, dst),
-        }
-    }
-}
-
-/// What the sender of a message asks for (see [`Outgoing::compress`] and
-/// [`Outgoing::encrypt`]); the codec's role decides what that means.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Wants {
-    /// Compress the body.
-    pub compress: bool,
-    /// Server: encrypt the body. Client: ask for encrypted replies.
-    pub encrypt: bool,
-}
-
-impl Decoder for MessageCodec {
-    type Item = Received;
-    type Error = Error;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Received>, Error> {
-        Ok(self.frames.decode(src)?.map(|frame| self.open(frame)))
-    }
-}
-
-impl Encoder<Outgoing> for MessageCodec {
-    type Error = Error;
-
-    fn encode(&mut self, msg: Outgoing, dst: &mut BytesMut) -> Result<(), Error> {
-        self.encode_message(msg, dst)
+        f.debug_struct("Received")
+            .field("header", &self.header)
+            .field("body", &body)
+            .finish()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use bytes::BytesMut;
+    use tokio_util::codec::{Decoder, Encoder};
+
     use super::*;
-    use crate::header::HEADER_LEN;
-    use crate::layer::crypto::KEY_LEN;
+    use crate::error::{Error, Initiator};
+    use crate::header::{MsgType, Uuid, HEADER_LEN};
+    use crate::layer::compress::deflate;
+    use crate::layer::crypto::{SessionKey, KEY_LEN};
 
     const UUID: Uuid = Uuid(*b"0123456789abcdef0123456789abcdef0");
 
-    fn pair() -> (MessageCodec, MessageCodec) {
+    fn pair() -> (ClientCodec, ServerCodec) {
         let key = SessionKey::from_bytes(&[3; KEY_LEN]);
-        let mut client = MessageCodec::new(Role::Client);
-        let mut server = MessageCodec::new(Role::Server);
+        let client = ClientCodec::new();
+        let mut server = ServerCodec::new();
         client.set_session_key(Some(key.clone()));
         server.set_session_key(Some(key));
         (client, server)
     }
 
-    fn through(from: &mut MessageCodec, to: &mut MessageCodec, msg: Outgoing) -> Received {
+    fn to_client(
+        server: &mut ServerCodec,
+        client: &mut ClientCodec,
+        msg: ServerMessage,
+    ) -> Received {
         let mut wire = BytesMut::new();
-        from.encode(msg, &mut wire).unwrap();
-        let got = to.decode(&mut wire).unwrap().unwrap();
+        server.encode(msg, &mut wire).unwrap();
+        let got = client.decode(&mut wire).unwrap().unwrap();
         assert!(wire.is_empty());
         got
     }
@@ -385,10 +119,10 @@ mod tests {
         let (mut client, mut server) = pair();
         let json = br#"{"errCode":0,"msg":"success","data":{"code":"x"}}"#;
         for (compress, encrypt) in [(false, false), (true, false), (false, true), (true, true)] {
-            let msg = Outgoing::new(MsgType::Push, UUID, &json[..])
-                .with_compress(compress)
-                .with_encrypt(encrypt);
-            let got = through(&mut server, &mut client, msg);
+            let msg = ServerMessage::new(MsgType::Push, UUID, &json[..])
+                .compress(compress)
+                .encrypt(encrypt);
+            let got = to_client(&mut server, &mut client, msg);
             assert_eq!(
                 (got.header.compress, got.header.cipher),
                 (compress, encrypt)
@@ -403,7 +137,8 @@ mod tests {
         let mut wire = BytesMut::new();
         client
             .encode(
-                Outgoing::new(MsgType::Subscribe, UUID, r#"{"code":"a"}"#).with_encrypt(true),
+                ClientMessage::new(MsgType::Subscribe, UUID, r#"{"code":"a"}"#)
+                    .ask_encrypted_replies(true),
                 &mut wire,
             )
             .unwrap();
@@ -421,44 +156,42 @@ mod tests {
     fn key_and_heartbeat_replies_are_never_encrypted() {
         let (mut client, mut server) = pair();
         for t in [MsgType::KeyReply, MsgType::HeartbeatReply] {
-            let got = through(
+            let got = to_client(
                 &mut server,
                 &mut client,
-                Outgoing::new(t, UUID, "{}").with_encrypt(true),
+                ServerMessage::new(t, UUID, "{}").encrypt(true),
             );
             assert!(!got.header.cipher);
         }
         // ... and so need no key.
-        let mut keyless = MessageCodec::new(Role::Server);
+        let mut keyless = ServerCodec::new();
         let mut wire = BytesMut::new();
         keyless
             .encode(
-                Outgoing::new(MsgType::HeartbeatReply, UUID, "{}").with_encrypt(true),
+                ServerMessage::new(MsgType::HeartbeatReply, UUID, "{}").encrypt(true),
                 &mut wire,
             )
             .unwrap();
         let err = keyless
             .encode(
-                Outgoing::new(MsgType::Push, UUID, "{}").with_encrypt(true),
+                ServerMessage::new(MsgType::Push, UUID, "{}").encrypt(true),
                 &mut wire,
             )
             .unwrap_err();
-        assert!(matches!(err, Error::NoSessionKey));
+        assert!(matches!(err, Error::Body(BodyError::NoSessionKey)));
+        assert_eq!(err.fault(), crate::Fault::Local);
     }
 
     #[test]
     fn server_compresses_above_the_threshold() {
         let (mut client, _) = pair();
-        let server = Builder::new()
-            .compress_threshold(100)
-            .message_codec(Role::Server);
-        let mut server = server;
+        let mut server = ServerCodec::builder().compress_threshold(100).new_codec();
         for (len, compressed) in [(100usize, false), (101, true)] {
             let json = format!("\"{}\"", "a".repeat(len - 2));
-            let got = through(
+            let got = to_client(
                 &mut server,
                 &mut client,
-                Outgoing::new(MsgType::Push, UUID, json.clone()),
+                ServerMessage::new(MsgType::Push, UUID, json.clone()),
             );
             assert_eq!(got.header.compress, compressed, "len {len}");
             assert_eq!(&got.body.unwrap()[..], json.as_bytes());
@@ -468,19 +201,22 @@ mod tests {
     #[test]
     fn body_errors_do_not_end_the_stream() {
         let (_, mut server) = pair();
-        let mut client = MessageCodec::new(Role::Client); // no key
+        let mut client = ClientCodec::new(); // no key
         let mut wire = BytesMut::new();
         server
             .encode(
-                Outgoing::new(MsgType::Push, UUID, "{}").with_encrypt(true),
+                ServerMessage::new(MsgType::Push, UUID, "{}").encrypt(true),
                 &mut wire,
             )
             .unwrap();
         server
-            .encode(Outgoing::new(MsgType::Push, UUID, "{\"n\":2}"), &mut wire)
+            .encode(
+                ServerMessage::new(MsgType::Push, UUID, "{\"n\":2}"),
+                &mut wire,
+            )
             .unwrap();
         let first = client.decode(&mut wire).unwrap().unwrap();
-        assert!(matches!(first.body, Err(Error::NoSessionKey)));
+        assert!(matches!(first.body, Err(BodyError::NoSessionKey)));
         let second = client.decode(&mut wire).unwrap().unwrap();
         assert_eq!(&second.body.unwrap()[..], b"{\"n\":2}");
     }
@@ -491,7 +227,7 @@ mod tests {
         let twin = server.clone();
         server.session_key().unwrap().set_sealed(u64::MAX - 1);
         let mut wire = BytesMut::new();
-        let push = || Outgoing::new(MsgType::Push, UUID, "{}").with_encrypt(true);
+        let push = || ServerMessage::new(MsgType::Push, UUID, "{}").encrypt(true);
         server.encode(push(), &mut wire).unwrap();
         let got = client.decode(&mut wire).unwrap().unwrap();
         assert_eq!(&got.body.unwrap()[..], b"{}");
@@ -499,37 +235,31 @@ mod tests {
         for codec in [&mut server, &mut twin.clone()] {
             let err = codec.encode(push(), &mut wire).unwrap_err();
             assert!(
-                matches!(err, Error::KeyExhausted { sealed: u64::MAX }),
+                matches!(
+                    err,
+                    Error::Body(BodyError::KeyExhausted { sealed: u64::MAX })
+                ),
                 "{err}"
             );
             assert!(!err.is_fatal());
             assert!(wire.is_empty(), "nothing written");
-            let shared = json_of_len(200);
+            let shared = SharedBody::new(json_of_len(200));
+            let to = Recipient::new(UUID).compress(true).encrypt(true);
             let err = codec
-                .encode_body(
-                    MsgType::Push,
-                    UUID,
-                    Wants {
-                        compress: true,
-                        encrypt: true,
-                    },
-                    &shared,
-                    None,
-                    &mut wire,
-                )
+                .encode_shared(MsgType::Push, &to, &shared, &mut wire)
                 .unwrap_err();
-            assert!(matches!(err, Error::KeyExhausted { .. }));
+            assert!(matches!(err, Error::Body(BodyError::KeyExhausted { .. })));
             assert!(wire.is_empty(), "nothing written");
         }
         // What needs no key still goes, and a new key works.
         server
             .encode(
-                Outgoing::new(MsgType::HeartbeatReply, UUID, "{}").with_encrypt(true),
+                ServerMessage::new(MsgType::HeartbeatReply, UUID, "{}").encrypt(true),
                 &mut wire,
             )
             .unwrap();
         server
-            .encode(Outgoing::new(MsgType::Push, UUID, "{}"), &mut wire)
+            .encode(ServerMessage::new(MsgType::Push, UUID, "{}"), &mut wire)
             .unwrap();
         assert_eq!(
             client.decode(&mut wire).unwrap().unwrap().body.unwrap(),
@@ -542,7 +272,7 @@ mod tests {
         let new_key = SessionKey::from_bytes(&[4; KEY_LEN]);
         server.set_session_key(Some(new_key.clone()));
         client.set_session_key(Some(new_key));
-        let got = through(&mut server, &mut client, push());
+        let got = to_client(&mut server, &mut client, push());
         assert!(got.header.cipher);
         assert_eq!(&got.body.unwrap()[..], b"{}");
     }
@@ -556,7 +286,7 @@ mod tests {
             let mut wire = BytesMut::new();
             codecs[i % 3]
                 .encode(
-                    Outgoing::new(MsgType::Push, UUID, "{}").with_encrypt(true),
+                    ServerMessage::new(MsgType::Push, UUID, "{}").encrypt(true),
                     &mut wire,
                 )
                 .unwrap();
@@ -570,20 +300,19 @@ mod tests {
     }
 
     #[test]
-    fn precompressed_body_is_used_as_is() {
-        let (mut client, mut server) = pair();
+    fn a_shared_body_is_compressed_once_and_used_as_is() {
+        let (mut client, server) = pair();
         let json = Bytes::from_static(b"{\"a\":\"bbbbbbbbbbbbbbbbbbbbbbbbbbbb\"}");
-        let zlib = deflate(&json);
+        let shared = SharedBody::new(json.clone());
+        let zlib = shared.compressed().clone();
+        assert_eq!(zlib, deflate(&json));
         let mut wire = BytesMut::new();
+        let to = Recipient::new(UUID).compress(true);
         server
-            .encode(
-                Outgoing::new(MsgType::Push, UUID, json.clone())
-                    .with_compress(true)
-                    .with_compressed(zlib.clone()),
-                &mut wire,
-            )
+            .encode_shared(MsgType::Push, &to, &shared, &mut wire)
             .unwrap();
         assert_eq!(&wire[45..], &zlib[..]);
+        assert_eq!(shared.compressed().as_ptr(), zlib.as_ptr(), "made once");
         assert_eq!(
             client.decode(&mut wire).unwrap().unwrap().body.unwrap(),
             json
@@ -591,11 +320,52 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_body_follows_each_recipient_and_the_rules() {
+        let (mut client, server) = pair();
+        let shared = SharedBody::new(json_of_len(300));
+        for (compress, encrypt) in [(false, false), (true, false), (false, true), (true, true)] {
+            let to = Recipient::new(UUID).compress(compress).encrypt(encrypt);
+            let mut wire = BytesMut::new();
+            server
+                .encode_shared(MsgType::Push, &to, &shared, &mut wire)
+                .unwrap();
+            let got = client.decode(&mut wire).unwrap().unwrap();
+            assert_eq!(
+                (got.header.compress, got.header.cipher),
+                (compress, encrypt)
+            );
+            assert_eq!(&got.body.unwrap()[..], &shared.json()[..]);
+        }
+        // Over the threshold it goes compressed to everyone; never encrypted as a
+        // heartbeat reply.
+        let small = ServerCodec::builder().compress_threshold(10).new_codec();
+        let mut wire = BytesMut::new();
+        let to = Recipient::new(UUID).encrypt(true);
+        small
+            .encode_shared(MsgType::HeartbeatReply, &to, &shared, &mut wire)
+            .unwrap();
+        let got = client.decode(&mut wire).unwrap().unwrap();
+        assert!(got.header.compress && !got.header.cipher);
+        // And a shared body is still a server's: a request type is refused.
+        let err = server
+            .encode_shared(MsgType::Report, &to, &shared, &mut wire)
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            Error::WrongDirection {
+                msg_type: MsgType::Report,
+                initiator: Initiator::Local,
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn roles_refuse_the_wrong_direction() {
         let (mut client, mut server) = pair();
         let mut wire = BytesMut::new();
         server
-            .encode(Outgoing::new(MsgType::Push, UUID, "{}"), &mut wire)
+            .encode(ServerMessage::new(MsgType::Push, UUID, "{}"), &mut wire)
             .unwrap();
         assert!(matches!(
             server.decode(&mut wire.clone()),
@@ -603,11 +373,110 @@ mod tests {
         ));
         wire.clear();
         client
-            .encode(Outgoing::new(MsgType::Report, UUID, "{}"), &mut wire)
+            .encode(ClientMessage::new(MsgType::Report, UUID, "{}"), &mut wire)
             .unwrap();
         assert!(matches!(
             client.decode(&mut wire),
             Err(Error::WrongDirection { .. })
         ));
+    }
+
+    #[test]
+    fn encoding_the_other_direction_is_a_local_error_and_writes_nothing() {
+        let (mut client, mut server) = pair();
+        let mut wire = BytesMut::new();
+        let err = client
+            .encode(ClientMessage::new(MsgType::Push, UUID, "{}"), &mut wire)
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            Error::WrongDirection {
+                msg_type: MsgType::Push,
+                expected: crate::header::Direction::ClientToServer,
+                initiator: Initiator::Local,
+            }
+        ));
+        assert_eq!(err.fault(), crate::Fault::Local);
+        assert!(!err.is_fatal());
+        let err = server
+            .encode(ServerMessage::new(MsgType::Report, UUID, "{}"), &mut wire)
+            .unwrap_err();
+        assert_eq!(err.fault(), crate::Fault::Local);
+        assert!(wire.is_empty(), "nothing written");
+    }
+
+    #[test]
+    fn a_body_over_the_limit_is_the_encoders_fault() {
+        let mut server = ServerCodec::builder().max_frame_len(100).new_codec();
+        let mut wire = BytesMut::new();
+        let err = server
+            .encode(
+                ServerMessage::new(MsgType::Push, UUID, vec![b' '; 56]),
+                &mut wire,
+            )
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            Error::FrameTooLong {
+                length: 101,
+                max: 100,
+                initiator: Initiator::Local
+            }
+        ));
+        assert_eq!(err.fault(), crate::Fault::Local);
+        assert!(wire.is_empty());
+    }
+
+    #[test]
+    fn live_limits_apply_to_what_follows() {
+        let mut server = ServerCodec::new();
+        server.set_max_frame_len(100);
+        server.set_max_inflated_len(10);
+        server.set_compress_threshold(5);
+        assert_eq!(
+            (
+                server.max_frame_len(),
+                server.max_inflated_len(),
+                server.compress_threshold()
+            ),
+            (100, 10, 5)
+        );
+        let mut client = ClientCodec::new();
+        let mut wire = BytesMut::new();
+        client
+            .encode(
+                ClientMessage::new(MsgType::Report, UUID, vec![b' '; 11]).compress(true),
+                &mut wire,
+            )
+            .unwrap();
+        let got = server.decode(&mut wire).unwrap().unwrap();
+        assert!(matches!(
+            got.body,
+            Err(BodyError::InflatedTooLarge { max: 10 })
+        ));
+    }
+
+    #[test]
+    fn debug_shows_no_body_and_no_key() {
+        let (client, server) = pair();
+        let secret = "s3cret-body";
+        let shown = [
+            format!("{:?}", ClientMessage::new(MsgType::Report, UUID, secret)),
+            format!("{:?}", ServerMessage::new(MsgType::Push, UUID, secret)),
+            format!("{:?}", SharedBody::new(secret)),
+            format!(
+                "{:?}",
+                Received {
+                    header: crate::Header::new(MsgType::Push, UUID),
+                    body: Ok(Bytes::from_static(secret.as_bytes())),
+                }
+            ),
+            format!("{client:?}"),
+            format!("{server:?}"),
+        ];
+        for text in shown {
+            assert!(!text.contains(secret), "{text}");
+            assert!(!text.contains("[3, 3"), "{text}");
+        }
     }
 }

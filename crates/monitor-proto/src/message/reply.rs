@@ -6,7 +6,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::error::Error;
+use crate::codec::BodyLen;
+use crate::error::BodyError;
 
 /// What every successful body starts with; `data` follows, then `}`.
 pub const SUCCESS_PREFIX: &[u8] = br#"{"errCode":0,"msg":"success","data":"#;
@@ -108,6 +109,7 @@ pub fn authenticated() -> Bytes {
 
 /// `data` of a heartbeat reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct HeartbeatData {
     /// Server time, unix seconds.
     pub heartbeat: u64,
@@ -115,13 +117,16 @@ pub struct HeartbeatData {
 
 /// `data` of a report acknowledgement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ReportAckData {
     /// Number of subscribers the report was queued for.
     pub delivered: u64,
 }
 
-/// `data` of a key reply; exactly one member is present.
+/// `data` of a key reply; exactly one member is present. `Debug` never shows a
+/// `cipher_key`.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct KeyReplyData {
     /// X25519 exchange: the server's public key, base64.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -144,8 +149,10 @@ impl std::fmt::Debug for KeyReplyData {
     }
 }
 
-/// A parsed reply envelope, as a client receives it.
-#[derive(Debug, Clone, Deserialize)]
+/// A parsed reply envelope, as a client receives it. `Debug` shows the length of `data`,
+/// not its bytes.
+#[derive(Clone, Deserialize)]
+#[non_exhaustive]
 pub struct Reply {
     /// `0` success, `-1` failure.
     #[serde(rename = "errCode")]
@@ -156,11 +163,21 @@ pub struct Reply {
     pub data: Box<RawValue>,
 }
 
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply")
+            .field("err_code", &self.err_code)
+            .field("msg", &self.msg)
+            .field("data", &BodyLen(self.data.get().len()))
+            .finish()
+    }
+}
+
 impl Reply {
     /// Parses an envelope.
     ///
     /// # Errors
-    /// [`Error::MalformedBody`] unless `body` is a JSON object with `errCode`, `msg` and
+    /// [`BodyError::InvalidJson`] unless `body` is a JSON object with `errCode`, `msg` and
     /// `data`.
     ///
     /// # Example
@@ -170,8 +187,8 @@ impl Reply {
     /// assert!(ack.is_success());
     /// assert_eq!(ack.data_as::<ReportAckData>().unwrap().delivered, 3);
     /// ```
-    pub fn parse(body: &[u8]) -> Result<Reply, Error> {
-        serde_json::from_slice(body).map_err(|e| Error::malformed(format!("reply envelope: {e}")))
+    pub fn parse(body: &[u8]) -> Result<Reply, BodyError> {
+        serde_json::from_slice(body).map_err(BodyError::invalid_json)
     }
 
     /// Whether `errCode` is 0.
@@ -182,10 +199,9 @@ impl Reply {
     /// Parses `data` as `T`.
     ///
     /// # Errors
-    /// [`Error::MalformedBody`] if `data` does not fit `T`.
-    pub fn data_as<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        serde_json::from_str(self.data.get())
-            .map_err(|e| Error::malformed(format!("reply data: {e}")))
+    /// [`BodyError::InvalidJson`] if `data` does not fit `T`.
+    pub fn data_as<T: DeserializeOwned>(&self) -> Result<T, BodyError> {
+        serde_json::from_str(self.data.get()).map_err(BodyError::invalid_json)
     }
 }
 

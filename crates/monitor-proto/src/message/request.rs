@@ -9,7 +9,8 @@ use serde::de::{DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::error::Error;
+use crate::codec::BodyLen;
+use crate::error::BodyError;
 use crate::header::MsgType;
 use crate::message::topic::{TopicLimits, TopicPattern};
 
@@ -53,29 +54,28 @@ impl Request {
     /// `"topics"` is held to `topic_limits`.
     ///
     /// # Errors
-    /// [`Error::MalformedBody`] for a body its type does not allow;
-    /// [`Error::TooManyTopics`] or [`Error::TopicTooLong`] for a subscribe over
-    /// `topic_limits`; [`Error::WrongDirection`] for a server → client type.
+    /// [`BodyError::Malformed`], [`BodyError::InvalidJson`] or [`BodyError::InvalidUtf8`]
+    /// for a body its type does not allow; [`BodyError::TooManyTopics`] or
+    /// [`BodyError::TopicTooLong`] for a subscribe over `topic_limits`;
+    /// [`BodyError::NotARequest`] for a server → client type.
     pub fn parse(
         msg_type: MsgType,
         body: Bytes,
         topic_limits: &TopicLimits,
-    ) -> Result<Request, Error> {
+    ) -> Result<Request, BodyError> {
         match msg_type {
             MsgType::KeyRequest => KeyRequest::parse(&body).map(Request::Key),
             MsgType::Heartbeat => Ok(Request::Heartbeat),
             MsgType::Subscribe => Subscribe::parse(body, topic_limits).map(Request::Subscribe),
             MsgType::Report => Report::parse(body).map(Request::Report),
-            other => Err(Error::WrongDirection {
-                msg_type: other,
-                accept: crate::Direction::ClientToServer,
-            }),
+            other => Err(BodyError::NotARequest { msg_type: other }),
         }
     }
 }
 
 /// What a key request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KeyRequest {
     /// A string `pubkey`: the X25519 exchange. Absent: the legacy exchange (unless the
     /// request only carries a token).
@@ -92,9 +92,10 @@ impl KeyRequest {
     /// a tree of values several times its size.
     ///
     /// # Errors
-    /// [`Error::MalformedBody`] if a non-empty body is not UTF-8 JSON, or names `pubkey`
-    /// or `token` twice (as a duplicate `code` is refused in a subscribe).
-    pub fn parse(body: &[u8]) -> Result<KeyRequest, Error> {
+    /// [`BodyError::InvalidUtf8`] or [`BodyError::InvalidJson`] if a non-empty body is not
+    /// UTF-8 JSON, or names `pubkey` or `token` twice (as a duplicate `code` is refused in
+    /// a subscribe).
+    pub fn parse(body: &[u8]) -> Result<KeyRequest, BodyError> {
         let mut request = KeyRequest {
             pubkey: None,
             token: None,
@@ -102,15 +103,14 @@ impl KeyRequest {
         let Some(first) = body.iter().find(|b| !b.is_ascii_whitespace()) else {
             return Ok(request);
         };
-        let text = std::str::from_utf8(body)
-            .map_err(|e| Error::malformed(format!("invalid UTF-8: {e}")))?;
-        let invalid = |e: serde_json::Error| Error::malformed(format!("invalid JSON: {e}"));
+        let text = std::str::from_utf8(body).map_err(|source| BodyError::InvalidUtf8 { source })?;
         if *first != b'{' {
             // Any other JSON value asks for the legacy exchange; it only has to be JSON.
-            serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(invalid)?;
+            serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(BodyError::invalid_json)?;
             return Ok(request);
         }
-        let fields: KeyRequestFields<'_> = serde_json::from_str(text).map_err(invalid)?;
+        let fields: KeyRequestFields<'_> =
+            serde_json::from_str(text).map_err(BodyError::invalid_json)?;
         request.pubkey = fields.pubkey.and_then(as_string);
         request.token = fields.token.and_then(as_string).map(Token);
         Ok(request)
@@ -143,8 +143,9 @@ struct KeyRequestFields<'a> {
     token: Option<&'a RawValue>,
 }
 
-/// A subscription (type 5).
-#[derive(Debug, Clone)]
+/// A subscription (type 5). `Debug` shows the body's length, not its bytes.
+#[derive(Clone)]
+#[non_exhaustive]
 pub struct Subscribe {
     /// The non-empty `code`.
     pub code: String,
@@ -154,6 +155,17 @@ pub struct Subscribe {
     pub token: Option<Token>,
     /// The body as sent: the acknowledgement's `data`.
     pub raw: Bytes,
+}
+
+impl fmt::Debug for Subscribe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscribe")
+            .field("code", &self.code)
+            .field("topics", &self.topics)
+            .field("token", &self.token)
+            .field("raw", &BodyLen(self.raw.len()))
+            .finish()
+    }
 }
 
 #[derive(Deserialize)]
@@ -174,13 +186,13 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValu
 /// The body as JSON text of one object. UTF-8 is checked over the whole body because the
 /// parser skips unknown members without looking inside their strings, and the text is
 /// forwarded to subscribers as it is.
-fn object_text(body: &[u8]) -> Result<&str, Error> {
+fn object_text(body: &[u8]) -> Result<&str, BodyError> {
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => {}
-        None => return Err(Error::malformed("empty body, expected a JSON object")),
-        Some(_) => return Err(Error::malformed("not a JSON object")),
+        None => return Err(BodyError::malformed("empty body, expected a JSON object")),
+        Some(_) => return Err(BodyError::malformed("not a JSON object")),
     }
-    std::str::from_utf8(body).map_err(|e| Error::malformed(format!("invalid UTF-8: {e}")))
+    std::str::from_utf8(body).map_err(|source| BodyError::InvalidUtf8 { source })
 }
 
 fn as_string(raw: &RawValue) -> Option<String> {
@@ -199,19 +211,20 @@ impl Subscribe {
     /// `max_topics` patterns. Each pattern's length is checked before it is made.
     ///
     /// # Errors
-    /// [`Error::MalformedBody`], whose reason goes after `"malformed body: "` in the reply;
-    /// [`Error::TooManyTopics`] (with the count) or [`Error::TopicTooLong`] (with the index
-    /// and length of the first pattern too long) for a subscribe over `limits`, whose
-    /// messages read well after the same prefix. All are body errors: the stream can go on.
-    pub fn parse(raw: Bytes, limits: &TopicLimits) -> Result<Subscribe, Error> {
+    /// [`BodyError::Malformed`], [`BodyError::InvalidJson`] or [`BodyError::InvalidUtf8`],
+    /// whose messages start with `"malformed body: "`; [`BodyError::TooManyTopics`] (with
+    /// the count) or [`BodyError::TopicTooLong`] (with the index and length of the first
+    /// pattern too long) for a subscribe over `limits`, whose messages read well after
+    /// that prefix.
+    pub fn parse(raw: Bytes, limits: &TopicLimits) -> Result<Subscribe, BodyError> {
         let text = object_text(&raw)?;
-        let fields: SubscribeFields<'_> = serde_json::from_str(text)
-            .map_err(|e| Error::malformed(format!("invalid JSON: {e}")))?;
+        let fields: SubscribeFields<'_> =
+            serde_json::from_str(text).map_err(BodyError::invalid_json)?;
         let code = match fields.code {
-            None => return Err(Error::malformed("missing code")),
+            None => return Err(BodyError::malformed("missing code")),
             Some(c) => match as_string(c) {
                 Some(code) if !code.is_empty() => code,
-                _ => return Err(Error::malformed("code must be a non-empty string")),
+                _ => return Err(BodyError::malformed("code must be a non-empty string")),
             },
         };
         let topics = match fields.topics {
@@ -249,8 +262,8 @@ impl Subscribe {
 /// Memory: at most `max_topics` patterns of at most `max_topic_len` bytes, plus serde_json's
 /// one scratch buffer, used only for strings with escapes, reused for each of them, and
 /// never longer than the body (which `max_frame_len` or `max_inflated_len` bounds).
-fn parse_topics(text: &str, limits: TopicLimits) -> Result<Vec<TopicPattern>, Error> {
-    let not_strings = |_| Error::malformed("topics must be an array of strings");
+fn parse_topics(text: &str, limits: TopicLimits) -> Result<Vec<TopicPattern>, BodyError> {
+    let not_strings = |_| BodyError::malformed("topics must be an array of strings");
     let mut de = serde_json::Deserializer::from_str(text);
     let topics = serde::Deserializer::deserialize_seq(&mut de, TopicsVisitor { limits })
         .map_err(not_strings)?;
@@ -259,14 +272,14 @@ fn parse_topics(text: &str, limits: TopicLimits) -> Result<Vec<TopicPattern>, Er
 }
 
 /// Visits the `"topics"` array. A broken limit is not a serde error but the visitor's
-/// value (`Ok(Err(..))`), so it keeps its structured [`Error`]; a serde error means the
-/// value is not an array of strings.
+/// value (`Ok(Err(..))`), so it keeps its structured [`BodyError`]; a serde error means
+/// the value is not an array of strings.
 struct TopicsVisitor {
     limits: TopicLimits,
 }
 
 impl<'de> Visitor<'de> for TopicsVisitor {
-    type Value = Result<Vec<TopicPattern>, Error>;
+    type Value = Result<Vec<TopicPattern>, BodyError>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an array of strings")
@@ -295,7 +308,7 @@ impl<'de> Visitor<'de> for TopicsVisitor {
                     // serde_json refuses an array that is not read to its end; the rest
                     // is skipped without being looked at.
                     while seq.next_element::<IgnoredAny>()?.is_some() {}
-                    return Ok(Err(Error::TopicTooLong {
+                    return Ok(Err(BodyError::TopicTooLong {
                         index,
                         len,
                         max: max_topic_len,
@@ -310,7 +323,7 @@ impl<'de> Visitor<'de> for TopicsVisitor {
             count = count.saturating_add(1);
         }
         if count > max_topics {
-            return Ok(Err(Error::TooManyTopics {
+            return Ok(Err(BodyError::TooManyTopics {
                 count,
                 max: max_topics,
             }));
@@ -373,13 +386,24 @@ impl Visitor<'_> for SkipString {
     }
 }
 
-/// A report (type 7): one JSON object, forwarded as sent.
-#[derive(Debug, Clone)]
+/// A report (type 7): one JSON object, forwarded as sent. `Debug` shows the body's length,
+/// not its bytes.
+#[derive(Clone)]
+#[non_exhaustive]
 pub struct Report {
     /// The report's string `code`, if it has one.
     pub code: Option<String>,
     /// The body as sent, byte for byte.
     pub raw: Bytes,
+}
+
+impl fmt::Debug for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Report")
+            .field("code", &self.code)
+            .field("raw", &BodyLen(self.raw.len()))
+            .finish()
+    }
 }
 
 #[derive(Deserialize)]
@@ -392,11 +416,12 @@ impl Report {
     /// Checks that `raw` is exactly one JSON object and reads its `code`.
     ///
     /// # Errors
-    /// [`Error::MalformedBody`] otherwise.
-    pub fn parse(raw: Bytes) -> Result<Report, Error> {
+    /// [`BodyError::Malformed`], [`BodyError::InvalidJson`] or [`BodyError::InvalidUtf8`]
+    /// otherwise.
+    pub fn parse(raw: Bytes) -> Result<Report, BodyError> {
         let text = object_text(&raw)?;
-        let fields: ReportFields<'_> = serde_json::from_str(text)
-            .map_err(|e| Error::malformed(format!("invalid JSON: {e}")))?;
+        let fields: ReportFields<'_> =
+            serde_json::from_str(text).map_err(BodyError::invalid_json)?;
         let code = fields.code.and_then(as_string);
         Ok(Report { code, raw })
     }
@@ -406,9 +431,12 @@ impl Report {
 mod tests {
     use super::*;
 
-    fn reason(err: Error) -> String {
+    /// What goes after `"malformed body: "`: the reason, and the parser's word if any.
+    fn reason(err: BodyError) -> String {
         match err {
-            Error::MalformedBody { reason } => reason,
+            BodyError::Malformed { reason } => reason.to_owned(),
+            BodyError::InvalidJson { source } => format!("invalid JSON: {source}"),
+            BodyError::InvalidUtf8 { source } => format!("invalid UTF-8: {source}"),
             other => panic!("not malformed: {other}"),
         }
     }
@@ -518,13 +546,16 @@ mod tests {
         assert!(s.topics.capacity() <= 64, "{}", s.topics.capacity());
 
         let err = Subscribe::parse(with_topics(65, |i| format!("t{i}")), &limits).unwrap_err();
-        assert!(matches!(err, Error::TooManyTopics { count: 65, max: 64 }));
+        assert!(matches!(
+            err,
+            BodyError::TooManyTopics { count: 65, max: 64 }
+        ));
         assert_eq!(
             err.to_string(),
             "topics: 65 patterns, more than max_topics 64"
         );
-        assert!(!err.is_fatal());
         assert_eq!(err.fault(), crate::Fault::Peer);
+        assert!(!crate::Error::from(err).is_fatal());
 
         let err = Subscribe::parse(with_topics(1000, |_| "*".into()), &limits).unwrap_err();
         assert_eq!(
@@ -533,17 +564,11 @@ mod tests {
         );
 
         // Other limits, and none at all.
-        let two = TopicLimits {
-            max_topics: 2,
-            ..limits
-        };
+        let two = limits.with_max_topics(2);
         let s = Subscribe::parse(with_topics(2, |_| "a".into()), &two).unwrap();
         assert_eq!(s.topics.len(), 2);
         assert!(Subscribe::parse(with_topics(3, |_| "a".into()), &two).is_err());
-        let zero = TopicLimits {
-            max_topics: 0,
-            ..limits
-        };
+        let zero = limits.with_max_topics(0);
         let s = Subscribe::parse(with_topics(0, |_| "a".into()), &zero).unwrap();
         assert!(s.topics.is_empty());
         let s = Subscribe::parse(Bytes::from_static(br#"{"code":"c","topics":[]}"#), &zero);
@@ -566,7 +591,7 @@ mod tests {
         let err = Subscribe::parse(body, &limits).unwrap_err();
         assert!(matches!(
             err,
-            Error::TopicTooLong {
+            BodyError::TopicTooLong {
                 index: 3,
                 len: 300,
                 max: 256
@@ -576,8 +601,8 @@ mod tests {
             err.to_string(),
             "topics[3]: 300 bytes, more than max_topic_len 256"
         );
-        assert!(!err.is_fatal());
         assert_eq!(err.fault(), crate::Fault::Peer);
+        assert!(!crate::Error::from(err).is_fatal());
         let one_over = with_topics(1, |_| "z".repeat(257));
         assert_eq!(
             Subscribe::parse(one_over, &limits).unwrap_err().to_string(),
@@ -587,10 +612,7 @@ mod tests {
 
     #[test]
     fn topic_length_is_decoded_utf8_bytes() {
-        let four = TopicLimits {
-            max_topic_len: 4,
-            ..TopicLimits::default()
-        };
+        let four = TopicLimits::new().with_max_topic_len(4);
         let parse = |body: &'static [u8]| Subscribe::parse(Bytes::from_static(body), &four);
         // 4 bytes once decoded, though its JSON text is 19.
         let s = parse(br#"{"code":"c","topics":["\u0061\u0062\u0063*"]}"#).unwrap();
@@ -607,10 +629,7 @@ mod tests {
 
     #[test]
     fn topic_limits_and_types_together() {
-        let limits = TopicLimits {
-            max_topics: 2,
-            max_topic_len: 3,
-        };
+        let limits = TopicLimits::new().with_max_topics(2).with_max_topic_len(3);
         let parse = |body: &'static [u8]| Subscribe::parse(Bytes::from_static(body), &limits);
         // The first pattern too long is reported, even when there are also too many.
         let err = parse(br#"{"code":"c","topics":["a","long",7,"b","c"]}"#).unwrap_err();
@@ -620,14 +639,14 @@ mod tests {
         );
         // Past the limit elements are counted, and must still be strings.
         let err = parse(br#"{"code":"c","topics":["a","b","c","d"]}"#).unwrap_err();
-        assert!(matches!(err, Error::TooManyTopics { count: 4, max: 2 }));
+        assert!(matches!(err, BodyError::TooManyTopics { count: 4, max: 2 }));
         let err = parse(br#"{"code":"c","topics":["a","b",{"x":1}]}"#).unwrap_err();
         assert_eq!(reason(err), "topics must be an array of strings");
         let err = parse(br#"{"code":"c","topics":["a",1]}"#).unwrap_err();
         assert_eq!(reason(err), "topics must be an array of strings");
         // A pattern past the limit is not judged on its length (it is not kept).
         let err = parse(br#"{"code":"c","topics":["a","b","much too long"]}"#).unwrap_err();
-        assert!(matches!(err, Error::TooManyTopics { count: 3, max: 2 }));
+        assert!(matches!(err, BodyError::TooManyTopics { count: 3, max: 2 }));
         // The code is checked first.
         let err = parse(br#"{"topics":["a","b","c"]}"#).unwrap_err();
         assert_eq!(reason(err), "missing code");
@@ -639,7 +658,7 @@ mod tests {
         );
         assert!(matches!(
             request,
-            Err(Error::TooManyTopics { count: 3, max: 2 })
+            Err(BodyError::TooManyTopics { count: 3, max: 2 })
         ));
     }
 
@@ -686,7 +705,9 @@ mod tests {
         ));
         assert!(matches!(
             Request::parse(MsgType::Push, Bytes::new(), &TopicLimits::default()),
-            Err(Error::WrongDirection { .. })
+            Err(BodyError::NotARequest {
+                msg_type: MsgType::Push
+            })
         ));
     }
 }

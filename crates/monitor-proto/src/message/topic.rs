@@ -9,7 +9,7 @@ use std::fmt;
 /// `"*"`.
 ///
 /// ```
-/// use monitor_proto::TopicPattern;
+/// use monitor_proto::message::topic::TopicPattern;
 /// let p = TopicPattern::parse("host.*");
 /// assert!(p.matches(Some("host.health")));
 /// assert!(!p.matches(Some("db.health")));
@@ -74,20 +74,24 @@ pub const DEFAULT_MAX_TOPIC_LEN: usize = 256;
 /// patterns.
 ///
 /// `Copy`, so a server can hand its configured limits to every connection. Both limits
-/// are inclusive.
+/// are inclusive. Start from [`TopicLimits::new`] (the struct is `#[non_exhaustive]`), then
+/// use the `with_*` methods or set the fields.
 ///
 /// # Example
 /// ```
 /// use bytes::Bytes;
-/// use monitor_proto::{Error, Subscribe, TopicLimits};
+/// use monitor_proto::message::request::Subscribe;
+/// use monitor_proto::message::topic::TopicLimits;
+/// use monitor_proto::BodyError;
 ///
-/// let limits = TopicLimits { max_topics: 2, ..TopicLimits::default() };
+/// let limits = TopicLimits::new().with_max_topics(2);
 /// let body = Bytes::from_static(br#"{"code":"c","topics":["a","b","c"]}"#);
 /// let err = Subscribe::parse(body, &limits).unwrap_err();
-/// assert!(matches!(err, Error::TooManyTopics { count: 3, max: 2 }));
+/// assert!(matches!(err, BodyError::TooManyTopics { count: 3, max: 2 }));
 /// assert_eq!(err.to_string(), "topics: 3 patterns, more than max_topics 2");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct TopicLimits {
     /// Most patterns in one subscription's `"topics"` (default 64).
     pub max_topics: usize,
@@ -103,6 +107,20 @@ impl TopicLimits {
             max_topics: DEFAULT_MAX_TOPICS,
             max_topic_len: DEFAULT_MAX_TOPIC_LEN,
         }
+    }
+
+    /// Sets [`TopicLimits::max_topics`].
+    #[must_use]
+    pub const fn with_max_topics(mut self, patterns: usize) -> TopicLimits {
+        self.max_topics = patterns;
+        self
+    }
+
+    /// Sets [`TopicLimits::max_topic_len`].
+    #[must_use]
+    pub const fn with_max_topic_len(mut self, bytes: usize) -> TopicLimits {
+        self.max_topic_len = bytes;
+        self
     }
 }
 

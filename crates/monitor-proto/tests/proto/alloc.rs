@@ -7,9 +7,11 @@
 //! counts per thread, so tests running in parallel on other threads do not disturb a count.
 
 use bytes::{Bytes, BytesMut};
+use monitor_proto::message::request::Subscribe;
+use monitor_proto::message::topic::TopicLimits;
 use monitor_proto::{
-    Error, Frame, FrameCodec, Header, MessageCodec, MsgType, Outgoing, Role, Subscribe,
-    TopicLimits, Uuid,
+    BodyError, Frame, FrameCodec, Header, MsgType, Recipient, ServerCodec, ServerMessage,
+    SharedBody, Uuid,
 };
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -73,7 +75,7 @@ fn frame_codec_decodes_without_allocating_per_frame() {
 #[test]
 fn message_codec_decodes_plain_frames_without_allocating_per_frame() {
     let wire = wire(FRAMES);
-    let mut codec = MessageCodec::new(Role::Server);
+    let mut codec = ServerCodec::new();
     let (allocs, decoded) = allocations_while_decoding(
         &wire,
         |buf| matches!(codec.decode(buf), Ok(Some(received)) if received.body.is_ok()),
@@ -100,19 +102,53 @@ fn the_counter_sees_allocations() {
 
 #[test]
 fn encoding_into_a_warm_buffer_does_not_allocate() {
-    let mut codec = MessageCodec::new(Role::Server);
+    let mut codec = ServerCodec::new();
     let body = Bytes::from(vec![b'x'; 1024]);
     let mut buf = BytesMut::with_capacity(1 << 20);
     // The first clone of a Vec-backed `Bytes` moves it to a shared allocation, once.
     drop(body.clone());
     let info = allocation_counter::measure(|| {
         for _ in 0..500 {
-            let msg = Outgoing::new(MsgType::Push, Uuid([b'a'; 33]), body.clone());
+            let msg = ServerMessage::new(MsgType::Push, Uuid([b'a'; 33]), body.clone());
             codec.encode(msg, &mut buf).unwrap();
         }
     });
     assert_eq!(info.count_total, 0);
     assert_eq!(buf.len(), 500 * (45 + 1024));
+}
+
+/// The fan-out path: one shared body to many recipients copies it into the write buffer
+/// and nothing else, and makes its compressed form once for all of them.
+#[test]
+fn encoding_a_shared_body_does_not_allocate_and_compresses_once() {
+    let codec = ServerCodec::new();
+    let body = SharedBody::new(vec![b'x'; 1024]);
+    let mut buf = BytesMut::with_capacity(1 << 20);
+    let plain = Recipient::new(Uuid([b'p'; 33]));
+    let info = allocation_counter::measure(|| {
+        for _ in 0..500 {
+            codec
+                .encode_shared(MsgType::Push, &plain, &body, &mut buf)
+                .unwrap();
+        }
+    });
+    assert_eq!(info.count_total, 0);
+    assert_eq!(buf.len(), 500 * (45 + 1024));
+
+    let compressed = Recipient::new(Uuid([b'c'; 33])).compress(true);
+    codec
+        .encode_shared(MsgType::Push, &compressed, &body, &mut buf)
+        .unwrap();
+    let zlib_len = body.compressed().len();
+    let info = allocation_counter::measure(|| {
+        for _ in 0..500 {
+            codec
+                .encode_shared(MsgType::Push, &compressed, &body, &mut buf)
+                .unwrap();
+        }
+    });
+    assert_eq!(info.count_total, 0, "the zlib form is made once");
+    assert_eq!(buf.len(), 500 * (45 + 1024) + 501 * (45 + zlib_len));
 }
 
 #[test]
@@ -157,7 +193,7 @@ fn a_large_key_request_is_parsed_without_a_value_tree() {
 /// The attack: a subscribe body of `count` one-letter topics (`"t",` is 4 bytes each),
 /// zlib-compressed as a client would send it; returns the compressed body and the
 /// allocation count and peak of parsing the inflated body with the default limits.
-fn subscribe_with_topics(count: usize) -> (usize, u64, u64, Result<Subscribe, Error>) {
+fn subscribe_with_topics(count: usize) -> (usize, u64, u64, Result<Subscribe, BodyError>) {
     use monitor_proto::layer::compress::{deflate, inflate};
     let mut json = br#"{"code":"c","topics":["#.to_vec();
     json.extend(std::iter::repeat_n(&br#""t","#[..], count).flatten());
@@ -193,7 +229,7 @@ fn a_million_topics_cost_what_max_topics_cost() {
     let (_, allocs_65, peak_65, parsed) = subscribe_with_topics(64);
     assert!(matches!(
         parsed,
-        Err(Error::TooManyTopics { count: 65, max: 64 })
+        Err(BodyError::TooManyTopics { count: 65, max: 64 })
     ));
     assert_eq!((allocs, peak), (allocs_65, peak_65));
 }

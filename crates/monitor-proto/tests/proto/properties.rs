@@ -4,9 +4,11 @@
 use bytes::{Bytes, BytesMut};
 use monitor_proto::layer::compress::{deflate, inflate};
 use monitor_proto::layer::crypto::SessionKey;
+use monitor_proto::message::request::Subscribe;
+use monitor_proto::message::topic::{TopicLimits, TopicPattern};
 use monitor_proto::{
-    Error, Frame, FrameCodec, Header, MessageCodec, MsgType, Outgoing, Request, Role, Subscribe,
-    TopicLimits, TopicPattern, Uuid, HEADER_LEN,
+    BodyError, ClientCodec, ClientMessage, Frame, FrameCodec, Header, MsgType, Request,
+    ServerCodec, ServerMessage, Uuid, HEADER_LEN,
 };
 use proptest::prelude::*;
 use tokio_util::codec::{Decoder, Encoder};
@@ -67,9 +69,9 @@ fn key() -> SessionKey {
     SessionKey::from_bytes(&[0x5a; 32])
 }
 
-fn server_and_client() -> (MessageCodec, MessageCodec) {
-    let mut server = MessageCodec::new(Role::Server);
-    let mut client = MessageCodec::new(Role::Client);
+fn server_and_client() -> (ServerCodec, ClientCodec) {
+    let mut server = ServerCodec::new();
+    let client = ClientCodec::new();
     server.set_session_key(Some(key()));
     client.set_session_key(Some(key()));
     (server, client)
@@ -96,7 +98,7 @@ proptest! {
     fn header_parse_write_round_trip(t in msg_type(), cipher: bool, compress: bool, uuid in uuid(), len in 45u32..=1_048_576) {
         let mut header = Header::new(t, uuid).with_cipher(cipher).with_compress(compress);
         header.length = len;
-        let parsed = Header::parse(&header.to_bytes(), &Default::default()).unwrap();
+        let parsed = Header::parse(&header.to_bytes()).unwrap();
         prop_assert_eq!(parsed, header);
     }
 
@@ -105,12 +107,12 @@ proptest! {
         bytes in prop::collection::vec(any::<u8>(), 0..2000),
         chunks in prop::collection::vec(1usize..64, 1..8),
     ) {
-        for role in [Role::Server, Role::Client] {
-            let mut codec = MessageCodec::new(role);
-            codec.set_session_key(Some(key()));
-            if let Err(e) = decode_chunked(&mut codec, &bytes, &chunks) {
-                prop_assert!(e.is_fatal());
-            }
+        let (mut server, mut client) = server_and_client();
+        if let Err(e) = decode_chunked(&mut server, &bytes, &chunks) {
+            prop_assert!(e.is_fatal());
+        }
+        if let Err(e) = decode_chunked(&mut client, &bytes, &chunks) {
+            prop_assert!(e.is_fatal());
         }
         let _ = decode_chunked(&mut FrameCodec::new(), &bytes, &chunks);
         monitor_proto::fuzz_harness::decode_stream(&bytes);
@@ -124,10 +126,8 @@ proptest! {
         header.length = (HEADER_LEN + tail.len().saturating_sub(33)) as u32;
         let mut wire = header.to_bytes()[..12].to_vec();
         wire.extend_from_slice(&tail);
-        for role in [Role::Server, Role::Client] {
-            let mut buf = BytesMut::from(&wire[..]);
-            let _ = MessageCodec::new(role).decode(&mut buf);
-        }
+        let _ = ServerCodec::new().decode(&mut BytesMut::from(&wire[..]));
+        let _ = ClientCodec::new().decode(&mut BytesMut::from(&wire[..]));
     }
 
     #[test]
@@ -136,7 +136,7 @@ proptest! {
         prop_assert_eq!(&inflate(&packed, data.len()).unwrap()[..], &data[..]);
         if !data.is_empty() {
             let too_small = inflate(&packed, data.len() - 1);
-            prop_assert!(matches!(too_small, Err(Error::InflatedTooLarge { .. })), "{:?}", too_small);
+            prop_assert!(matches!(too_small, Err(BodyError::InflatedTooLarge { .. })), "{:?}", too_small);
         }
     }
 
@@ -149,8 +149,7 @@ proptest! {
 
     #[test]
     fn encrypt_round_trip(plain in prop::collection::vec(any::<u8>(), 0..3000), uuid in uuid(), t in msg_type()) {
-        let mut header = Header::new(t, uuid).with_cipher(true);
-        header.length = (HEADER_LEN + 28 + plain.len()) as u32;
+        let header = Header::new(t, uuid).with_cipher(true).with_length((HEADER_LEN + 28 + plain.len()) as u32);
         let aad = header.to_bytes();
         prop_assert_eq!(&key().open(&aad, &key().seal(&header, &plain).unwrap()).unwrap()[..], &plain[..]);
     }
@@ -187,7 +186,7 @@ proptest! {
         let (mut server, mut client) = server_and_client();
         let mut wire = BytesMut::new();
         let json = Bytes::from(json);
-        server.encode(Outgoing::new(t, uuid, json.clone()).with_compress(compress).with_encrypt(encrypt), &mut wire).unwrap();
+        server.encode(ServerMessage::new(t, uuid, json.clone()).compress(compress).encrypt(encrypt), &mut wire).unwrap();
         let got = decode_chunked(&mut client, &wire, &chunks).unwrap();
         prop_assert_eq!(got.len(), 1);
         let got = &got[0];
@@ -202,7 +201,7 @@ proptest! {
         let (mut server, mut client) = server_and_client();
         let mut wire = BytesMut::new();
         let json = Bytes::from(json);
-        client.encode(Outgoing::new(MsgType::Report, uuid, json.clone()).with_compress(compress).with_encrypt(encrypt), &mut wire).unwrap();
+        client.encode(ClientMessage::new(MsgType::Report, uuid, json.clone()).compress(compress).ask_encrypted_replies(encrypt), &mut wire).unwrap();
         let got = server.decode(&mut wire).unwrap().unwrap();
         prop_assert_eq!(got.header.cipher, encrypt);
         prop_assert_eq!(got.header.compress, compress);
@@ -222,7 +221,7 @@ proptest! {
     ) {
         let (mut server, mut client) = server_and_client();
         let mut wire = BytesMut::new();
-        server.encode(Outgoing::new(MsgType::Push, Uuid([b'u'; 33]), json.clone()).with_compress(compress).with_encrypt(true), &mut wire).unwrap();
+        server.encode(ServerMessage::new(MsgType::Push, Uuid([b'u'; 33]), json.clone()).compress(compress).encrypt(true), &mut wire).unwrap();
         let i = position.index(wire.len());
         wire[i] ^= flip;
         if fix_crc && i < 8 {
@@ -247,9 +246,10 @@ proptest! {
 
 /// Topic limits small enough that generated bodies cross them.
 fn topic_limits() -> impl Strategy<Value = TopicLimits> {
-    (0usize..10, 0usize..12).prop_map(|(max_topics, max_topic_len)| TopicLimits {
-        max_topics,
-        max_topic_len,
+    (0usize..10, 0usize..12).prop_map(|(max_topics, max_topic_len)| {
+        TopicLimits::new()
+            .with_max_topics(max_topics)
+            .with_max_topic_len(max_topic_len)
     })
 }
 
@@ -265,21 +265,24 @@ fn topic_element() -> impl Strategy<Value = String> {
 
 /// What `Subscribe::parse` must say of `topics` under `limits`: the first pattern kept
 /// (index under `max_topics`) that is too long, else too many, else all of them.
-fn expected_topics(topics: &[String], limits: &TopicLimits) -> Result<Vec<TopicPattern>, Error> {
+fn expected_topics(
+    topics: &[String],
+    limits: &TopicLimits,
+) -> Result<Vec<TopicPattern>, BodyError> {
     let kept = &topics[..topics.len().min(limits.max_topics)];
     if let Some((index, t)) = kept
         .iter()
         .enumerate()
         .find(|(_, t)| t.len() > limits.max_topic_len)
     {
-        return Err(Error::TopicTooLong {
+        return Err(BodyError::TopicTooLong {
             index,
             len: t.len(),
             max: limits.max_topic_len,
         });
     }
     if topics.len() > limits.max_topics {
-        return Err(Error::TooManyTopics {
+        return Err(BodyError::TooManyTopics {
             count: topics.len(),
             max: limits.max_topics,
         });
@@ -346,14 +349,18 @@ proptest! {
                     }
                 }
                 Ok(other) => prop_assert!(false, "not a subscribe: {:?}", other),
-                Err(Error::TooManyTopics { count, max }) => {
+                Err(BodyError::TooManyTopics { count, max }) => {
                     prop_assert!(count > max && max == limits.max_topics);
                 }
-                Err(Error::TopicTooLong { index, len, max }) => {
+                Err(BodyError::TopicTooLong { index, len, max }) => {
                     prop_assert!(len > max && max == limits.max_topic_len);
                     prop_assert!(index < limits.max_topics);
                 }
-                Err(e) => prop_assert!(!e.is_fatal() && matches!(e, Error::MalformedBody { .. }), "{}", e),
+                // Not fatal (a `BodyError`), and malformed.
+                Err(e) => prop_assert!(
+                    matches!(e, BodyError::Malformed { .. } | BodyError::InvalidJson { .. } | BodyError::InvalidUtf8 { .. }),
+                    "{}", e
+                ),
             }
         }
     }

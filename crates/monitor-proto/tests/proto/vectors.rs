@@ -7,8 +7,9 @@ use bytes::{Bytes, BytesMut};
 use monitor_proto::layer::compress::{deflate, inflate};
 use monitor_proto::layer::kex::{derive_key_bytes, ClientHandshake, ServerHandshake};
 use monitor_proto::message::reply::{self, KeyReplyData, Reply};
+use monitor_proto::message::topic::TopicLimits;
 use monitor_proto::{
-    Frame, FrameCodec, Header, MessageCodec, MsgType, Request, Role, SessionKey, TopicLimits, Uuid,
+    ClientCodec, Frame, FrameCodec, Header, MsgType, Request, ServerCodec, SessionKey, Uuid,
 };
 use serde_json::Value;
 use tokio_util::codec::{Decoder, Encoder};
@@ -200,10 +201,7 @@ fn server_codec_reads_php_requests() {
     ] {
         let v = vector(name);
         let mut buf = BytesMut::from(&v.wire[..]);
-        let received = MessageCodec::new(Role::Server)
-            .decode(&mut buf)
-            .unwrap()
-            .unwrap();
+        let received = ServerCodec::new().decode(&mut buf).unwrap().unwrap();
         let body = received.body.unwrap();
         assert_eq!(&body[..], v.json_text(), "{name}");
         let request =
@@ -270,7 +268,7 @@ fn x25519_exchange_matches_libsodium_and_hkdf() {
     for key in [client_key, server_key] {
         for name in ["reply_push_encrypted", "reply_push_encrypted_compressed"] {
             let v = vector(name);
-            let mut codec = MessageCodec::new(Role::Client);
+            let mut codec = ClientCodec::new();
             codec.set_session_key(Some(key.clone()));
             let mut buf = BytesMut::from(&v.wire[..]);
             let got = codec.decode(&mut buf).unwrap().unwrap();
@@ -307,7 +305,7 @@ fn legacy_key_opens_the_legacy_ack() {
     let cipher_key = data.cipher_key.unwrap();
     let ack = vector("reply_ack_encrypted_legacy");
     assert_eq!(cipher_key.as_bytes(), &ack.hex("key_hex")[..]);
-    let mut codec = MessageCodec::new(Role::Client);
+    let mut codec = ClientCodec::new();
     codec.set_session_key(Some(SessionKey::from_legacy(&cipher_key).unwrap()));
     let mut buf = BytesMut::from(&ack.wire[..]);
     let got = codec.decode(&mut buf).unwrap().unwrap();

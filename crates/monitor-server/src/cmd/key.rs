@@ -6,7 +6,7 @@ use monitor_proto::message::reply;
 use monitor_proto::message::request::KeyRequest;
 use monitor_proto::{Header, MsgType, SessionKey};
 
-use super::{Answer, Ctx};
+use super::{with_causes, Answer, Ctx};
 
 /// Why the legacy exchange is refused, and what to do instead.
 const LEGACY_DISABLED: &str = "legacy key exchange is disabled (the key would travel in the \
@@ -18,8 +18,9 @@ pub(super) fn handle(ctx: &mut Ctx<'_>, header: &Header, request: &KeyRequest) -
         match ServerHandshake::new().respond(pubkey, &header.uuid) {
             Ok((server_pubkey, key)) => (reply::key_pubkey(&server_pubkey), Some(key)),
             Err(e) => {
-                tracing::debug!(peer = %ctx.peer, error = %e, "key request refused");
-                (reply::error(&e.to_string()), None)
+                let reason = with_causes(&e);
+                tracing::debug!(peer = %ctx.peer, error = %reason, "key request refused");
+                (reply::error(&reason), None)
             }
         }
     } else if request.token.is_some() {
@@ -29,7 +30,7 @@ pub(super) fn handle(ctx: &mut Ctx<'_>, header: &Header, request: &KeyRequest) -
         let cipher_key = generate_legacy_key();
         match SessionKey::from_legacy(&cipher_key) {
             Ok(key) => (reply::key_legacy(&cipher_key), Some(key)),
-            Err(e) => (reply::error(&e.to_string()), None),
+            Err(e) => (reply::error(&with_causes(&e)), None),
         }
     } else {
         (reply::error(LEGACY_DISABLED), None)

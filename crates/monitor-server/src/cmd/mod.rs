@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use monitor_proto::message::reply;
-use monitor_proto::{Error as ProtoError, Header, MsgType, Request, SessionKey};
+use monitor_proto::{BodyError, Header, MsgType, Request, SessionKey};
 
 use crate::config::Settings;
 use crate::hub::Wakes;
@@ -66,11 +66,7 @@ impl Answer {
 
 /// Handles one request whose body passed the layers (`body`), or answers why it did not.
 /// `header.msg_type` is a client-to-server type: the codec refuses the others.
-pub(crate) fn handle(
-    ctx: &mut Ctx<'_>,
-    header: &Header,
-    body: Result<Bytes, ProtoError>,
-) -> Answer {
+pub(crate) fn handle(ctx: &mut Ctx<'_>, header: &Header, body: Result<Bytes, BodyError>) -> Answer {
     let msg_type = header.msg_type;
     let reply_type = msg_type.reply_type().unwrap_or(MsgType::ReportAck);
     if msg_type == MsgType::Heartbeat {
@@ -97,7 +93,7 @@ pub(crate) fn no_session_key(header: &Header) -> Option<Answer> {
     let mut answer = Answer::reply(
         header,
         reply_type,
-        reply::error(&ProtoError::NoSessionKey.to_string()),
+        reply::error(&BodyError::NoSessionKey.to_string()),
     );
     answer.encrypt = false;
     Some(answer)
@@ -118,7 +114,7 @@ fn malformed_request(
     ctx: &mut Ctx<'_>,
     header: &Header,
     reply_type: MsgType,
-    e: &ProtoError,
+    e: &BodyError,
 ) -> Answer {
     let msg = malformed(e);
     let mut answer = Answer::reply(header, reply_type, reply::error(&msg));
@@ -133,10 +129,120 @@ fn malformed_request(
     answer
 }
 
-/// The reply text for a body that failed its layers or its parse.
-fn malformed(e: &ProtoError) -> String {
+/// The reply text for a body that failed its layers or its parse: `malformed body: ` and
+/// the error with its causes. The body-format errors say `malformed body: ` themselves.
+fn malformed(e: &BodyError) -> String {
     match e {
-        ProtoError::MalformedBody { .. } => e.to_string(),
-        other => format!("malformed body: {other}"),
+        BodyError::Malformed { .. }
+        | BodyError::InvalidJson { .. }
+        | BodyError::InvalidUtf8 { .. } => with_causes(e),
+        other => format!("malformed body: {}", with_causes(other)),
+    }
+}
+
+/// An error's message followed by each of its causes (`message: cause: cause`): what a
+/// client is told. monitor-proto's errors keep their causes out of their own messages.
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use monitor_proto::layer::compress::{deflate, inflate};
+    use monitor_proto::layer::kex::ServerHandshake;
+    use monitor_proto::message::topic::TopicLimits;
+    use monitor_proto::{BodyError, MsgType, Request, SessionKey, Uuid};
+
+    use super::{malformed, with_causes};
+
+    fn parse(msg_type: MsgType, body: &[u8]) -> BodyError {
+        Request::parse(
+            msg_type,
+            Bytes::copy_from_slice(body),
+            &TopicLimits::new().with_max_topics(2),
+        )
+        .unwrap_err()
+    }
+
+    /// The texts a client is told are those monitor-proto's single error type used to
+    /// give (`malformed body: <reason>: <parser's word>`), byte for byte: the expected
+    /// strings below are built the way they were built then.
+    #[test]
+    fn reply_texts_are_unchanged() {
+        let json_err = serde_json::from_str::<serde::de::IgnoredAny>("{\"code\":").unwrap_err();
+        assert_eq!(
+            malformed(&parse(MsgType::Subscribe, b"{\"code\":")),
+            format!("malformed body: invalid JSON: {json_err}")
+        );
+        let not_utf8 = b"{\"a\":\"\xff\"}".to_vec();
+        let utf8_err = std::str::from_utf8(&not_utf8).unwrap_err();
+        assert_eq!(
+            malformed(&parse(MsgType::Report, &not_utf8)),
+            format!("malformed body: invalid UTF-8: {utf8_err}")
+        );
+        assert_eq!(
+            malformed(&parse(MsgType::Subscribe, b"{}")),
+            "malformed body: missing code"
+        );
+        assert_eq!(
+            malformed(&parse(
+                MsgType::Subscribe,
+                br#"{"code":"c","topics":["a","b","c"]}"#
+            )),
+            "malformed body: topics: 3 patterns, more than max_topics 2"
+        );
+        let zlib_err = flate2::Decompress::new(true)
+            .decompress_vec(
+                b"not zlib",
+                &mut Vec::with_capacity(64),
+                flate2::FlushDecompress::None,
+            )
+            .unwrap_err();
+        assert_eq!(
+            malformed(&inflate(b"not zlib", 100).unwrap_err()),
+            format!("malformed body: bad compressed body: {zlib_err}")
+        );
+        let mut trailing = deflate(b"{}").to_vec();
+        trailing.push(b'x');
+        assert_eq!(
+            malformed(&inflate(&trailing, 100).unwrap_err()),
+            "malformed body: bad compressed body: 1 trailing bytes after the zlib stream"
+        );
+        assert_eq!(
+            malformed(&inflate(&deflate(&[b' '; 200]), 100).unwrap_err()),
+            "malformed body: compressed body inflates beyond max_inflated_len 100"
+        );
+        assert_eq!(
+            malformed(&BodyError::NoSessionKey),
+            "malformed body: no session key: send a key request first"
+        );
+
+        // Key requests are answered with the error itself.
+        let uuid = Uuid([b'k'; 33]);
+        let b64_err = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD
+                .decode("not base64!")
+                .unwrap_err()
+        };
+        let e = ServerHandshake::new()
+            .respond("not base64!", &uuid)
+            .unwrap_err();
+        assert_eq!(
+            with_causes(&e),
+            format!("bad public key: not base64: {b64_err}")
+        );
+        let e = ServerHandshake::new().respond("AAAA", &uuid).unwrap_err();
+        assert_eq!(with_causes(&e), "bad public key: 3 bytes, expected 32");
+        let e = SessionKey::from_legacy("abc").unwrap_err();
+        assert_eq!(with_causes(&e), "bad legacy key: 3 characters, expected 32");
     }
 }

@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
+use monitor_proto::message::request::Report;
 use monitor_proto::message::{reply, server_compresses};
-use monitor_proto::{Header, MsgType, Report};
+use monitor_proto::{Header, MsgType};
 
 use super::{Answer, Ctx};
 use crate::config::Settings;

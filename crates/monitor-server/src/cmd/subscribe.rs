@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use monitor_proto::message::reply;
-use monitor_proto::{Header, MsgType, Subscribe, Wants};
+use monitor_proto::message::request::Subscribe;
+use monitor_proto::{Header, MsgType, Recipient};
 
 use super::{Answer, Ctx};
 use crate::queue::{Batch, PushQueue};
@@ -19,11 +20,9 @@ pub(super) fn handle(ctx: &mut Ctx<'_>, header: &Header, subscribe: Subscribe) -
     session.batch = Batch::default();
     let queue = PushQueue::bounded(settings.subscriber_queue, settings.subscriber_queue_bytes);
     session.subscription = Some(Subscription {
-        uuid: header.uuid,
-        wants: Wants {
-            compress: header.compress,
-            encrypt: header.cipher,
-        },
+        to: Recipient::new(header.uuid)
+            .compress(header.compress)
+            .encrypt(header.cipher),
         queue: Arc::clone(&queue),
     });
     // The caller encodes the acknowledgement before it takes any push from the queue.

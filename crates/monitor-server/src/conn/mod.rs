@@ -22,11 +22,13 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use monitor_proto::message::reply;
-use monitor_proto::{Error as ProtoError, Header, MessageCodec, Outgoing, Received, Role};
+use monitor_proto::{
+    BodyError, Error as ProtoError, Header, MsgType, Received, ServerCodec, ServerMessage,
+};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
-use tokio_util::codec::Decoder;
+use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -59,7 +61,7 @@ struct Conn {
     peer: String,
     settings: Arc<Settings>,
     settings_rx: watch::Receiver<Arc<Settings>>,
-    codec: MessageCodec,
+    codec: ServerCodec,
     rbuf: BytesMut,
     out: OutBuf,
     session: Session,
@@ -163,7 +165,7 @@ impl Conn {
         let id = shared.next_conn_id();
         let mut settings_rx = shared.settings_receiver();
         let settings = settings_rx.borrow_and_update().clone();
-        let codec = settings.codec_builder().message_codec(Role::Server);
+        let codec = settings.codec_builder().new_codec();
         Conn {
             shared,
             peer,
@@ -335,7 +337,7 @@ impl Conn {
                 return Some(Close::FrameTimeout {
                     secs: s.frame_timeout_secs,
                     received: self.rbuf.len(),
-                    length: self.codec.frames().pending_frame_len(),
+                    length: self.codec.pending_frame_len(),
                 });
             }
         }
@@ -355,11 +357,10 @@ impl Conn {
             return;
         }
         let settings = self.settings_rx.borrow_and_update().clone();
-        self.codec.set_limits(
-            settings.max_frame_len,
-            settings.max_inflated_len,
-            settings.compress_threshold,
-        );
+        self.codec.set_max_frame_len(settings.max_frame_len);
+        self.codec.set_max_inflated_len(settings.max_inflated_len);
+        self.codec
+            .set_compress_threshold(settings.compress_threshold);
         self.settings = settings;
     }
 
@@ -445,7 +446,7 @@ impl Conn {
         if self.partial_since.is_none() || self.frames_in > frames_before {
             self.partial_since = Some(Instant::now());
         }
-        let Some(length) = self.codec.frames().pending_frame_len() else {
+        let Some(length) = self.codec.pending_frame_len() else {
             return;
         };
         if length <= SMALL_FRAME_LEN || self.budget_held > 0 {
@@ -470,7 +471,7 @@ impl Conn {
     /// One request: its handler's answer is encoded at once, before anything else the
     /// connection sends, so replies keep the order of the requests.
     fn handle(&mut self, received: Received) {
-        let Received { header, body } = received;
+        let Received { header, body, .. } = received;
         self.session.uuid = Some(header.uuid);
         let no_key = self.codec.session_key().is_none();
         let answer = match cmd::no_session_key(&header).filter(|_| no_key) {
@@ -499,21 +500,21 @@ impl Conn {
             key,
             ending,
         } = answer;
-        let out = Outgoing::new(msg_type, request.uuid, json)
-            .with_compress(request.compress)
-            .with_encrypt(encrypt);
-        if let Err(e) = self.codec.encode_message(out, self.out.encoder()) {
+        let out = ServerMessage::new(msg_type, request.uuid, json)
+            .compress(request.compress)
+            .encrypt(encrypt);
+        if let Err(e) = self.codec.encode(out, self.out.encoder()) {
             // An oversized reply, or a key with no nonce left: say so, in plaintext.
             warn!(peer = %self.peer, error = %e, "reply not sent");
-            if let ProtoError::KeyExhausted { .. } = e {
+            if let ProtoError::Body(BodyError::KeyExhausted { .. }) = e {
                 self.closing.get_or_insert(Close::KeyExhausted);
             }
-            let out = Outgoing::new(
+            let out = ServerMessage::new(
                 msg_type,
                 request.uuid,
                 reply::error(&format!("reply not sent: {e}")),
             );
-            let _ = self.codec.encode_message(out, self.out.encoder());
+            let _ = self.codec.encode(out, self.out.encoder());
         }
         if let Some(key) = key {
             self.codec.set_session_key(Some(key));
@@ -552,21 +553,13 @@ impl Conn {
         let Some(sub) = &self.session.subscription else {
             return;
         };
-        let json = push.json();
-        // The shared compressed form, made once per report, only if this push needs it.
-        let compressed = self
-            .codec
-            .compresses(sub.wants.compress, json.len())
-            .then(|| &push.compressed()[..]);
-        if let Err(e) = self.codec.encode_body(
-            monitor_proto::MsgType::Push,
-            sub.uuid,
-            sub.wants,
-            json,
-            compressed,
-            self.out.encoder(),
-        ) {
-            if let ProtoError::KeyExhausted { .. } = e {
+        // The report's one body, compressed at most once for all its subscribers, copied
+        // once, into the write buffer.
+        if let Err(e) =
+            self.codec
+                .encode_shared(MsgType::Push, &sub.to, push.body(), self.out.encoder())
+        {
+            if let ProtoError::Body(BodyError::KeyExhausted { .. }) = e {
                 // No nonce is left under this key; the client reconnects and exchanges a
                 // new one.
                 self.closing.get_or_insert(Close::KeyExhausted);

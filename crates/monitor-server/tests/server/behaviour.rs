@@ -281,7 +281,7 @@ async fn encrypted_pushes_after_x25519_decrypt() {
     let push = sub.recv().await;
     assert!(matches!(
         push.body,
-        Err(monitor_proto::Error::DecryptFailed)
+        Err(monitor_proto::BodyError::DecryptFailed)
     ));
     server.stop().await;
 }

@@ -20,7 +20,7 @@ fn report_frame(client: &Client, len: usize, code: &str) -> Vec<u8> {
     let mut out = bytes::BytesMut::new();
     FrameCodec::builder()
         .max_frame_len(u32::MAX)
-        .frame_codec()
+        .new_codec()
         .encode(
             Frame::new(Header::new(MsgType::Report, client.uuid), body.into()),
             &mut out,
@@ -189,7 +189,7 @@ async fn a_resubscribe_is_a_barrier() {
             let v: Value = serde_json::from_str(&sub.push().await).unwrap();
             assert_eq!(v["code"], old);
         }
-        let body = monitor_proto::Subscribe::body("s", &[new]);
+        let body = monitor_proto::message::request::Subscribe::body("s", &[new]);
         sub.send(MsgType::Subscribe, body, false, false).await;
         // Pushes written before the acknowledgement may still be of the old topic.
         loop {

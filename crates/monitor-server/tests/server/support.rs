@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use monitor_proto::layer::kex::ClientHandshake;
 use monitor_proto::message::reply::{KeyReplyData, Reply, ReportAckData};
-use monitor_proto::{Header, MessageCodec, MsgType, Outgoing, Received, Role, Uuid};
+use monitor_proto::{ClientCodec, ClientMessage, Header, MsgType, Received, Uuid};
 use monitor_server::{BoundAddress, Config, Server, ServerHandle};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinHandle;
@@ -69,7 +69,7 @@ pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 pub struct Client {
-    pub framed: Framed<Box<dyn Io>, MessageCodec>,
+    pub framed: Framed<Box<dyn Io>, ClientCodec>,
     pub uuid: Uuid,
 }
 
@@ -93,11 +93,10 @@ impl Client {
     }
 
     fn over(io: Box<dyn Io>, tag: &str) -> Client {
-        let mut builder = monitor_proto::Builder::new();
         // Pushes may exceed the server's request limit by the envelope; give room.
-        builder.max_frame_len(64 << 20);
+        let codec = ClientCodec::builder().max_frame_len(64 << 20).new_codec();
         Client {
-            framed: Framed::new(io, builder.message_codec(Role::Client)),
+            framed: Framed::new(io, codec),
             uuid: uuid(tag),
         }
     }
@@ -109,9 +108,9 @@ impl Client {
         compress: bool,
         cipher: bool,
     ) {
-        let out = Outgoing::new(msg_type, self.uuid, body)
-            .with_compress(compress)
-            .with_encrypt(cipher);
+        let out = ClientMessage::new(msg_type, self.uuid, body)
+            .compress(compress)
+            .ask_encrypted_replies(cipher);
         self.framed.send(out).await.unwrap();
     }
 
@@ -190,7 +189,7 @@ impl Client {
     }
 
     pub async fn subscribe(&mut self, code: &str, topics: &[&str]) {
-        let body = monitor_proto::Subscribe::body(code, topics);
+        let body = monitor_proto::message::request::Subscribe::body(code, topics);
         let (_, ack) = self
             .subscribe_with(std::str::from_utf8(&body).unwrap(), false, false)
             .await;

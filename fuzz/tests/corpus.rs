@@ -1,12 +1,20 @@
-//! Replays the committed cargo-fuzz seed corpus (`fuzz/corpus/<target>/*`) through the
-//! same harness functions the fuzz targets call, on stable Rust.
+//! Replays the committed seed corpus (`corpus/<target>/*`) through the same harness
+//! functions the fuzz targets call (`monitor_proto::fuzz_harness`, feature `fuzzing`), on
+//! stable Rust, with no libFuzzer, sanitizer or `RUSTC_BOOTSTRAP`:
+//!
+//! ```text
+//! cargo test --manifest-path fuzz/Cargo.toml
+//! ```
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+fn corpus_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/corpus"))
+}
 
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target);
+    let dir = corpus_dir().join(target);
     let mut inputs: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|entry| {
@@ -44,12 +52,13 @@ fn body_layers_corpus() {
 
 /// What a subscribe body gives under the harness's small topic limits, in a word.
 fn topic_outcome(body: bytes::Bytes) -> &'static str {
-    use monitor_proto::{fuzz_harness::TOPIC_LIMITS, Error, Subscribe};
+    use monitor_proto::message::request::Subscribe;
+    use monitor_proto::{fuzz_harness::TOPIC_LIMITS, BodyError};
     match Subscribe::parse(body, &TOPIC_LIMITS) {
         Ok(s) if s.topics.is_empty() => "no topics",
         Ok(_) => "within",
-        Err(Error::TooManyTopics { .. }) => "too many",
-        Err(Error::TopicTooLong { .. }) => "too long",
+        Err(BodyError::TooManyTopics { .. }) => "too many",
+        Err(BodyError::TopicTooLong { .. }) => "too long",
         Err(_) => "malformed",
     }
 }
@@ -59,7 +68,7 @@ fn topic_outcome(body: bytes::Bytes) -> &'static str {
 #[test]
 fn subscribe_seeds_reach_every_topic_outcome() {
     use monitor_proto::layer::compress::inflate;
-    use monitor_proto::{MessageCodec, MsgType, Role};
+    use monitor_proto::{MsgType, ServerCodec};
     use tokio_util::codec::Decoder;
 
     let mut body_layers = Vec::new();
@@ -90,12 +99,10 @@ fn subscribe_seeds_reach_every_topic_outcome() {
     // The framed seeds: every frame decodes, and the subscribes cover the outcomes.
     let mut outcomes = Vec::new();
     for name in ["subscribe_topics", "subscribe_topics_compressed"] {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../fuzz/corpus/decode_stream")
-            .join(name);
+        let path = corpus_dir().join("decode_stream").join(name);
         let data = std::fs::read(&path).unwrap();
         let mut wire = bytes::BytesMut::from(&data[1..]);
-        let mut codec = MessageCodec::new(Role::Server);
+        let mut codec = ServerCodec::new();
         while let Some(received) = codec.decode(&mut wire).unwrap() {
             if received.header.msg_type == MsgType::Subscribe {
                 outcomes.push(topic_outcome(received.body.unwrap()));

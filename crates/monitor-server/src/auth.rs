@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use monitor_proto::TopicPattern;
+use monitor_proto::message::topic::TopicPattern;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 

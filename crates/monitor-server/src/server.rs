@@ -465,30 +465,11 @@ async fn accept_loop(
                     match stream {
                         Accepted::Tcp(s) => conn::serve(s, origin("tcp", false), shared, token).await,
                         Accepted::Unix(s) => conn::serve(s, origin("unix", false), shared, token).await,
+                        // Boxed: a task's future is as large as its largest state, and
+                        // a TLS session's is kilobytes. Plain connections must not pay it.
                         Accepted::Tls(s, acceptor) => {
-                            // The handshake runs here, in the connection's own task, and
-                            // is cut off at its timeout: never in the accept loop.
-                            let limit = shared.settings.borrow().tls_handshake_timeout_secs;
-                            let handshake = tokio::time::timeout(
-                                Duration::from_secs(limit),
-                                acceptor.accept(s),
-                            );
-                            let reason = tokio::select! {
-                                () = token.cancelled() => return,
-                                done = handshake => match done {
-                                    Ok(Ok(tls)) => {
-                                        // Only a verified certificate gets this far on a
-                                        // mutual-TLS listener.
-                                        let client_cert = tls.get_ref().1.peer_certificates().is_some();
-                                        let origin = origin("tls", client_cert);
-                                        return conn::serve(tls, origin, shared, token).await;
-                                    }
-                                    Ok(Err(e)) => e.to_string(),
-                                    Err(_) => format!("no handshake in {limit} s (tls_handshake_timeout_secs)"),
-                                },
-                            };
-                            Stats::add(&shared.stats.tls_handshake_failures, 1);
-                            warn!(listener = %listener, peer = %peer, reason = %reason, "TLS handshake failed");
+                            Box::pin(serve_tls(s, acceptor, origin, peer.clone(), &listener, shared, token))
+                                .await;
                         }
                     }
                 });
@@ -501,6 +482,35 @@ async fn accept_loop(
             }
         }
     }
+}
+
+/// A connection to a TLS listener: the handshake, in the connection's own task and cut
+/// off at its timeout (never in the accept loop), then the protocol over TLS.
+async fn serve_tls(
+    stream: tokio::net::TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    origin: impl FnOnce(&'static str, bool) -> Origin,
+    peer: String,
+    listener: &str,
+    shared: Arc<Shared>,
+    token: CancellationToken,
+) {
+    let limit = shared.settings.borrow().tls_handshake_timeout_secs;
+    let handshake = tokio::time::timeout(Duration::from_secs(limit), acceptor.accept(stream));
+    let reason = tokio::select! {
+        () = token.cancelled() => return,
+        done = handshake => match done {
+            Ok(Ok(tls)) => {
+                // Only a verified certificate gets this far on a mutual-TLS listener.
+                let client_cert = tls.get_ref().1.peer_certificates().is_some();
+                return conn::serve(tls, origin("tls", client_cert), shared, token).await;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no handshake in {limit} s (tls_handshake_timeout_secs)"),
+        },
+    };
+    Stats::add(&shared.stats.tls_handshake_failures, 1);
+    warn!(listener = %listener, peer = %peer, reason = %reason, "TLS handshake failed");
 }
 
 enum Accepted {

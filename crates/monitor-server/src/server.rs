@@ -457,19 +457,31 @@ async fn accept_loop(
                 tracker.spawn(async move {
                     let _guard = guard;
                     let origin = |kind, client_cert| Origin {
-                        peer: peer.clone(),
+                        peer: peer.as_str().into(),
                         listener: Arc::clone(&listener),
                         kind,
                         client_cert,
                     };
                     match stream {
-                        Accepted::Tcp(s) => conn::serve(s, origin("tcp", false), shared, token).await,
-                        Accepted::Unix(s) => conn::serve(s, origin("unix", false), shared, token).await,
+                        Accepted::Tcp(s) => {
+                            conn::serve(s, origin("tcp", false), shared, token).await
+                        }
+                        Accepted::Unix(s) => {
+                            conn::serve(s, origin("unix", false), shared, token).await
+                        }
                         // Boxed: a task's future is as large as its largest state, and
                         // a TLS session's is kilobytes. Plain connections must not pay it.
                         Accepted::Tls(s, acceptor) => {
-                            Box::pin(serve_tls(s, acceptor, origin, peer.clone(), &listener, shared, token))
-                                .await;
+                            Box::pin(serve_tls(
+                                s,
+                                acceptor,
+                                origin,
+                                peer.clone(),
+                                &listener,
+                                shared,
+                                token,
+                            ))
+                            .await;
                         }
                     }
                 });

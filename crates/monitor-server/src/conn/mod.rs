@@ -16,7 +16,9 @@ mod close;
 mod outbuf;
 mod transport;
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,9 +61,8 @@ const BATCH_KEEP: usize = 64;
 
 struct Conn {
     shared: Arc<Shared>,
-    /// This connection in the server's registry (its kill switch, its grant).
+    /// This connection in the server's registry (its peer, its kill switch, its grant).
     entry: Arc<ConnEntry>,
-    peer: String,
     settings: Arc<Settings>,
     settings_rx: watch::Receiver<Arc<Settings>>,
     codec: ServerCodec,
@@ -82,7 +83,8 @@ struct Conn {
     budget_held: usize,
     /// The length of a large frame this connection may not read until the budget has it.
     budget_wanted: Option<usize>,
-    closing: Option<Close>,
+    /// Why the loop is to stop, once it is (boxed: rare, and `Close` is large).
+    closing: Option<Box<Close>>,
 }
 
 /// Serves one accepted connection until it closes; logs its close line.
@@ -94,7 +96,7 @@ pub(crate) async fn serve<T: Transport>(
 ) {
     let started = Instant::now();
     let mut conn = Conn::new(shared, origin, started);
-    debug!(peer = %conn.peer, id = conn.session.id, "connection opened");
+    debug!(peer = %conn.entry.origin.peer, id = conn.session.id, "connection opened");
     let reason = conn.run(&mut stream, &token).await;
     conn.flush_stats();
     match &reason {
@@ -114,12 +116,12 @@ pub(crate) async fn serve<T: Transport>(
     let frames_unsent = conn.out.unwritten_frames();
     if reason.is_peer_fault() {
         warn!(
-            peer = %conn.peer, uuid = %uuid, role, duration_ms, frames_in, frames_out,
+            peer = %conn.entry.origin.peer, uuid = %uuid, role, duration_ms, frames_in, frames_out,
             frames_unsent, reason = %reason, "connection closed"
         );
     } else {
         info!(
-            peer = %conn.peer, uuid = %uuid, role, duration_ms, frames_in, frames_out,
+            peer = %conn.entry.origin.peer, uuid = %uuid, role, duration_ms, frames_in, frames_out,
             frames_unsent, reason = %reason, "connection closed"
         );
     }
@@ -150,6 +152,14 @@ async fn take_pushes(queue: Option<&Arc<PushQueue>>, batch: &mut Batch) -> bool 
     }
 }
 
+/// Waits for the budget future, if there is one (the select! branch is off otherwise).
+async fn poll_budget(wait: &mut Option<Pin<Box<dyn Future<Output = usize> + Send>>>) -> usize {
+    match wait {
+        Some(wait) => wait.await,
+        None => std::future::pending().await,
+    }
+}
+
 /// One write attempt that does not wait: `None` if the socket is not writable now. The
 /// loop's next turn polls the write again with the task's own waker, so that the no-op
 /// waker left here is never the one the task waits on.
@@ -170,7 +180,6 @@ impl Conn {
         let mut settings_rx = shared.settings_receiver();
         let settings = settings_rx.borrow_and_update().clone();
         let codec = settings.codec_builder().new_codec();
-        let peer = origin.peer.clone();
         let client_cert = origin.client_cert;
         let entry = shared.registry.add(id, origin);
         let mut session = Session::new(id);
@@ -186,7 +195,6 @@ impl Conn {
         Conn {
             shared,
             entry,
-            peer,
             settings,
             settings_rx,
             codec,
@@ -214,13 +222,15 @@ impl Conn {
         // Made once: every connection waits on the same token, and a fresh `cancelled()`
         // per turn would join (and leave) its shared waiter list each time.
         let cancelled = token.cancelled();
-        let shared = Arc::clone(&self.shared);
         let entry = Arc::clone(&self.entry);
         let killed = entry.killed();
         tokio::pin!(timer, cancelled, killed);
+        // Made only while a large frame waits for the budget (rare), so that every
+        // connection's task does not carry the waiting future's room.
+        let mut budget_wait: Option<Pin<Box<dyn Future<Output = usize> + Send>>> = None;
         let reason = loop {
             if let Some(reason) = self.closing.take() {
-                break reason;
+                break *reason;
             }
             self.refresh_settings();
             if self.budget_wanted.is_none()
@@ -244,6 +254,13 @@ impl Conn {
             // when a large frame in progress has its share of the budget.
             let room = self.out.len() < WRITE_HIGH_WATER;
             let wanted = self.budget_wanted;
+            if let (Some(length), None) = (wanted, &budget_wait) {
+                let shared = Arc::clone(&self.shared);
+                budget_wait = Some(Box::pin(async move {
+                    shared.budget.take(length).await;
+                    length
+                }));
+            }
             tokio::select! {
                 biased;
                 () = &mut cancelled => {
@@ -280,8 +297,9 @@ impl Conn {
                         Err(e) => break Close::Io(e),
                     }
                 },
-                () = shared.budget.take(wanted.unwrap_or(0)), if wanted.is_some() => {
-                    self.budget_granted(wanted.unwrap_or(0));
+                length = poll_budget(&mut budget_wait), if budget_wait.is_some() => {
+                    budget_wait = None;
+                    self.budget_granted(length);
                 }
                 more = take_pushes(self.session.subscription.as_ref().map(|s| &s.queue), &mut self.session.batch), if room => {
                     if !more {
@@ -426,7 +444,7 @@ impl Conn {
                 }
                 Err(e) => {
                     Stats::add(&self.shared.stats.protocol_errors, 1);
-                    self.closing = Some(Close::Protocol(e));
+                    self.closing = Some(Box::new(Close::Protocol(e)));
                     break;
                 }
             }
@@ -476,7 +494,7 @@ impl Conn {
         if self.shared.budget.try_take(length) {
             self.budget_granted(length);
         } else {
-            debug!(peer = %self.peer, length, "frame waits for max_buffered_bytes");
+            debug!(peer = %self.entry.origin.peer, length, "frame waits for max_buffered_bytes");
             Stats::add(&self.shared.stats.budget_waits, 1);
             self.budget_wanted = Some(length);
         }
@@ -504,7 +522,7 @@ impl Conn {
                     session: &mut self.session,
                     entry: &self.entry,
                     wakes: &mut self.wakes,
-                    peer: &self.peer,
+                    peer: &self.entry.origin.peer,
                 };
                 cmd::handle(&mut ctx, &header, body)
             }
@@ -527,9 +545,9 @@ impl Conn {
             .encrypt(encrypt);
         if let Err(e) = self.codec.encode(out, self.out.encoder()) {
             // An oversized reply, or a key with no nonce left: say so, in plaintext.
-            warn!(peer = %self.peer, error = %e, "reply not sent");
+            warn!(peer = %self.entry.origin.peer, error = %e, "reply not sent");
             if let ProtoError::Body(BodyError::KeyExhausted { .. }) = e {
-                self.closing.get_or_insert(Close::KeyExhausted);
+                self.closing.get_or_insert(Box::new(Close::KeyExhausted));
             }
             let out = ServerMessage::new(
                 msg_type,
@@ -542,7 +560,7 @@ impl Conn {
             self.codec.set_session_key(Some(key));
         }
         if let Some(ending) = ending {
-            self.closing.get_or_insert(Close::Refused(ending));
+            self.closing.get_or_insert(Box::new(Close::Refused(ending)));
         }
     }
 
@@ -584,10 +602,10 @@ impl Conn {
             if let ProtoError::Body(BodyError::KeyExhausted { .. }) = e {
                 // No nonce is left under this key; the client reconnects and exchanges a
                 // new one.
-                self.closing.get_or_insert(Close::KeyExhausted);
+                self.closing.get_or_insert(Box::new(Close::KeyExhausted));
             }
             Stats::add(&self.shared.stats.pushes_dropped, 1);
-            debug!(peer = %self.peer, error = %e, "push not sent");
+            debug!(peer = %self.entry.origin.peer, error = %e, "push not sent");
         }
     }
 
@@ -693,5 +711,34 @@ mod tests {
         }
         assert_eq!((conn.frames_in as usize, replies), (COUNT, COUNT));
         assert!(rounds > 1);
+    }
+}
+#[cfg(test)]
+mod size_probe {
+    use super::*;
+    #[test]
+    fn print_sizes() {
+        let shared = Arc::new(Shared::new(
+            Settings::default(),
+            &crate::config::AuthConfig::default(),
+            Vec::new(),
+        ));
+        let origin = Origin {
+            peer: "x".into(),
+            listener: "l".into(),
+            kind: "tcp",
+            client_cert: false,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let s = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+            let fut = serve(s, origin, Arc::clone(&shared), CancellationToken::new());
+            eprintln!("SIZES serve future {} Conn {} Session {} OutBuf {} ServerCodec {} Close {} Settings {}", std::mem::size_of_val(&fut), std::mem::size_of::<Conn>(), std::mem::size_of::<Session>(), std::mem::size_of::<OutBuf>(), std::mem::size_of::<monitor_proto::ServerCodec>(), std::mem::size_of::<Close>(), std::mem::size_of::<Settings>());
+            eprintln!("SIZES ConnEntry {} Origin {} PushQueue {} Batch {} timer {} cancelled {} ", std::mem::size_of::<crate::registry::ConnEntry>(), std::mem::size_of::<Origin>(), std::mem::size_of::<crate::queue::PushQueue>(), std::mem::size_of::<Batch>(), std::mem::size_of::<tokio::time::Sleep>(), std::mem::size_of::<tokio_util::sync::WaitForCancellationFuture<'static>>());
+        });
     }
 }

@@ -351,6 +351,8 @@ impl Server {
             ));
         }
         self.token.cancelled().await;
+        // The accept loops stop on the token; each connection on its own switch.
+        self.shared.registry.shut_down();
         let drain = self.shared.settings.borrow().drain_timeout_secs;
         info!(
             open = self.shared.stats.connections_open.load(Relaxed),
@@ -452,36 +454,30 @@ async fn accept_loop(
                     shared: Arc::clone(&shared),
                     _slot: slot,
                 };
-                let (shared, token) = (Arc::clone(&shared), token.clone());
-                let listener: Arc<str> = Arc::clone(&listener_name);
+                let shared = Arc::clone(&shared);
+                let mut origin = Origin {
+                    peer: peer.into_boxed_str(),
+                    listener: Arc::clone(&listener_name),
+                    kind: "tcp",
+                    client_cert: false,
+                };
+                // Only the TLS handshake needs the shutdown token: a connection's task
+                // stops on its registry entry.
+                let token = matches!(stream, Accepted::Tls(..)).then(|| token.clone());
                 tracker.spawn(async move {
                     let _guard = guard;
-                    let origin = |kind, client_cert| Origin {
-                        peer: peer.as_str().into(),
-                        listener: Arc::clone(&listener),
-                        kind,
-                        client_cert,
-                    };
                     match stream {
-                        Accepted::Tcp(s) => {
-                            conn::serve(s, origin("tcp", false), shared, token).await
-                        }
+                        Accepted::Tcp(s) => conn::serve(s, origin, shared).await,
                         Accepted::Unix(s) => {
-                            conn::serve(s, origin("unix", false), shared, token).await
+                            origin.kind = "unix";
+                            conn::serve(s, origin, shared).await;
                         }
                         // Boxed: a task's future is as large as its largest state, and
                         // a TLS session's is kilobytes. Plain connections must not pay it.
                         Accepted::Tls(s, acceptor) => {
-                            Box::pin(serve_tls(
-                                s,
-                                acceptor,
-                                origin,
-                                peer.clone(),
-                                &listener,
-                                shared,
-                                token,
-                            ))
-                            .await;
+                            origin.kind = "tls";
+                            let token = token.unwrap_or_default();
+                            Box::pin(serve_tls(s, acceptor, origin, shared, token)).await;
                         }
                     }
                 });
@@ -501,9 +497,7 @@ async fn accept_loop(
 async fn serve_tls(
     stream: tokio::net::TcpStream,
     acceptor: tokio_rustls::TlsAcceptor,
-    origin: impl FnOnce(&'static str, bool) -> Origin,
-    peer: String,
-    listener: &str,
+    mut origin: Origin,
     shared: Arc<Shared>,
     token: CancellationToken,
 ) {
@@ -514,15 +508,15 @@ async fn serve_tls(
         done = handshake => match done {
             Ok(Ok(tls)) => {
                 // Only a verified certificate gets this far on a mutual-TLS listener.
-                let client_cert = tls.get_ref().1.peer_certificates().is_some();
-                return conn::serve(tls, origin("tls", client_cert), shared, token).await;
+                origin.client_cert = tls.get_ref().1.peer_certificates().is_some();
+                return conn::serve(tls, origin, shared).await;
             }
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no handshake in {limit} s (tls_handshake_timeout_secs)"),
         },
     };
     Stats::add(&shared.stats.tls_handshake_failures, 1);
-    warn!(listener = %listener, peer = %peer, reason = %reason, "TLS handshake failed");
+    warn!(listener = %origin.listener, peer = %origin.peer, reason = %reason, "TLS handshake failed");
 }
 
 enum Accepted {

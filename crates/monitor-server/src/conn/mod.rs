@@ -31,7 +31,6 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::codec::{Decoder, Encoder};
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 pub(crate) use close::Close;
@@ -42,7 +41,7 @@ use crate::cmd::{self, Answer, Ctx};
 use crate::config::{Settings, SMALL_FRAME_LEN};
 use crate::hub::Wakes;
 use crate::queue::{Batch, Push, PushQueue};
-use crate::registry::{ConnEntry, Origin};
+use crate::registry::{ConnEntry, Origin, Stop};
 use crate::session::Session;
 use crate::state::Shared;
 use crate::stats::Stats;
@@ -88,16 +87,11 @@ struct Conn {
 }
 
 /// Serves one accepted connection until it closes; logs its close line.
-pub(crate) async fn serve<T: Transport>(
-    mut stream: T,
-    origin: Origin,
-    shared: Arc<Shared>,
-    token: CancellationToken,
-) {
+pub(crate) async fn serve<T: Transport>(mut stream: T, origin: Origin, shared: Arc<Shared>) {
     let started = Instant::now();
     let mut conn = Conn::new(shared, origin, started);
     debug!(peer = %conn.entry.origin.peer, id = conn.session.id, "connection opened");
-    let reason = conn.run(&mut stream, &token).await;
+    let reason = conn.run(&mut stream).await;
     conn.flush_stats();
     match &reason {
         Close::FrameTimeout { .. } => Stats::add(&conn.shared.stats.frame_timeouts, 1),
@@ -213,18 +207,17 @@ impl Conn {
         }
     }
 
-    async fn run<T: Transport>(&mut self, stream: &mut T, token: &CancellationToken) -> Close {
+    async fn run<T: Transport>(&mut self, stream: &mut T) -> Close {
         let (mut reader, mut writer) = stream.halves();
         // One timer for every deadline of the connection (idle, incomplete frame, stalled
         // write): armed at the earliest, and checked when it fires.
         let mut armed = self.next_deadline();
         let timer = sleep_until(armed);
-        // Made once: every connection waits on the same token, and a fresh `cancelled()`
-        // per turn would join (and leave) its shared waiter list each time.
-        let cancelled = token.cancelled();
+        // Made once: a fresh future per turn would join (and leave) a waiter list each
+        // time. One switch stops the connection for a shutdown or a kill.
         let entry = Arc::clone(&self.entry);
-        let killed = entry.killed();
-        tokio::pin!(timer, cancelled, killed);
+        let stopped = entry.stopped();
+        tokio::pin!(timer, stopped);
         // Made only while a large frame waits for the budget (rare), so that every
         // connection's task does not carry the waiting future's room.
         let mut budget_wait: Option<Pin<Box<dyn Future<Output = usize> + Send>>> = None;
@@ -263,12 +256,15 @@ impl Conn {
             }
             tokio::select! {
                 biased;
-                () = &mut cancelled => {
-                    // Boxed: shutdown-only state should not make every idle task bigger.
-                    Box::pin(self.drain(&mut writer)).await;
-                    return Close::Shutdown;
-                }
-                why = &mut killed => break Close::Killed(why),
+                stop = &mut stopped => match stop {
+                    Stop::Shutdown => {
+                        // Boxed: shutdown-only state should not make every idle task
+                        // bigger.
+                        Box::pin(self.drain(&mut writer)).await;
+                        return Close::Shutdown;
+                    }
+                    Stop::Kill(why) => break Close::Killed(why.into()),
+                },
                 // `write`, not `write_buf`: the buffer is one slice, and plain write(2)
                 // skips writev's iovec handling on every flush.
                 written = writer.write(self.out.bytes()), if !self.out.is_empty() => {
@@ -736,7 +732,7 @@ mod size_probe {
         rt.block_on(async {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let s = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-            let fut = serve(s, origin, Arc::clone(&shared), CancellationToken::new());
+            let fut = serve(s, origin, Arc::clone(&shared));
             eprintln!("SIZES serve future {} Conn {} Session {} OutBuf {} ServerCodec {} Close {} Settings {}", std::mem::size_of_val(&fut), std::mem::size_of::<Conn>(), std::mem::size_of::<Session>(), std::mem::size_of::<OutBuf>(), std::mem::size_of::<monitor_proto::ServerCodec>(), std::mem::size_of::<Close>(), std::mem::size_of::<Settings>());
             eprintln!("SIZES ConnEntry {} Origin {} PushQueue {} Batch {} timer {} cancelled {} ", std::mem::size_of::<crate::registry::ConnEntry>(), std::mem::size_of::<Origin>(), std::mem::size_of::<crate::queue::PushQueue>(), std::mem::size_of::<Batch>(), std::mem::size_of::<tokio::time::Sleep>(), std::mem::size_of::<tokio_util::sync::WaitForCancellationFuture<'static>>());
         });

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
@@ -17,7 +16,7 @@ use monitor_proto::Address;
 use crate::config::{Config, ConfigDiff, ConfigError};
 use crate::conn;
 use crate::registry::{ConnectionInfo, Origin};
-use crate::state::Shared;
+use crate::state::{ConnSlot, Shared};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::tls::{ReloadableAcceptor, TlsError};
 
@@ -414,18 +413,6 @@ fn remove_stale_socket(path: &std::path::Path) {
     }
 }
 
-/// Decrements the open-connection count when a connection task ends, however it ends.
-struct OpenConnection {
-    shared: Arc<Shared>,
-    _slot: OwnedSemaphorePermit,
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.shared.stats.connections_open.fetch_sub(1, Relaxed);
-    }
-}
-
 async fn accept_loop(
     l: BoundListener,
     shared: Arc<Shared>,
@@ -443,44 +430,41 @@ async fn accept_loop(
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(10);
                 shared.stats.connections_accepted.fetch_add(1, Relaxed);
-                let Ok(slot) = Arc::clone(&shared.connection_slots).try_acquire_owned() else {
+                let Some(slot) = ConnSlot::take(&shared) else {
                     shared.stats.connections_refused.fetch_add(1, Relaxed);
                     warn!(listener = %l.name, peer = %peer, "max_connections reached: connection closed");
                     drop(stream);
                     continue;
                 };
-                shared.stats.connections_open.fetch_add(1, Relaxed);
-                let guard = OpenConnection {
-                    shared: Arc::clone(&shared),
-                    _slot: slot,
-                };
                 let shared = Arc::clone(&shared);
-                let mut origin = Origin {
+                let origin = Origin {
                     peer: peer.into_boxed_str(),
                     listener: Arc::clone(&listener_name),
                     kind: "tcp",
                     client_cert: false,
                 };
-                // Only the TLS handshake needs the shutdown token: a connection's task
-                // stops on its registry entry.
-                let token = matches!(stream, Accepted::Tls(..)).then(|| token.clone());
-                tracker.spawn(async move {
-                    let _guard = guard;
-                    match stream {
-                        Accepted::Tcp(s) => conn::serve(s, origin, shared).await,
-                        Accepted::Unix(s) => {
-                            origin.kind = "unix";
-                            conn::serve(s, origin, shared).await;
-                        }
-                        // Boxed: a task's future is as large as its largest state, and
-                        // a TLS session's is kilobytes. Plain connections must not pay it.
-                        Accepted::Tls(s, acceptor) => {
-                            origin.kind = "tls";
-                            let token = token.unwrap_or_default();
-                            Box::pin(serve_tls(s, acceptor, origin, shared, token)).await;
-                        }
+                // A task per kind of stream, each as small as its own state: a TLS
+                // session's is kilobytes, and plain connections must not pay for it.
+                match stream {
+                    Accepted::Tcp(s) => {
+                        tracker.spawn(conn::serve(s, origin, shared, slot));
                     }
-                });
+                    Accepted::Unix(s) => {
+                        let origin = Origin {
+                            kind: "unix",
+                            ..origin
+                        };
+                        tracker.spawn(conn::serve(s, origin, shared, slot));
+                    }
+                    Accepted::Tls(s, acceptor) => {
+                        let origin = Origin {
+                            kind: "tls",
+                            ..origin
+                        };
+                        let token = token.clone();
+                        tracker.spawn(serve_tls(s, acceptor, origin, shared, slot, token));
+                    }
+                }
             }
             Err(e) => {
                 // Usually out of file descriptors: back off instead of spinning.
@@ -499,6 +483,7 @@ async fn serve_tls(
     acceptor: tokio_rustls::TlsAcceptor,
     mut origin: Origin,
     shared: Arc<Shared>,
+    slot: ConnSlot,
     token: CancellationToken,
 ) {
     let limit = shared.settings.borrow().tls_handshake_timeout_secs;
@@ -509,7 +494,7 @@ async fn serve_tls(
             Ok(Ok(tls)) => {
                 // Only a verified certificate gets this far on a mutual-TLS listener.
                 origin.client_cert = tls.get_ref().1.peer_certificates().is_some();
-                return conn::serve(tls, origin, shared).await;
+                return conn::serve(tls, origin, shared, slot).await;
             }
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no handshake in {limit} s (tls_handshake_timeout_secs)"),

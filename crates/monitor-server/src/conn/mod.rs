@@ -43,7 +43,7 @@ use crate::hub::Wakes;
 use crate::queue::{Batch, Push, PushQueue};
 use crate::registry::{ConnEntry, Origin, Stop};
 use crate::session::Session;
-use crate::state::Shared;
+use crate::state::{ConnSlot, Shared};
 use crate::stats::Stats;
 
 /// Above this many buffered output bytes, stop reading requests and taking pushes until
@@ -62,6 +62,9 @@ struct Conn {
     shared: Arc<Shared>,
     /// This connection in the server's registry (its peer, its kill switch, its grant).
     entry: Arc<ConnEntry>,
+    started: Instant,
+    /// Its place under `max_connections`, given back when it is dropped.
+    _slot: ConnSlot,
     settings: Arc<Settings>,
     settings_rx: watch::Receiver<Arc<Settings>>,
     codec: ServerCodec,
@@ -87,37 +90,57 @@ struct Conn {
 }
 
 /// Serves one accepted connection until it closes; logs its close line.
-pub(crate) async fn serve<T: Transport>(mut stream: T, origin: Origin, shared: Arc<Shared>) {
-    let started = Instant::now();
-    let mut conn = Conn::new(shared, origin, started);
-    debug!(peer = %conn.entry.origin.peer, id = conn.session.id, "connection opened");
-    let reason = conn.run(&mut stream).await;
-    conn.flush_stats();
-    match &reason {
-        Close::FrameTimeout { .. } => Stats::add(&conn.shared.stats.frame_timeouts, 1),
-        Close::WriteTimeout { .. } => Stats::add(&conn.shared.stats.write_timeouts, 1),
-        _ => {}
+///
+/// The connection is set up (and registered) here, before its task starts, and the
+/// returned future holds only the connection and its stream: what an async block
+/// captures stays in its task for the task's life, and at 10,000 idle connections every
+/// byte of a task counts.
+pub(crate) fn serve<T: Transport>(
+    mut stream: T,
+    origin: Origin,
+    shared: Arc<Shared>,
+    slot: ConnSlot,
+) -> impl std::future::Future<Output = ()> + Send {
+    let mut conn = Conn::new(shared, origin, Instant::now(), slot);
+    async move {
+        debug!(peer = %conn.entry.origin.peer, id = conn.entry.id, "connection opened");
+        let reason = conn.run(&mut stream).await;
+        conn.closed(&reason);
     }
-    let role = conn.session.role();
-    let uuid = conn
-        .session
-        .uuid
-        .map_or_else(|| "-".to_owned(), |u| u.to_string());
-    let duration_ms = started.elapsed().as_millis() as u64;
-    let frames_in = conn.frames_in;
-    let frames_out = conn.out.frames_written();
-    // Encoded but never written: the drain deadline passed, or the socket failed.
-    let frames_unsent = conn.out.unwritten_frames();
-    if reason.is_peer_fault() {
-        warn!(
-            peer = %conn.entry.origin.peer, uuid = %uuid, role, duration_ms, frames_in, frames_out,
-            frames_unsent, reason = %reason, "connection closed"
-        );
-    } else {
-        info!(
-            peer = %conn.entry.origin.peer, uuid = %uuid, role, duration_ms, frames_in, frames_out,
-            frames_unsent, reason = %reason, "connection closed"
-        );
+}
+
+impl Conn {
+    /// The close log line, and the counters a close adds to.
+    fn closed(&mut self, reason: &Close) {
+        let conn = self;
+        let started = conn.started;
+        conn.flush_stats();
+        match reason {
+            Close::FrameTimeout { .. } => Stats::add(&conn.shared.stats.frame_timeouts, 1),
+            Close::WriteTimeout { .. } => Stats::add(&conn.shared.stats.write_timeouts, 1),
+            _ => {}
+        }
+        let role = conn.session.role();
+        let uuid = conn
+            .session
+            .uuid
+            .map_or_else(|| "-".to_owned(), |u| u.to_string());
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let frames_in = conn.frames_in;
+        let frames_out = conn.out.frames_written();
+        // Encoded but never written: the drain deadline passed, or the socket failed.
+        let frames_unsent = conn.out.unwritten_frames();
+        if reason.is_peer_fault() {
+            warn!(
+                peer = %conn.entry.origin.peer, uuid = %uuid, role, duration_ms, frames_in, frames_out,
+                frames_unsent, reason = %reason, "connection closed"
+            );
+        } else {
+            info!(
+                peer = %conn.entry.origin.peer, uuid = %uuid, role, duration_ms, frames_in, frames_out,
+                frames_unsent, reason = %reason, "connection closed"
+            );
+        }
     }
 }
 
@@ -169,7 +192,7 @@ fn write_now<W: AsyncWrite + Unpin>(writer: &mut W, buf: &[u8]) -> Option<io::Re
 }
 
 impl Conn {
-    fn new(shared: Arc<Shared>, origin: Origin, started: Instant) -> Conn {
+    fn new(shared: Arc<Shared>, origin: Origin, started: Instant, slot: ConnSlot) -> Conn {
         let id = shared.next_conn_id();
         let mut settings_rx = shared.settings_receiver();
         let settings = settings_rx.borrow_and_update().clone();
@@ -189,6 +212,8 @@ impl Conn {
         Conn {
             shared,
             entry,
+            started,
+            _slot: slot,
             settings,
             settings_rx,
             codec,
@@ -669,7 +694,8 @@ mod tests {
             kind: "tcp",
             client_cert: false,
         };
-        let mut conn = Conn::new(shared, origin, Instant::now());
+        let slot = ConnSlot::unlimited(&shared);
+        let mut conn = Conn::new(shared, origin, Instant::now(), slot);
         conn.rbuf = heartbeats(COUNT);
         let largest_reply = 512;
 
@@ -732,7 +758,7 @@ mod size_probe {
         rt.block_on(async {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let s = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-            let fut = serve(s, origin, Arc::clone(&shared));
+            let fut = serve(s, origin, Arc::clone(&shared), ConnSlot::unlimited(&shared));
             eprintln!("SIZES serve future {} Conn {} Session {} OutBuf {} ServerCodec {} Close {} Settings {}", std::mem::size_of_val(&fut), std::mem::size_of::<Conn>(), std::mem::size_of::<Session>(), std::mem::size_of::<OutBuf>(), std::mem::size_of::<monitor_proto::ServerCodec>(), std::mem::size_of::<Close>(), std::mem::size_of::<Settings>());
             eprintln!("SIZES ConnEntry {} Origin {} PushQueue {} Batch {} timer {} cancelled {} ", std::mem::size_of::<crate::registry::ConnEntry>(), std::mem::size_of::<Origin>(), std::mem::size_of::<crate::queue::PushQueue>(), std::mem::size_of::<Batch>(), std::mem::size_of::<tokio::time::Sleep>(), std::mem::size_of::<tokio_util::sync::WaitForCancellationFuture<'static>>());
         });

@@ -62,7 +62,6 @@ struct Conn {
     shared: Arc<Shared>,
     /// This connection in the server's registry (its peer, its kill switch, its grant).
     entry: Arc<ConnEntry>,
-    started: Instant,
     /// Its place under `max_connections`, given back when it is dropped.
     _slot: ConnSlot,
     settings: Arc<Settings>,
@@ -83,8 +82,9 @@ struct Conn {
     /// Bytes of the `max_buffered_bytes` budget this connection holds for the large frame
     /// it is reading.
     budget_held: usize,
-    /// The length of a large frame this connection may not read until the budget has it.
-    budget_wanted: Option<usize>,
+    /// The length of a large frame this connection may not read until the budget has it
+    /// (0: none; such frames are over 64 KiB).
+    budget_wanted: usize,
     /// Why the loop is to stop, once it is (boxed: rare, and `Close` is large).
     closing: Option<Box<Close>>,
 }
@@ -113,7 +113,6 @@ impl Conn {
     /// The close log line, and the counters a close adds to.
     fn closed(&mut self, reason: &Close) {
         let conn = self;
-        let started = conn.started;
         conn.flush_stats();
         match reason {
             Close::FrameTimeout { .. } => Stats::add(&conn.shared.stats.frame_timeouts, 1),
@@ -125,7 +124,11 @@ impl Conn {
             .session
             .uuid
             .map_or_else(|| "-".to_owned(), |u| u.to_string());
-        let duration_ms = started.elapsed().as_millis() as u64;
+        let duration_ms = conn
+            .entry
+            .since
+            .elapsed()
+            .map_or(0, |d| d.as_millis() as u64);
         let frames_in = conn.frames_in;
         let frames_out = conn.out.frames_written();
         // Encoded but never written: the drain deadline passed, or the socket failed.
@@ -151,9 +154,9 @@ impl Drop for Conn {
         // Only subscribers change the hub: connections that never subscribed come and go
         // without touching it.
         if self.session.subscription.is_some() {
-            self.shared.hub.unsubscribe(self.session.id);
+            self.shared.hub.unsubscribe(self.entry.id);
         }
-        self.shared.registry.remove(self.session.id);
+        self.shared.registry.remove(self.entry.id);
         self.shared
             .budget
             .give_back(std::mem::take(&mut self.budget_held));
@@ -199,7 +202,7 @@ impl Conn {
         let codec = settings.codec_builder().new_codec();
         let client_cert = origin.client_cert;
         let entry = shared.registry.add(id, origin);
-        let mut session = Session::new(id);
+        let mut session = Session::new();
         if client_cert {
             // A certificate the listener verified authenticates the connection by itself
             // (spec §6), with what `[auth.mtls]` grants.
@@ -212,7 +215,6 @@ impl Conn {
         Conn {
             shared,
             entry,
-            started,
             _slot: slot,
             settings,
             settings_rx,
@@ -227,7 +229,7 @@ impl Conn {
             last_frame: started,
             partial_since: None,
             budget_held: 0,
-            budget_wanted: None,
+            budget_wanted: 0,
             closing: None,
         }
     }
@@ -251,7 +253,7 @@ impl Conn {
                 break *reason;
             }
             self.refresh_settings();
-            if self.budget_wanted.is_none()
+            if self.budget_wanted == 0
                 && self.out.len() < WRITE_HIGH_WATER
                 && self.rbuf.len() >= monitor_proto::HEADER_LEN
             {
@@ -271,7 +273,7 @@ impl Conn {
             // Reads only when every complete frame read so far has been handled, and
             // when a large frame in progress has its share of the budget.
             let room = self.out.len() < WRITE_HIGH_WATER;
-            let wanted = self.budget_wanted;
+            let wanted = (self.budget_wanted > 0).then_some(self.budget_wanted);
             if let (Some(length), None) = (wanted, &budget_wait) {
                 let shared = Arc::clone(&self.shared);
                 budget_wait = Some(Box::pin(async move {
@@ -517,13 +519,13 @@ impl Conn {
         } else {
             debug!(peer = %self.entry.origin.peer, length, "frame waits for max_buffered_bytes");
             Stats::add(&self.shared.stats.budget_waits, 1);
-            self.budget_wanted = Some(length);
+            self.budget_wanted = length;
         }
     }
 
     /// The budget gave this connection `length` bytes for the frame it is reading.
     fn budget_granted(&mut self, length: usize) {
-        self.budget_wanted = None;
+        self.budget_wanted = 0;
         self.budget_held = length;
         self.rbuf.reserve(length.saturating_sub(self.rbuf.len()));
     }

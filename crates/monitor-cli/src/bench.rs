@@ -38,8 +38,9 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use monitor_client::config::{random_uuid, DEFAULT_MAX_FRAME_LEN, MAX_DURATION};
 use monitor_client::{raw, ClientConfig, Subscription};
+use monitor_proto::header::Direction;
 use monitor_proto::message::reply::SUCCESS_PREFIX;
-use monitor_proto::{FrameCodec, Header, MessageCodec, MsgType, Uuid, HEADER_LEN};
+use monitor_proto::{ClientCodec, FrameCodec, Header, MsgType, Uuid, HEADER_LEN};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
@@ -601,10 +602,9 @@ impl Shared {
 }
 
 fn encode_frame(dst: &mut BytesMut, msg_type: MsgType, uuid: Uuid, body: &[u8]) -> Result<()> {
-    let mut frames = FrameCodec::builder();
-    frames.max_frame_len(DEFAULT_MAX_FRAME_LEN);
-    frames
-        .frame_codec()
+    FrameCodec::builder()
+        .max_frame_len(DEFAULT_MAX_FRAME_LEN)
+        .new_codec()
         .encode_parts(&Header::new(msg_type, uuid), body, dst)?;
     Ok(())
 }
@@ -622,13 +622,16 @@ fn encode_frame(dst: &mut BytesMut, msg_type: MsgType, uuid: Uuid, body: &[u8]) 
 /// A header that breaks the protocol's rules, which ends the stream.
 fn for_each_frame(
     buf: &mut BytesMut,
-    codec: &mut MessageCodec,
+    codec: &mut ClientCodec,
     mut on_frame: impl FnMut(MsgType, Option<&[u8]>),
 ) -> std::result::Result<(), monitor_proto::Error> {
-    // `peek` judges a frame by the codec's frame limits alone and keeps no state between
-    // frames: a copy of them (a few words, once per read) leaves `codec` free for the
-    // frames that need its body layers.
-    let mut frames = codec.frames().clone();
+    // `peek` judges a frame by the frame limits alone and keeps no state between frames:
+    // a frame codec with the client codec's limits (a few words, made once per read)
+    // leaves `codec` free for the frames that need its body layers.
+    let mut frames = FrameCodec::builder()
+        .max_frame_len(codec.max_frame_len())
+        .accept(Direction::ServerToClient)
+        .new_codec();
     while let Some(frame) = frames.peek(buf)? {
         let len = frame.len();
         if frame.header.cipher || frame.header.compress {
@@ -651,7 +654,7 @@ struct Opened {
     writer: BoxWrite,
     /// What arrived after the handshake's reply.
     buf: BytesMut,
-    codec: MessageCodec,
+    codec: ClientCodec,
     uuid: Uuid,
 }
 
@@ -890,7 +893,7 @@ async fn read_acks(
     sh: Arc<Shared>,
     mut reader: BoxRead,
     mut buf: BytesMut,
-    mut codec: MessageCodec,
+    mut codec: ClientCodec,
 ) {
     loop {
         let (mut acks, mut delivered_sum, mut errors) = (0, 0, 0);
@@ -949,11 +952,9 @@ async fn reporter(sh: Arc<Shared>, rate_share: u64) -> Result<(BoxWrite, JoinHan
         .saturating_sub(cfg.warmup.as_nanos() as u64);
     let (ws, we) = (sh.window_start.load(Relaxed), sh.window_end.load(Relaxed));
     let end = sh.deadline(we);
-    let frames = {
-        let mut b = FrameCodec::builder();
-        b.max_frame_len(DEFAULT_MAX_FRAME_LEN);
-        b.frame_codec()
-    };
+    let frames = FrameCodec::builder()
+        .max_frame_len(DEFAULT_MAX_FRAME_LEN)
+        .new_codec();
     let report_header = Header::new(MsgType::Report, uuid);
     let subscribers = cfg.subscribers as u64;
     let heartbeat_header = Header::new(MsgType::Heartbeat, uuid);
@@ -1393,18 +1394,19 @@ mod tests {
         check_open_files(&cfg).unwrap();
     }
 
-    fn client_codec() -> MessageCodec {
-        let mut b = monitor_proto::Builder::new();
-        b.max_frame_len(DEFAULT_MAX_FRAME_LEN)
-            .max_inflated_len(DEFAULT_MAX_FRAME_LEN as usize);
-        b.message_codec(monitor_proto::Role::Client)
+    fn client_codec() -> ClientCodec {
+        ClientCodec::builder()
+            .max_frame_len(DEFAULT_MAX_FRAME_LEN)
+            .max_inflated_len(DEFAULT_MAX_FRAME_LEN as usize)
+            .new_codec()
     }
 
     #[test]
     fn frames_are_walked_in_place_and_through_the_layers() {
         use bytes::Bytes;
-        use monitor_proto::{Outgoing, Role};
-        let server = monitor_proto::MessageCodec::new(Role::Server);
+        use monitor_proto::{ServerCodec, ServerMessage};
+        use tokio_util::codec::Encoder;
+        let mut server = ServerCodec::new();
         let uuid = Uuid([b's'; 33]);
         let mut wire = Vec::new();
         for (msg_type, json, compress) in [
@@ -1414,9 +1416,9 @@ mod tests {
             (MsgType::Push, br#"{"d":4}"#, false),
         ] {
             let out =
-                Outgoing::new(msg_type, uuid, Bytes::copy_from_slice(json)).with_compress(compress);
+                ServerMessage::new(msg_type, uuid, Bytes::copy_from_slice(json)).compress(compress);
             let mut frame = BytesMut::new();
-            server.encode_message(out, &mut frame).unwrap();
+            server.encode(out, &mut frame).unwrap();
             wire.extend_from_slice(&frame);
         }
         let expected = [
@@ -1449,7 +1451,10 @@ mod tests {
         for corrupt in [0, 8] {
             let mut bad = BytesMut::new();
             server
-                .encode_message(Outgoing::new(MsgType::Push, uuid, Bytes::new()), &mut bad)
+                .encode(
+                    ServerMessage::new(MsgType::Push, uuid, Bytes::new()),
+                    &mut bad,
+                )
                 .unwrap();
             bad[corrupt] ^= 2;
             assert!(for_each_frame(&mut bad, &mut client_codec(), |_, _| {}).is_err());

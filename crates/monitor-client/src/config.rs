@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use monitor_proto::{Address, Uuid, UUID_LEN};
+use monitor_proto::header::UUID_LEN;
+use monitor_proto::{Address, ClientCodec, Uuid};
 use rand::Rng;
 
 use crate::error::{Error, Result};
@@ -192,8 +193,8 @@ impl ClientConfig {
         Ok(())
     }
 
-    /// The client-role message codec these limits imply.
-    pub(crate) fn codec(&self) -> monitor_proto::MessageCodec {
+    /// The client codec these limits imply, for what the server sends.
+    pub(crate) fn codec(&self) -> ClientCodec {
         self.codec_limited_to(self.max_frame_len)
     }
 
@@ -201,16 +202,15 @@ impl ClientConfig {
     /// `max_report_frame_len` as encoded (after compression, which can grow a body that
     /// does not compress), so the server never gets a frame it would close the connection
     /// over.
-    pub(crate) fn encoder(&self) -> monitor_proto::MessageCodec {
+    pub(crate) fn encoder(&self) -> ClientCodec {
         self.codec_limited_to(self.max_report_frame_len)
     }
 
-    fn codec_limited_to(&self, max_frame_len: u32) -> monitor_proto::MessageCodec {
-        let mut builder = monitor_proto::Builder::new();
-        builder
+    fn codec_limited_to(&self, max_frame_len: u32) -> ClientCodec {
+        ClientCodec::builder()
             .max_frame_len(max_frame_len)
-            .max_inflated_len(self.max_inflated_len);
-        builder.message_codec(monitor_proto::Role::Client)
+            .max_inflated_len(self.max_inflated_len)
+            .new_codec()
     }
 }
 

@@ -10,16 +10,16 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use monitor_proto::layer::kex::ClientHandshake;
 use monitor_proto::message::reply::{KeyReplyData, Reply};
-use monitor_proto::{MessageCodec, MsgType, Outgoing, Received, Uuid};
+use monitor_proto::{ClientCodec, ClientMessage, KeySlot, MsgType, Received, Uuid};
 use rand::Rng;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant, Interval, MissedTickBehavior, Sleep};
-use tokio_util::codec::FramedRead;
+use tokio_util::codec::{Encoder, FramedRead};
 use tracing::{debug, info, warn};
 
 use crate::config::ClientConfig;
-use crate::error::{Error, Result};
+use crate::error::{with_causes, Error, Result};
 use monitor_proto::Address;
 
 /// The handshake steps, as errors name them.
@@ -120,17 +120,19 @@ pub(crate) enum Handshake {
     Heartbeat,
 }
 
-/// One live connection: a framed reader (whose codec holds the session key) and a write
-/// buffer flushed by the owner's `select!` loop. The fields are separate so that a loop can
-/// wait on reading and writing at once.
+/// One live connection: a framed reader (whose codec decrypts with the session key in
+/// `key`) and a write buffer flushed by the owner's `select!` loop. The fields are separate
+/// so that a loop can wait on reading and writing at once.
 pub(crate) struct Connection {
     /// Frames from the server, through the body layers.
-    pub(crate) reader: FramedRead<BoxRead, MessageCodec>,
+    pub(crate) reader: FramedRead<BoxRead, ClientCodec>,
     /// The socket's write half.
     pub(crate) writer: BoxWrite,
     /// Encoded frames not yet written.
     pub(crate) wbuf: BytesMut,
-    encoder: MessageCodec,
+    encoder: ClientCodec,
+    /// The reader's key slot: the key exchange installs the session key here.
+    key: KeySlot,
     uuid: Uuid,
     compress: bool,
     encrypt: bool,
@@ -156,11 +158,14 @@ impl Connection {
         let mut step: Option<&'static str> = None;
         let attempt = async {
             let (reader, writer) = open_transport(&cfg.server).await?;
+            let codec = cfg.codec();
+            let key = codec.key_slot().clone();
             let mut conn = Connection {
-                reader: FramedRead::new(reader, cfg.codec()),
+                reader: FramedRead::new(reader, codec),
                 writer,
                 wbuf: BytesMut::new(),
                 encoder: cfg.encoder(),
+                key,
                 uuid: cfg.uuid,
                 compress: cfg.compress,
                 encrypt: cfg.encrypt,
@@ -212,13 +217,13 @@ impl Connection {
     /// The read half, what was read past the handshake, the reader's codec (holding the
     /// session key) and the write half: for a caller that reads and writes the stream
     /// itself from here on ([`crate::raw`]).
-    pub(crate) fn into_parts(self) -> (BoxRead, BytesMut, MessageCodec, BoxWrite) {
+    pub(crate) fn into_parts(self) -> (BoxRead, BytesMut, ClientCodec, BoxWrite) {
         let parts = self.reader.into_parts();
         (parts.io, parts.read_buf, parts.codec, self.writer)
     }
 
     /// X25519: sends our public key, derives the session key from the server's, and
-    /// installs it in the reader so encrypted replies and pushes decrypt.
+    /// installs it in the reader's key slot so encrypted replies and pushes decrypt.
     async fn key_exchange(&mut self) -> Result<()> {
         let handshake = ClientHandshake::new();
         let reply = self
@@ -228,7 +233,7 @@ impl Connection {
             return Err(Error::KeyExchange { reason: reply.msg });
         }
         let data: KeyReplyData = reply.data_as().map_err(|e| Error::KeyExchange {
-            reason: e.to_string(),
+            reason: with_causes(&e),
         })?;
         let pubkey = data.pubkey.ok_or_else(|| Error::KeyExchange {
             reason: "the key reply has no pubkey".into(),
@@ -236,9 +241,9 @@ impl Connection {
         let key = handshake
             .finish(&pubkey, &self.uuid)
             .map_err(|e| Error::KeyExchange {
-                reason: e.to_string(),
+                reason: with_causes(&e),
             })?;
-        self.reader.decoder_mut().set_session_key(Some(key));
+        self.key.set(Some(key));
         Ok(())
     }
 
@@ -262,9 +267,9 @@ impl Connection {
                 debug!(msg_type = %received.header.msg_type, during, "skipped a frame during a handshake");
                 continue;
             }
-            let body = received.body?;
+            let body = received.body.map_err(monitor_proto::Error::Body)?;
             return Reply::parse(&body).map_err(|e| Error::BadReply {
-                reason: format!("{during} reply: {e}"),
+                reason: format!("{during} reply: {}", with_causes(&e)),
             });
         }
     }
@@ -276,10 +281,10 @@ impl Connection {
     /// [`Error::Proto`] if the frame exceeds the codec's `max_frame_len`.
     pub(crate) fn queue(&mut self, msg_type: MsgType, body: Bytes) -> Result<()> {
         let flags = matches!(msg_type, MsgType::Subscribe | MsgType::Report);
-        let out = Outgoing::new(msg_type, self.uuid, body)
-            .with_compress(flags && self.compress)
-            .with_encrypt(flags && self.encrypt);
-        self.encoder.encode_message(out, &mut self.wbuf)?;
+        let out = ClientMessage::new(msg_type, self.uuid, body)
+            .compress(flags && self.compress)
+            .ask_encrypted_replies(flags && self.encrypt);
+        self.encoder.encode(out, &mut self.wbuf)?;
         Ok(())
     }
 
@@ -341,7 +346,7 @@ impl Connection {
     ) -> std::result::Result<Received, String> {
         match frame {
             None => Err("closed by the server".into()),
-            Some(Err(e)) => Err(format!("protocol error: {e}")),
+            Some(Err(e)) => Err(format!("protocol error: {}", with_causes(&e))),
             Some(Ok(received)) => {
                 self.last_rx = Instant::now();
                 Ok(received)

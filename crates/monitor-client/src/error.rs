@@ -21,7 +21,7 @@ pub enum Error {
 
     /// A server address that is neither `host:port` nor `unix:/path`.
     #[error(transparent)]
-    BadAddress(#[from] monitor_proto::AddressError),
+    BadAddress(#[from] monitor_proto::address::AddressError),
 
     /// Opening the connection failed (refused, unreachable, no such socket, ...).
     #[error("cannot connect to {address}: {source}")]
@@ -182,6 +182,20 @@ impl Error {
             _ => false,
         }
     }
+}
+
+/// `e`'s message and each of its causes, joined by `": "`. monitor-proto's errors leave
+/// their cause (the JSON parser's, the inflater's) out of their own message; a reason kept
+/// as text here would lose it otherwise.
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 fn failed_attempts(n: u32) -> String {

@@ -25,8 +25,9 @@
 //! # async fn run() -> Result<(), monitor_client::Error> {
 //! let config = ClientConfig::new("127.0.0.1:9503".parse()?);
 //! let subscribed = raw::connect(&config, Some(&Subscription::new("me").topic("host.*"))).await?;
-//! // Read pushes from `subscribed.unread`, then from `subscribed.reader`; judge each frame
-//! // with `subscribed.codec` (or `codec.frames()` for a frame left in place).
+//! // Read pushes from `subscribed.unread`, then from `subscribed.reader`; decode each frame
+//! // with `subscribed.codec` (or judge one left in place with a `FrameCodec` of the same
+//! // `max_frame_len` and its `peek`).
 //! # drop(subscribed);
 //! # Ok(())
 //! # }
@@ -36,7 +37,7 @@
 //! [`Error::HandshakeTimeout`]: crate::Error::HandshakeTimeout
 
 use bytes::BytesMut;
-use monitor_proto::MessageCodec;
+use monitor_proto::ClientCodec;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::config::ClientConfig;
@@ -56,7 +57,7 @@ pub struct RawConnection {
     /// A client-role codec with the config's limits, holding the session key when the
     /// connection is encrypted, and between frames: decode with it from the start of
     /// [`RawConnection::unread`].
-    pub codec: MessageCodec,
+    pub codec: ClientCodec,
     /// The socket's write half, with nothing left to write.
     pub writer: Box<dyn AsyncWrite + Send + Unpin>,
 }

@@ -15,7 +15,8 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use futures::Stream;
 use monitor_proto::message::reply::Reply;
-use monitor_proto::{MsgType, Received, Subscribe, Uuid};
+use monitor_proto::message::request::Subscribe;
+use monitor_proto::{MsgType, Received, Uuid};
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use tokio::io::AsyncWriteExt as _;
@@ -28,7 +29,7 @@ use crate::config::ClientConfig;
 use crate::connection::{
     self, connect_first, connect_with_retry, describe_received, Connection, Handshake, Status,
 };
-use crate::error::{Error, Result};
+use crate::error::{with_causes, Error, Result};
 use crate::supervise::{supervise, supervisor, TaskFailure};
 
 /// What to subscribe to: a `code` (any non-empty name for this receiver) and topic patterns
@@ -412,7 +413,7 @@ fn on_frame(cfg: &ClientConfig, received: Received) -> Option<Event> {
     let body = match received.body {
         Ok(body) => body,
         Err(e) => {
-            warn!(error = %e, "dropped a push whose body could not be read");
+            warn!(error = %with_causes(&e), "dropped a push whose body could not be read");
             return None;
         }
     };
@@ -427,7 +428,7 @@ fn on_frame(cfg: &ClientConfig, received: Received) -> Option<Event> {
             None
         }
         Err(e) => {
-            warn!(error = %e, "dropped a push that is not a reply envelope");
+            warn!(error = %with_causes(&e), "dropped a push that is not a reply envelope");
             None
         }
     }

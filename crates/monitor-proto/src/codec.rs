@@ -349,6 +349,7 @@ impl FrameCodec {
     /// buf.advance(len);
     /// assert!(buf.is_empty());
     /// ```
+    #[inline]
     pub fn peek<'a>(&mut self, src: &'a mut BytesMut) -> Result<Option<FrameRef<'a>>, Error> {
         if src.len() < PREFIX_LEN {
             return Ok(None);

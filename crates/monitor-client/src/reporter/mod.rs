@@ -427,11 +427,16 @@ impl Reporter {
 /// The server's own rule (exactly one JSON object, UTF-8), so that a report refused here
 /// is one the server would refuse too.
 fn check_object(body: &Bytes) -> Result<()> {
-    monitor_proto::Report::parse(body.clone())
+    use monitor_proto::BodyError;
+    monitor_proto::message::request::Report::parse(body.clone())
         .map(drop)
         .map_err(|e| Error::NotAnObject {
+            // The reasons without the server's "malformed body: " prefix, as before the
+            // proto split its errors (the JSON or UTF-8 error is the source there).
             reason: match e {
-                monitor_proto::Error::MalformedBody { reason } => reason,
+                BodyError::Malformed { reason } => reason.to_owned(),
+                BodyError::InvalidJson { source } => format!("invalid JSON: {source}"),
+                BodyError::InvalidUtf8 { source } => format!("invalid UTF-8: {source}"),
                 other => other.to_string(),
             },
         })

@@ -23,7 +23,7 @@ use crate::config::{ClientConfig, Delivery};
 use crate::connection::{
     self, connect_with_retry, describe_received, Connection, Handshake, Status, WRITE_HIGH_WATER,
 };
-use crate::error::{Error, Result};
+use crate::error::{with_causes, Error, Result};
 use crate::supervise::{supervise, Supervisor};
 
 /// Reports taken from the buffer per wake-up.
@@ -354,17 +354,17 @@ impl Task {
         self.counters.in_flight.store(self.in_flight.len(), Relaxed);
         let outcome = match received.body {
             Err(e) => Err(Error::BadReply {
-                reason: format!("acknowledgement unreadable: {e}"),
+                reason: format!("acknowledgement unreadable: {}", with_causes(&e)),
             }),
             Ok(body) => match Reply::parse(&body) {
                 Err(e) => Err(Error::BadReply {
-                    reason: e.to_string(),
+                    reason: with_causes(&e),
                 }),
                 Ok(reply) if reply.is_success() => reply
                     .data_as::<ReportAckData>()
                     .map(|d| d.delivered)
                     .map_err(|e| Error::BadReply {
-                        reason: e.to_string(),
+                        reason: with_causes(&e),
                     }),
                 Ok(reply) => Err(Error::ReportRefused { msg: reply.msg }),
             },

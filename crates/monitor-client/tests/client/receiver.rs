@@ -6,7 +6,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use monitor_client::{Error, Event, PushReceiver, Reporter, Status, Subscription};
 use monitor_proto::message::reply;
-use monitor_proto::{MessageCodec, MsgType, Outgoing, Role};
+use monitor_proto::{MsgType, ServerCodec, ServerMessage};
 use tokio::io::AsyncWriteExt;
 use tokio_util::codec::Framed;
 
@@ -226,7 +226,7 @@ async fn gives_up_after_max_attempts() {
     assert!(matches!(rx.status(), Status::Stopped { .. }));
 }
 
-type ServerConn = Framed<tokio::net::TcpStream, MessageCodec>;
+type ServerConn = Framed<tokio::net::TcpStream, ServerCodec>;
 
 /// A scripted server on a free port: it accepts one connection, takes its subscribe,
 /// acknowledges it, and then runs `script` with the connection and the client's uuid.
@@ -242,13 +242,13 @@ where
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
         let (stream, _) = listener.accept().await.unwrap();
-        let mut server = Framed::new(stream, MessageCodec::new(Role::Server));
+        let mut server = Framed::new(stream, ServerCodec::new());
         let subscribe = server.next().await.unwrap().unwrap();
         assert_eq!(subscribe.header.msg_type, MsgType::Subscribe);
         let uuid = subscribe.header.uuid;
         let ack = reply::success_raw(&subscribe.body.unwrap());
         server
-            .send(Outgoing::new(MsgType::Push, uuid, ack))
+            .send(ServerMessage::new(MsgType::Push, uuid, ack))
             .await
             .unwrap();
         script(server, uuid).await
@@ -259,13 +259,13 @@ where
 #[tokio::test]
 async fn bad_server_input_is_skipped_or_ends_the_connection_without_panicking() {
     let (addr, script) = scripted_server(|mut server, uuid| async move {
-        let push = |json: Bytes| Outgoing::new(MsgType::Push, uuid, json);
+        let push = |json: Bytes| ServerMessage::new(MsgType::Push, uuid, json);
         for bad in [
             push(Bytes::from_static(b"not json")),
             push(reply::error("something broke")),
             push(Bytes::from_static(br#"{"errCode":0}"#)),
-            Outgoing::new(MsgType::ReportAck, uuid, reply::report_ack(3)),
-            Outgoing::new(MsgType::KeyReply, uuid, reply::key_pubkey("AAAA")),
+            ServerMessage::new(MsgType::ReportAck, uuid, reply::report_ack(3)),
+            ServerMessage::new(MsgType::KeyReply, uuid, reply::key_pubkey("AAAA")),
         ] {
             server.send(bad).await.unwrap();
         }
@@ -334,10 +334,10 @@ async fn unix_socket_receiver_and_reporter() {
     ));
     let listen = format!("unix:{}", path.display());
     let server = TestServer::start_on(0, |c| {
-        c.listeners.push(monitor_server::ListenerConfig {
-            name: "unix".into(),
-            address: listen.parse().unwrap(),
-        });
+        c.listeners.push(monitor_server::ListenerConfig::new(
+            "unix",
+            listen.parse().unwrap(),
+        ));
     })
     .await;
     let mut cfg = config(server.addr);

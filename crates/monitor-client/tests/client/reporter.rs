@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use monitor_client::{Delivery, Error, PushReceiver, Reporter, Status, Subscription};
 use monitor_proto::message::reply;
-use monitor_proto::{MessageCodec, MsgType, Outgoing, Role};
+use monitor_proto::{MsgType, ServerCodec, ServerMessage};
 use tokio::net::TcpListener;
 use tokio_util::codec::Framed;
 
@@ -265,12 +265,12 @@ async fn drop_before_the_ack(
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let script = tokio::spawn(async move {
-        async fn handshake(listener: &TcpListener) -> Framed<tokio::net::TcpStream, MessageCodec> {
+        async fn handshake(listener: &TcpListener) -> Framed<tokio::net::TcpStream, ServerCodec> {
             let (stream, _) = listener.accept().await.unwrap();
-            let mut conn = Framed::new(stream, MessageCodec::new(Role::Server));
+            let mut conn = Framed::new(stream, ServerCodec::new());
             let hb = conn.next().await.unwrap().unwrap();
             assert_eq!(hb.header.msg_type, MsgType::Heartbeat);
-            conn.send(Outgoing::new(
+            conn.send(ServerMessage::new(
                 MsgType::HeartbeatReply,
                 hb.header.uuid,
                 reply::heartbeat(1),
@@ -291,7 +291,7 @@ async fn drop_before_the_ack(
             if frame.header.msg_type == MsgType::Report {
                 seen.push(String::from_utf8(frame.body.unwrap().to_vec()).unwrap());
                 second
-                    .send(Outgoing::new(
+                    .send(ServerMessage::new(
                         MsgType::ReportAck,
                         frame.header.uuid,
                         reply::report_ack(7),
@@ -415,9 +415,9 @@ async fn acks_time_out() {
         let mut conns = Vec::new();
         loop {
             let (stream, _) = listener.accept().await.unwrap();
-            let mut conn = Framed::new(stream, MessageCodec::new(Role::Server));
+            let mut conn = Framed::new(stream, ServerCodec::new());
             let hb = conn.next().await.unwrap().unwrap();
-            conn.send(Outgoing::new(
+            conn.send(ServerMessage::new(
                 MsgType::HeartbeatReply,
                 hb.header.uuid,
                 reply::heartbeat(1),

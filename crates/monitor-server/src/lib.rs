@@ -79,6 +79,6 @@ pub use config::{
     Settings, SlowConsumer, TokenConfig,
 };
 pub use monitor_proto::Address;
-pub use registry::ConnectionInfo;
+pub use registry::ClientInfo;
 pub use server::{BoundAddress, Server, ServerError, ServerHandle};
 pub use stats::StatsSnapshot;

@@ -128,6 +128,8 @@ struct QueueState {
     /// against the limits.
     taken: usize,
     taken_bytes: usize,
+    /// Pushes refused because the queue was full.
+    dropped: u64,
     waker: Option<Waker>,
     closed: bool,
 }
@@ -139,6 +141,8 @@ pub struct QueueDepth {
     pub pushes: usize,
     /// Their bytes.
     pub bytes: usize,
+    /// Pushes refused since the queue was made, because it was full.
+    pub dropped: u64,
 }
 
 impl PushQueue {
@@ -182,6 +186,7 @@ impl PushQueue {
         if pushes >= self.capacity
             || (pushes > 0 && bytes.saturating_add(size) > self.capacity_bytes)
         {
+            state.dropped += 1;
             return Err(PushError::Full);
         }
         state.items.push_back(Arc::clone(push));
@@ -229,6 +234,7 @@ impl PushQueue {
         QueueDepth {
             pushes: state.items.len() + state.taken,
             bytes: state.bytes + state.taken_bytes,
+            dropped: state.dropped,
         }
     }
 
@@ -321,7 +327,8 @@ mod tests {
             q.depth(),
             QueueDepth {
                 pushes: 2,
-                bytes: 200
+                bytes: 200,
+                dropped: 1,
             }
         );
         let mut batch = Batch::default();
@@ -339,20 +346,28 @@ mod tests {
             q.depth(),
             QueueDepth {
                 pushes: 2,
-                bytes: 200
+                bytes: 200,
+                dropped: 2,
             }
         );
         while batch.pop_front().is_some() {}
         q.take_now(&mut batch);
         while batch.pop_front().is_some() {}
         q.take_now(&mut batch);
-        assert_eq!(q.depth(), QueueDepth::default());
+        assert_eq!(q.depth().pushes + q.depth().bytes, 0);
         // Larger than the whole bound: taken only by an empty queue.
         let big = push(1000);
         q.try_push(&big).unwrap();
         assert_eq!(q.try_push(&hundred).err(), Some(PushError::Full));
         q.discard();
-        assert_eq!(q.depth(), QueueDepth::default());
+        assert_eq!(
+            q.depth(),
+            QueueDepth {
+                pushes: 0,
+                bytes: 0,
+                dropped: 3,
+            }
+        );
     }
 
     #[test]

@@ -1,13 +1,24 @@
-//! Every open connection, by id: what an operator lists, and the switch that closes one
-//! on demand (a token removed at a reload, an operator's request).
+//! Every open connection, by id: what an operator lists (`/api/clients`), and the switch
+//! that stops one (the server's shutdown, an operator's request, a token removed at a
+//! reload).
+//!
+//! A connection publishes what it does here in batches (at most every 64 frames, and at
+//! each timer event), the way it publishes the server-wide counters: shared counters
+//! touched by every frame would bounce between cores. So a listing may be a few frames
+//! behind.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use monitor_proto::message::topic::TopicPattern;
+use monitor_proto::Uuid;
+use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::auth::Grant;
+use crate::queue::PushQueue;
 
 /// How a connection reached the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,7 +27,7 @@ pub(crate) struct Origin {
     pub(crate) peer: Box<str>,
     /// The listener's name.
     pub(crate) listener: Arc<str>,
-    /// `tcp`, `tls` or `unix`.
+    /// `tcp`, `tls`, `unix` or `ws`.
     pub(crate) kind: &'static str,
     /// Whether the peer presented a certificate its listener verified (mutual TLS).
     pub(crate) client_cert: bool,
@@ -30,6 +41,12 @@ pub(crate) struct ConnEntry {
     pub(crate) since: SystemTime,
     kill: Notify,
     state: Mutex<EntryState>,
+    /// Frames and bytes in and out, and the time of the last frame received (unix ms).
+    frames_in: AtomicU64,
+    frames_out: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    last_frame_ms: AtomicU64,
 }
 
 /// Why a connection was asked to stop.
@@ -41,14 +58,37 @@ pub(crate) enum Stop {
     Kill(Box<str>),
 }
 
-/// What changes in an entry after it is made (one lock, one allocation: an idle
-/// connection's footprint counts).
+/// What changes in an entry after it is made, now and then (one lock).
 #[derive(Debug, Default)]
 struct EntryState {
     /// Why the connection was asked to stop, once it was.
     stop: Option<Stop>,
     /// The grant it authenticated with, if any.
     grant: Option<Arc<Grant>>,
+    /// The uuid of its last frame.
+    uuid: Option<Uuid>,
+    /// Its subscription, once it has one.
+    subscription: Option<SubscriptionInfo>,
+    reported: bool,
+}
+
+/// A subscription as the registry shows it (its topics are the hub's).
+#[derive(Debug)]
+pub(crate) struct SubscriptionInfo {
+    pub(crate) code: Box<str>,
+    pub(crate) encrypted: bool,
+    pub(crate) compressed: bool,
+    pub(crate) queue: Arc<PushQueue>,
+}
+
+/// The counts a connection publishes to its entry.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Activity {
+    pub(crate) frames_in: u64,
+    pub(crate) frames_out: u64,
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
+    pub(crate) last_frame: Option<SystemTime>,
 }
 
 impl ConnEntry {
@@ -66,6 +106,78 @@ impl ConnEntry {
     pub(crate) fn grant(&self) -> Option<Arc<Grant>> {
         lock(&self.state).grant.clone()
     }
+
+    /// The uuid of the connection's latest frame (set when it changes).
+    pub(crate) fn set_uuid(&self, uuid: Uuid) {
+        lock(&self.state).uuid = Some(uuid);
+    }
+
+    pub(crate) fn set_subscription(&self, subscription: SubscriptionInfo) {
+        lock(&self.state).subscription = Some(subscription);
+    }
+
+    pub(crate) fn set_reported(&self) {
+        lock(&self.state).reported = true;
+    }
+
+    /// Publishes the connection's counts (totals, not increments).
+    pub(crate) fn publish(&self, activity: Activity) {
+        self.frames_in.store(activity.frames_in, Relaxed);
+        self.frames_out.store(activity.frames_out, Relaxed);
+        self.bytes_in.store(activity.bytes_in, Relaxed);
+        self.bytes_out.store(activity.bytes_out, Relaxed);
+        if let Some(at) = activity.last_frame {
+            self.last_frame_ms.store(unix_ms(at), Relaxed);
+        }
+    }
+
+    /// What `/api/clients` shows of it; `topics` are its subscription's, from the hub.
+    pub(crate) fn info(&self, topics: Option<&[TopicPattern]>) -> ClientInfo {
+        let state = lock(&self.state);
+        let subscription = state.subscription.as_ref();
+        let depth = subscription.map(|s| s.queue.depth()).unwrap_or_default();
+        let last_frame_ms = self.last_frame_ms.load(Relaxed);
+        ClientInfo {
+            id: self.id,
+            uuid: state.uuid.map(|u| u.to_string()),
+            peer: self.origin.peer.to_string(),
+            listener: self.origin.listener.to_string(),
+            kind: self.origin.kind,
+            role: role(subscription.is_some(), state.reported),
+            code: subscription.map(|s| s.code.to_string()),
+            topics: topics
+                .unwrap_or_default()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            encrypted: subscription.is_some_and(|s| s.encrypted),
+            compressed: subscription.is_some_and(|s| s.compressed),
+            authenticated_as: state.grant.as_ref().map(|g| g.name.to_string()),
+            connected_since_ms: unix_ms(self.since),
+            last_frame_ms: (last_frame_ms > 0).then_some(last_frame_ms),
+            frames_in: self.frames_in.load(Relaxed),
+            frames_out: self.frames_out.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            pushes_queued: depth.pushes as u64,
+            pushes_dropped: depth.dropped,
+        }
+    }
+}
+
+fn role(subscribed: bool, reported: bool) -> &'static str {
+    match (subscribed, reported) {
+        (true, true) => "subscriber+reporter",
+        (true, false) => "subscriber",
+        (false, true) => "reporter",
+        (false, false) => "none",
+    }
+}
+
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -73,36 +185,50 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// What the server knows of one open connection (see
-/// [`ServerHandle::connections`](crate::ServerHandle::connections)).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the server knows of one open connection, as `GET /api/clients` lists it (see
+/// [`ServerHandle::connections`](crate::ServerHandle::connections)). Counts may be a few
+/// frames behind: connections publish them in batches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
-pub struct ConnectionInfo {
-    /// The connection's id (what the logs call it, and what closes it).
+pub struct ClientInfo {
+    /// The connection's id (what the logs call it, and what `DELETE` takes).
     pub id: u64,
+    /// The uuid of its latest frame.
+    pub uuid: Option<String>,
     /// The peer's address.
     pub peer: String,
     /// The listener's name.
     pub listener: String,
-    /// `tcp`, `tls` or `unix`.
+    /// `tcp`, `tls`, `unix` or `ws`.
     pub kind: &'static str,
-    /// When it was accepted.
-    pub connected_since: SystemTime,
+    /// `subscriber`, `reporter`, `subscriber+reporter` or `none`.
+    pub role: &'static str,
+    /// Its subscription's `code`.
+    pub code: Option<String>,
+    /// Its subscription's topics, in canonical form (`[]`: every report).
+    pub topics: Vec<String>,
+    /// Whether its pushes are encrypted (the in-band layer).
+    pub encrypted: bool,
+    /// Whether its pushes are compressed.
+    pub compressed: bool,
     /// The token it authenticated with (its name), or `mtls`.
     pub authenticated_as: Option<String>,
-}
-
-impl ConnEntry {
-    pub(crate) fn info(&self) -> ConnectionInfo {
-        ConnectionInfo {
-            id: self.id,
-            peer: self.origin.peer.to_string(),
-            listener: self.origin.listener.to_string(),
-            kind: self.origin.kind,
-            connected_since: self.since,
-            authenticated_as: self.grant().map(|g| g.name.to_string()),
-        }
-    }
+    /// When it was accepted, unix milliseconds.
+    pub connected_since_ms: u64,
+    /// When its last complete frame arrived, unix milliseconds.
+    pub last_frame_ms: Option<u64>,
+    /// Frames received.
+    pub frames_in: u64,
+    /// Frames written.
+    pub frames_out: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes written.
+    pub bytes_out: u64,
+    /// Pushes queued for it and not yet written.
+    pub pushes_queued: u64,
+    /// Pushes dropped because its queue was full.
+    pub pushes_dropped: u64,
 }
 
 /// The open connections.
@@ -127,6 +253,11 @@ impl Registry {
             since: SystemTime::now(),
             kill: Notify::new(),
             state: Mutex::default(),
+            frames_in: AtomicU64::new(0),
+            frames_out: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            last_frame_ms: AtomicU64::new(0),
         });
         let mut conns = lock(&self.conns);
         if conns.shut_down {
@@ -165,7 +296,7 @@ impl Registry {
         }
     }
 
-    /// Closes every connection whose grant `keep` rejects; how many.
+    /// Closes every connection whose grant `doomed` condemns; how many.
     pub(crate) fn kill_where(&self, mut doomed: impl FnMut(&Grant) -> bool, why: &str) -> usize {
         let mut killed = 0;
         for entry in self.snapshot() {

@@ -15,7 +15,7 @@ use monitor_proto::Address;
 
 use crate::config::{Config, ConfigDiff, ConfigError};
 use crate::conn;
-use crate::registry::{ConnectionInfo, Origin};
+use crate::registry::{ClientInfo, Origin};
 use crate::state::{ConnSlot, Shared};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::tls::{ReloadableAcceptor, TlsError};
@@ -130,17 +130,10 @@ impl ServerHandle {
         self.shared.hub.queue_depths()
     }
 
-    /// Every open connection, by id order.
-    pub fn connections(&self) -> Vec<ConnectionInfo> {
-        let mut all: Vec<_> = self
-            .shared
-            .registry
-            .snapshot()
-            .iter()
-            .map(|entry| entry.info())
-            .collect();
-        all.sort_by_key(|c| c.id);
-        all
+    /// Every open connection, by id order. Built from copies of references: neither the
+    /// registry nor the hub is locked across the listing, and fan-out never waits for it.
+    pub fn connections(&self) -> Vec<ClientInfo> {
+        self.shared.clients()
     }
 
     /// Closes connection `id`, logging `why`; whether it was open.

@@ -69,6 +69,20 @@ impl Shared {
         Arc::clone(&self.auth.read().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// Every open connection, by id order.
+    pub(crate) fn clients(&self) -> Vec<crate::registry::ClientInfo> {
+        let topics: std::collections::HashMap<_, _> =
+            self.hub.subscriptions().into_iter().collect();
+        let mut all: Vec<_> = self
+            .registry
+            .snapshot()
+            .iter()
+            .map(|entry| entry.info(topics.get(&entry.id).map(|t| &t[..])))
+            .collect();
+        all.sort_by_key(|c| c.id);
+        all
+    }
+
     /// Replaces the authentication table (a reload), and closes the connections whose
     /// grant it no longer gives (a token removed, rotated or changed). Returns how many.
     pub(crate) fn set_auth(&self, auth: Auth) -> usize {

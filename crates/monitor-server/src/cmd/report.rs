@@ -17,7 +17,10 @@ pub(super) fn handle(ctx: &mut Ctx<'_>, header: &Header, report: &Report) -> Ans
     let json = match push_size_check(ctx.settings, report) {
         Err(too_large) => reply::error(&too_large),
         Ok(prepared) => {
-            ctx.session.reported = true;
+            if !ctx.session.reported {
+                ctx.session.reported = true;
+                ctx.entry.set_reported();
+            }
             let delivered = ctx.shared.hub.publish(report, prepared, ctx.wakes);
             reply::report_ack(delivered)
         }

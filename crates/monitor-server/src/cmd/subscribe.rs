@@ -8,6 +8,7 @@ use monitor_proto::{Header, MsgType, Recipient};
 
 use super::{Answer, Ctx};
 use crate::queue::{Batch, PushQueue};
+use crate::registry::SubscriptionInfo;
 use crate::session::Subscription;
 
 pub(super) fn handle(ctx: &mut Ctx<'_>, header: &Header, subscribe: Subscribe) -> Answer {
@@ -32,6 +33,13 @@ pub(super) fn handle(ctx: &mut Ctx<'_>, header: &Header, subscribe: Subscribe) -
         to: Recipient::new(header.uuid)
             .compress(header.compress)
             .encrypt(header.cipher),
+        queue: Arc::clone(&queue),
+    });
+    ctx.entry.set_uuid(header.uuid);
+    ctx.entry.set_subscription(SubscriptionInfo {
+        code: subscribe.code.as_str().into(),
+        encrypted: header.cipher,
+        compressed: header.compress,
         queue: Arc::clone(&queue),
     });
     // The caller encodes the acknowledgement before it takes any push from the queue.

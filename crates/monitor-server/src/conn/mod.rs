@@ -41,7 +41,7 @@ use crate::cmd::{self, Answer, Ctx};
 use crate::config::{Settings, SMALL_FRAME_LEN};
 use crate::hub::Wakes;
 use crate::queue::{Batch, Push, PushQueue};
-use crate::registry::{ConnEntry, Origin, Stop};
+use crate::registry::{Activity, ConnEntry, Origin, Stop};
 use crate::session::Session;
 use crate::state::{ConnSlot, Shared};
 use crate::stats::Stats;
@@ -73,6 +73,7 @@ struct Conn {
     /// Subscribers to wake once the reports of this read are all published.
     wakes: Wakes,
     frames_in: u64,
+    bytes_in: u64,
     /// The part of `frames_in` / frames written already added to the shared stats.
     frames_in_counted: u64,
     frames_out_counted: u64,
@@ -224,6 +225,7 @@ impl Conn {
             session,
             wakes: Wakes::default(),
             frames_in: 0,
+            bytes_in: 0,
             frames_in_counted: 0,
             frames_out_counted: 0,
             last_frame: started,
@@ -309,7 +311,10 @@ impl Conn {
                     match reader.try_read_buf(&mut self.rbuf) {
                         Ok(0) if self.rbuf.is_empty() => break Close::Eof,
                         Ok(0) => break Close::EofMidFrame(self.rbuf.len()),
-                        Ok(_) => self.on_read(),
+                        Ok(n) => {
+                            self.bytes_in += n as u64;
+                            self.on_read();
+                        }
                         // Readiness can be stale (a new socket reports it once): keep no
                         // buffer for a read that found nothing.
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -652,6 +657,8 @@ impl Conn {
         }
     }
 
+    /// Adds this connection's frames to the server's counters, and publishes its
+    /// activity in its registry entry: in batches, never per frame (see `STATS_BATCH`).
     fn flush_stats(&mut self) {
         let stats = &self.shared.stats;
         let written = self.out.frames_written();
@@ -659,6 +666,19 @@ impl Conn {
         Stats::add(&stats.frames_in, self.frames_in - self.frames_in_counted);
         self.frames_out_counted = written;
         self.frames_in_counted = self.frames_in;
+        let last_frame = (self.frames_in > 0)
+            .then(|| std::time::SystemTime::now().checked_sub(self.last_frame.elapsed()))
+            .flatten();
+        self.entry.publish(Activity {
+            frames_in: self.frames_in,
+            frames_out: written,
+            bytes_in: self.bytes_in,
+            bytes_out: self.out.bytes_written(),
+            last_frame,
+        });
+        if let Some(uuid) = self.session.uuid {
+            self.entry.set_uuid(uuid);
+        }
     }
 }
 

@@ -15,6 +15,8 @@ pub(crate) struct OutBuf {
     head_rest: usize,
     /// Frames written whole.
     written: u64,
+    /// Bytes written.
+    bytes_written: u64,
     /// Since when output has been pending without the socket taking any of it.
     stalled_since: Option<Instant>,
 }
@@ -41,6 +43,11 @@ impl OutBuf {
     /// Frames written whole so far.
     pub(crate) fn frames_written(&self) -> u64 {
         self.written
+    }
+
+    /// Bytes written so far.
+    pub(crate) fn bytes_written(&self) -> u64 {
+        self.bytes_written
     }
 
     /// Starts the stall clock if output is pending and it is not running.
@@ -74,6 +81,7 @@ impl OutBuf {
             end += frame_len_at(&self.buf, end);
         }
         self.head_rest = end.saturating_sub(n);
+        self.bytes_written += n as u64;
         self.buf.advance(n);
         if self.buf.is_empty() {
             self.buf = BytesMut::new();

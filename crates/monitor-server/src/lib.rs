@@ -66,6 +66,7 @@ mod conn;
 pub mod hub;
 pub mod logging;
 pub mod queue;
+mod registry;
 pub mod runtime;
 pub mod server;
 mod session;
@@ -78,5 +79,6 @@ pub use config::{
     Settings, SlowConsumer, TokenConfig,
 };
 pub use monitor_proto::Address;
+pub use registry::ConnectionInfo;
 pub use server::{BoundAddress, Server, ServerError, ServerHandle};
 pub use stats::StatsSnapshot;

@@ -16,6 +16,7 @@ use monitor_proto::Address;
 
 use crate::config::{Config, ConfigDiff, ConfigError};
 use crate::conn;
+use crate::registry::{ConnectionInfo, Origin};
 use crate::state::Shared;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::tls::{ReloadableAcceptor, TlsError};
@@ -130,6 +131,24 @@ impl ServerHandle {
         self.shared.hub.queue_depths()
     }
 
+    /// Every open connection, by id order.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        let mut all: Vec<_> = self
+            .shared
+            .registry
+            .snapshot()
+            .iter()
+            .map(|entry| entry.info())
+            .collect();
+        all.sort_by_key(|c| c.id);
+        all
+    }
+
+    /// Closes connection `id`, logging `why`; whether it was open.
+    pub fn close_connection(&self, id: u64, why: &str) -> bool {
+        self.shared.registry.kill(id, why.to_owned())
+    }
+
     /// Bytes of the `max_buffered_bytes` budget that connections hold now for the large
     /// frames they are reading.
     pub fn buffered_bytes(&self) -> usize {
@@ -211,8 +230,14 @@ impl ServerHandle {
         }
         current.listeners = kept;
         current.auth = new.auth.clone();
-        self.shared
+        let closed = self
+            .shared
             .set_auth(crate::auth::Auth::from_config(&new.auth));
+        if closed > 0 {
+            diff.applied.push(format!(
+                "auth: {closed} connection(s) closed: their token was removed or changed"
+            ));
+        }
         Ok(diff)
     }
 }
@@ -406,6 +431,7 @@ async fn accept_loop(
     tracker: TaskTracker,
 ) {
     let mut backoff = Duration::from_millis(10);
+    let listener_name: Arc<str> = l.name.as_str().into();
     loop {
         let accepted = tokio::select! {
             () = token.cancelled() => break,
@@ -427,12 +453,18 @@ async fn accept_loop(
                     _slot: slot,
                 };
                 let (shared, token) = (Arc::clone(&shared), token.clone());
-                let listener = l.name.clone();
+                let listener: Arc<str> = Arc::clone(&listener_name);
                 tracker.spawn(async move {
                     let _guard = guard;
+                    let origin = |kind, client_cert| Origin {
+                        peer: peer.clone(),
+                        listener: Arc::clone(&listener),
+                        kind,
+                        client_cert,
+                    };
                     match stream {
-                        Accepted::Tcp(s) => conn::serve(s, peer, shared, token).await,
-                        Accepted::Unix(s) => conn::serve(s, peer, shared, token).await,
+                        Accepted::Tcp(s) => conn::serve(s, origin("tcp", false), shared, token).await,
+                        Accepted::Unix(s) => conn::serve(s, origin("unix", false), shared, token).await,
                         Accepted::Tls(s, acceptor) => {
                             // The handshake runs here, in the connection's own task, and
                             // is cut off at its timeout: never in the accept loop.
@@ -445,7 +477,11 @@ async fn accept_loop(
                                 () = token.cancelled() => return,
                                 done = handshake => match done {
                                     Ok(Ok(tls)) => {
-                                        return conn::serve(tls, peer, shared, token).await;
+                                        // Only a verified certificate gets this far on a
+                                        // mutual-TLS listener.
+                                        let client_cert = tls.get_ref().1.peer_certificates().is_some();
+                                        let origin = origin("tls", client_cert);
+                                        return conn::serve(tls, origin, shared, token).await;
                                     }
                                     Ok(Err(e)) => e.to_string(),
                                     Err(_) => format!("no handshake in {limit} s (tls_handshake_timeout_secs)"),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use monitor_proto::{Recipient, Uuid};
 
+use crate::auth::Grant;
 use crate::queue::{Batch, PushQueue};
 
 /// A subscription as the connection sends it: pushes go to its recipient (its uuid, and
@@ -29,6 +30,8 @@ pub(crate) struct Session {
     pub(crate) batch: Batch,
     /// Whether the connection has published a report.
     pub(crate) reported: bool,
+    /// What it may do, once it has authenticated (a token, or a client certificate).
+    pub(crate) grant: Option<Arc<Grant>>,
 }
 
 impl Session {
@@ -39,6 +42,7 @@ impl Session {
             subscription: None,
             batch: Batch::default(),
             reported: false,
+            grant: None,
         }
     }
 

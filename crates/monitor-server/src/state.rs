@@ -10,6 +10,7 @@ use crate::auth::Auth;
 use crate::budget::ByteBudget;
 use crate::config::{AuthConfig, Settings};
 use crate::hub::{Hub, HubSettings};
+use crate::registry::Registry;
 use crate::stats::Stats;
 use crate::tls::ReloadableAcceptor;
 
@@ -27,6 +28,8 @@ pub(crate) struct Shared {
     pub(crate) connection_slots: Arc<Semaphore>,
     /// Who may do what; replaced whole on a reload.
     auth: RwLock<Arc<Auth>>,
+    /// Every open connection.
+    pub(crate) registry: Registry,
     /// The TLS listeners' acceptors, by listener name, for reloads.
     pub(crate) acceptors: Vec<(String, Arc<ReloadableAcceptor>)>,
 }
@@ -56,6 +59,7 @@ impl Shared {
             next_id: AtomicU64::new(1),
             failure: Mutex::new(None),
             auth: RwLock::new(Arc::new(Auth::from_config(auth))),
+            registry: Registry::default(),
             acceptors,
         }
     }
@@ -65,9 +69,17 @@ impl Shared {
         Arc::clone(&self.auth.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Replaces the authentication table (a reload).
-    pub(crate) fn set_auth(&self, auth: Auth) {
-        *self.auth.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(auth);
+    /// Replaces the authentication table (a reload), and closes the connections whose
+    /// grant it no longer gives (a token removed, rotated or changed). Returns how many.
+    pub(crate) fn set_auth(&self, auth: Auth) -> usize {
+        let auth = Arc::new(auth);
+        *self.auth.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&auth);
+        let closed = self.registry.kill_where(
+            |grant| !auth.still_grants(grant),
+            "its token (or [auth.mtls]) was removed or changed at a reload",
+        );
+        Stats::add(&self.stats.auth_closed_at_reload, closed as u64);
+        closed
     }
 
     /// Applies reloaded settings: to the hub and the budget at once, to each connection at

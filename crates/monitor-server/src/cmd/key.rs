@@ -14,6 +14,11 @@ const LEGACY_DISABLED: &str = "legacy key exchange is disabled (the key would tr
      true in the server's [server] config";
 
 pub(super) fn handle(ctx: &mut Ctx<'_>, header: &Header, request: &KeyRequest) -> Answer {
+    if let Some(token) = &request.token {
+        if let Err(refusal) = super::auth::present_token(ctx, header, MsgType::KeyReply, token) {
+            return refusal;
+        }
+    }
     let (json, key) = if let Some(pubkey) = &request.pubkey {
         match ServerHandshake::new().respond(pubkey, &header.uuid) {
             Ok((server_pubkey, key)) => (reply::key_pubkey(&server_pubkey), Some(key)),
@@ -24,7 +29,7 @@ pub(super) fn handle(ctx: &mut Ctx<'_>, header: &Header, request: &KeyRequest) -
             }
         }
     } else if request.token.is_some() {
-        // Authentication is not configured on this server: every client may do anything.
+        // A token alone only authenticates (spec §6).
         (reply::authenticated(), None)
     } else if ctx.settings.legacy_key_exchange {
         let cipher_key = generate_legacy_key();

@@ -4,6 +4,7 @@
 //! (the binary protocol today, a WebSocket later) dispatches to the same handlers, and a
 //! new check (authentication, say) is a step in a handler, not a branch in a loop.
 
+mod auth;
 mod key;
 mod report;
 mod subscribe;
@@ -16,6 +17,7 @@ use monitor_proto::{BodyError, Header, MsgType, Request, SessionKey};
 
 use crate::config::Settings;
 use crate::hub::Wakes;
+use crate::registry::ConnEntry;
 use crate::session::Session;
 use crate::state::Shared;
 
@@ -24,6 +26,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) shared: &'a Shared,
     pub(crate) settings: &'a Settings,
     pub(crate) session: &'a mut Session,
+    /// The connection in the server's registry (what it authenticated as).
+    pub(crate) entry: &'a ConnEntry,
     /// Subscribers to wake once the reports of this read are all published.
     pub(crate) wakes: &'a mut Wakes,
     /// The peer, for the logs.
@@ -35,6 +39,10 @@ pub(crate) struct Ctx<'a> {
 pub(crate) enum Ending {
     /// A malformed subscribe: answered, then closed (spec §3).
     MalformedSubscribe,
+    /// A wrong token: answered "unauthorized", then closed (spec §6).
+    Unauthorized,
+    /// A subscribe outside the grants, or before authenticating (spec §6).
+    ForbiddenSubscribe,
 }
 
 /// What to send back for one request, and what follows.

@@ -11,6 +11,9 @@ use crate::config::Settings;
 use crate::queue::Push;
 
 pub(super) fn handle(ctx: &mut Ctx<'_>, header: &Header, report: &Report) -> Answer {
+    if let Err(refusal) = super::auth::may_report(ctx, header, report.code.as_deref()) {
+        return refusal;
+    }
     let json = match push_size_check(ctx.settings, report) {
         Err(too_large) => reply::error(&too_large),
         Ok(prepared) => {

@@ -11,6 +11,15 @@ use crate::queue::{Batch, PushQueue};
 use crate::session::Subscription;
 
 pub(super) fn handle(ctx: &mut Ctx<'_>, header: &Header, subscribe: Subscribe) -> Answer {
+    if let Some(token) = &subscribe.token {
+        if let Err(refusal) = super::auth::present_token(ctx, header, MsgType::Push, token) {
+            return refusal;
+        }
+    }
+    // Allowed as a whole or refused: never silently narrowed.
+    if let Err(refusal) = super::auth::may_subscribe(ctx, header, &subscribe.topics) {
+        return refusal;
+    }
     let settings = ctx.settings;
     // A new queue for the new subscription: the pushes the old one matched, queued or
     // taken and not yet encoded, are dropped here (and the hub discards the old queue

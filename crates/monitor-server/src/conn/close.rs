@@ -44,6 +44,9 @@ pub(crate) enum Close {
     Io(io::Error),
     /// The server is shutting down.
     Shutdown,
+    /// Someone asked the server to close it (a reload that removed its token, an
+    /// operator), for this reason.
+    Killed(String),
 }
 
 impl fmt::Display for Close {
@@ -77,6 +80,8 @@ impl fmt::Display for Close {
             ),
             Close::Protocol(e) => write!(f, "protocol error: {e}"),
             Close::Refused(Ending::MalformedSubscribe) => f.write_str("malformed subscribe"),
+            Close::Refused(Ending::Unauthorized) => f.write_str("unauthorized: wrong token"),
+            Close::Refused(Ending::ForbiddenSubscribe) => f.write_str("forbidden subscribe"),
             Close::SlowConsumer => {
                 f.write_str("slow consumer: push queue full (slow_consumer = \"disconnect\")")
             }
@@ -85,6 +90,7 @@ impl fmt::Display for Close {
             }
             Close::Io(e) => write!(f, "i/o error: {e}"),
             Close::Shutdown => f.write_str("server shutdown"),
+            Close::Killed(why) => write!(f, "closed by the server: {why}"),
         }
     }
 }

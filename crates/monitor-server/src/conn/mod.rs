@@ -40,6 +40,7 @@ use crate::cmd::{self, Answer, Ctx};
 use crate::config::{Settings, SMALL_FRAME_LEN};
 use crate::hub::Wakes;
 use crate::queue::{Batch, Push, PushQueue};
+use crate::registry::{ConnEntry, Origin};
 use crate::session::Session;
 use crate::state::Shared;
 use crate::stats::Stats;
@@ -58,6 +59,8 @@ const BATCH_KEEP: usize = 64;
 
 struct Conn {
     shared: Arc<Shared>,
+    /// This connection in the server's registry (its kill switch, its grant).
+    entry: Arc<ConnEntry>,
     peer: String,
     settings: Arc<Settings>,
     settings_rx: watch::Receiver<Arc<Settings>>,
@@ -85,12 +88,12 @@ struct Conn {
 /// Serves one accepted connection until it closes; logs its close line.
 pub(crate) async fn serve<T: Transport>(
     mut stream: T,
-    peer: String,
+    origin: Origin,
     shared: Arc<Shared>,
     token: CancellationToken,
 ) {
     let started = Instant::now();
-    let mut conn = Conn::new(shared, peer, started);
+    let mut conn = Conn::new(shared, origin, started);
     debug!(peer = %conn.peer, id = conn.session.id, "connection opened");
     let reason = conn.run(&mut stream, &token).await;
     conn.flush_stats();
@@ -131,6 +134,7 @@ impl Drop for Conn {
         if self.session.subscription.is_some() {
             self.shared.hub.unsubscribe(self.session.id);
         }
+        self.shared.registry.remove(self.session.id);
         self.shared
             .budget
             .give_back(std::mem::take(&mut self.budget_held));
@@ -161,20 +165,34 @@ fn write_now<W: AsyncWrite + Unpin>(writer: &mut W, buf: &[u8]) -> Option<io::Re
 }
 
 impl Conn {
-    fn new(shared: Arc<Shared>, peer: String, started: Instant) -> Conn {
+    fn new(shared: Arc<Shared>, origin: Origin, started: Instant) -> Conn {
         let id = shared.next_conn_id();
         let mut settings_rx = shared.settings_receiver();
         let settings = settings_rx.borrow_and_update().clone();
         let codec = settings.codec_builder().new_codec();
+        let peer = origin.peer.clone();
+        let client_cert = origin.client_cert;
+        let entry = shared.registry.add(id, origin);
+        let mut session = Session::new(id);
+        if client_cert {
+            // A certificate the listener verified authenticates the connection by itself
+            // (spec §6), with what `[auth.mtls]` grants.
+            if let Some(grant) = shared.auth().mtls() {
+                Stats::add(&shared.stats.auth_granted, 1);
+                entry.set_grant(Some(Arc::clone(grant)));
+                session.grant = Some(Arc::clone(grant));
+            }
+        }
         Conn {
             shared,
+            entry,
             peer,
             settings,
             settings_rx,
             codec,
             rbuf: BytesMut::new(),
             out: OutBuf::default(),
-            session: Session::new(id),
+            session,
             wakes: Wakes::default(),
             frames_in: 0,
             frames_in_counted: 0,
@@ -197,7 +215,9 @@ impl Conn {
         // per turn would join (and leave) its shared waiter list each time.
         let cancelled = token.cancelled();
         let shared = Arc::clone(&self.shared);
-        tokio::pin!(timer, cancelled);
+        let entry = Arc::clone(&self.entry);
+        let killed = entry.killed();
+        tokio::pin!(timer, cancelled, killed);
         let reason = loop {
             if let Some(reason) = self.closing.take() {
                 break reason;
@@ -231,6 +251,7 @@ impl Conn {
                     Box::pin(self.drain(&mut writer)).await;
                     return Close::Shutdown;
                 }
+                why = &mut killed => break Close::Killed(why),
                 // `write`, not `write_buf`: the buffer is one slice, and plain write(2)
                 // skips writev's iovec handling on every flush.
                 written = writer.write(self.out.bytes()), if !self.out.is_empty() => {
@@ -481,6 +502,7 @@ impl Conn {
                     shared: &self.shared,
                     settings: &self.settings,
                     session: &mut self.session,
+                    entry: &self.entry,
                     wakes: &mut self.wakes,
                     peer: &self.peer,
                 };
@@ -627,7 +649,13 @@ mod tests {
             &crate::config::AuthConfig::default(),
             Vec::new(),
         ));
-        let mut conn = Conn::new(shared, "test".into(), Instant::now());
+        let origin = Origin {
+            peer: "test".into(),
+            listener: "test".into(),
+            kind: "tcp",
+            client_cert: false,
+        };
+        let mut conn = Conn::new(shared, origin, Instant::now());
         conn.rbuf = heartbeats(COUNT);
         let largest_reply = 512;
 

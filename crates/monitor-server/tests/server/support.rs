@@ -87,6 +87,28 @@ impl Client {
         Client::over(Box::new(stream), tag)
     }
 
+    /// A client over TLS; the handshake's error if it fails. Also returns the server's
+    /// certificate (DER), as the client received it.
+    pub async fn connect_tls(
+        addr: SocketAddr,
+        connector: &tokio_rustls::TlsConnector,
+        tag: &str,
+    ) -> std::io::Result<(Client, Vec<u8>)> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let tls = tokio::time::timeout(WAIT, connector.connect(crate::pki::localhost(), stream))
+            .await
+            .map_err(|_| std::io::Error::other("TLS handshake timed out"))??;
+        let leaf = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec())
+            .unwrap_or_default();
+        Ok((Client::over(Box::new(tls), tag), leaf))
+    }
+
     pub async fn connect_unix(path: &Path, tag: &str) -> Client {
         let stream = tokio::net::UnixStream::connect(path).await.unwrap();
         Client::over(Box::new(stream), tag)

@@ -37,7 +37,7 @@ use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use monitor_client::config::{random_uuid, DEFAULT_MAX_FRAME_LEN, MAX_DURATION};
-use monitor_client::{raw, ClientConfig, Subscription};
+use monitor_client::{raw, ClientConfig, Endpoint, Subscription};
 use monitor_proto::header::Direction;
 use monitor_proto::message::reply::SUCCESS_PREFIX;
 use monitor_proto::{ClientCodec, FrameCodec, Header, MsgType, Uuid, HEADER_LEN};
@@ -48,7 +48,6 @@ use tokio::task::JoinHandle;
 use tokio_util::codec::Decoder;
 
 use crate::error::{Error, Result};
-use monitor_proto::Address;
 
 /// A connection's read half, as [`raw::connect`] hands it over.
 type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
@@ -168,7 +167,7 @@ fn check_open_files(_: &BenchConfig) -> Result<()> {
 #[non_exhaustive]
 pub struct BenchConfig {
     /// The server.
-    pub server: Address,
+    pub server: Endpoint,
     /// Subscriber connections.
     pub subscribers: usize,
     /// Reporter connections.
@@ -207,7 +206,7 @@ pub struct BenchConfig {
 impl BenchConfig {
     /// The defaults of `monitor-client bench` against `server`: 1 subscriber, 1 reporter,
     /// 200 bytes, 10 s measured after 2 s of warmup, max rate.
-    pub fn new(server: Address) -> BenchConfig {
+    pub fn new(server: Endpoint) -> BenchConfig {
         BenchConfig {
             server,
             subscribers: 1,

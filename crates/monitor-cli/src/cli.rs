@@ -12,8 +12,8 @@ use tracing::{error, info, warn};
 
 use monitor_client::config::parse_uuid;
 use monitor_client::Error as ClientError;
-use monitor_client::{ClientConfig, Event, PushReceiver, Reporter, Subscription};
-use monitor_proto::{Address, HEADER_LEN};
+use monitor_client::{ClientConfig, Endpoint, Event, PushReceiver, Reporter, Subscription};
+use monitor_proto::HEADER_LEN;
 
 use crate::bench::{self, BenchConfig};
 use crate::error::Error;
@@ -60,7 +60,7 @@ pub enum Command {
 pub struct ConnArgs {
     /// Server address: host:port, or unix:/path/to/socket.
     #[arg(long, value_name = "ADDR", value_parser = parse_server)]
-    pub server: Address,
+    pub server: Endpoint,
     /// Exchange keys (X25519) and ask for encrypted replies and pushes.
     #[arg(long)]
     pub encrypt: bool,
@@ -219,7 +219,7 @@ pub struct ReportArgs {
 pub struct BenchArgs {
     /// Server address: host:port, or unix:/path/to/socket.
     #[arg(long, value_name = "ADDR", value_parser = parse_server)]
-    pub server: Address,
+    pub server: Endpoint,
     /// Subscriber connections; all are subscribed before reporting starts.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub subscribers: usize,
@@ -268,8 +268,8 @@ pub struct BenchArgs {
     pub allow_remote: bool,
 }
 
-fn parse_server(s: &str) -> Result<Address, String> {
-    s.parse::<Address>().map_err(|e| e.to_string())
+fn parse_server(s: &str) -> Result<Endpoint, String> {
+    s.parse::<Endpoint>().map_err(|e| e.to_string())
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {

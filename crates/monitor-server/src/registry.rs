@@ -13,7 +13,7 @@ use crate::auth::Grant;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Origin {
     /// The peer's address (`unix:/path` for a Unix socket).
-    pub(crate) peer: String,
+    pub(crate) peer: Box<str>,
     /// The listener's name.
     pub(crate) listener: Arc<str>,
     /// `tcp`, `tls` or `unix`.
@@ -29,24 +29,42 @@ pub(crate) struct ConnEntry {
     pub(crate) origin: Origin,
     pub(crate) since: SystemTime,
     kill: Notify,
-    killed: Mutex<Option<String>>,
+    state: Mutex<EntryState>,
+}
+
+/// Why a connection was asked to stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// The server is shutting down: deliver what is queued, then close.
+    Shutdown,
+    /// Close now, for this reason (an operator, a reload that removed its token).
+    Kill(Box<str>),
+}
+
+/// What changes in an entry after it is made (one lock, one allocation: an idle
+/// connection's footprint counts).
+#[derive(Debug, Default)]
+struct EntryState {
+    /// Why the connection was asked to stop, once it was.
+    stop: Option<Stop>,
     /// The grant it authenticated with, if any.
-    grant: Mutex<Option<Arc<Grant>>>,
+    grant: Option<Arc<Grant>>,
 }
 
 impl ConnEntry {
-    /// Resolves once someone asked to close this connection, with why.
-    pub(crate) async fn killed(&self) -> String {
+    /// Resolves once the connection is asked to stop: the server's shutdown, or a kill.
+    /// One switch for both, so that a connection's task waits on one future, not two.
+    pub(crate) async fn stopped(&self) -> Stop {
         self.kill.notified().await;
-        lock(&self.killed).clone().unwrap_or_default()
+        lock(&self.state).stop.clone().unwrap_or(Stop::Shutdown)
     }
 
     pub(crate) fn set_grant(&self, grant: Option<Arc<Grant>>) {
-        *lock(&self.grant) = grant;
+        lock(&self.state).grant = grant;
     }
 
     pub(crate) fn grant(&self) -> Option<Arc<Grant>> {
-        lock(&self.grant).clone()
+        lock(&self.state).grant.clone()
     }
 }
 
@@ -78,7 +96,7 @@ impl ConnEntry {
     pub(crate) fn info(&self) -> ConnectionInfo {
         ConnectionInfo {
             id: self.id,
-            peer: self.origin.peer.clone(),
+            peer: self.origin.peer.to_string(),
             listener: self.origin.listener.to_string(),
             kind: self.origin.kind,
             connected_since: self.since,
@@ -90,7 +108,14 @@ impl ConnEntry {
 /// The open connections.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
-    conns: Mutex<HashMap<u64, Arc<ConnEntry>>>,
+    conns: Mutex<Conns>,
+}
+
+#[derive(Debug, Default)]
+struct Conns {
+    by_id: HashMap<u64, Arc<ConnEntry>>,
+    /// Set at shutdown: a connection registered after it stops at once.
+    shut_down: bool,
 }
 
 impl Registry {
@@ -101,23 +126,39 @@ impl Registry {
             origin,
             since: SystemTime::now(),
             kill: Notify::new(),
-            killed: Mutex::new(None),
-            grant: Mutex::new(None),
+            state: Mutex::default(),
         });
-        lock(&self.conns).insert(id, Arc::clone(&entry));
+        let mut conns = lock(&self.conns);
+        if conns.shut_down {
+            stop(&entry, Stop::Shutdown);
+        }
+        conns.by_id.insert(id, Arc::clone(&entry));
         entry
     }
 
     pub(crate) fn remove(&self, id: u64) {
-        lock(&self.conns).remove(&id);
+        lock(&self.conns).by_id.remove(&id);
+    }
+
+    /// Tells every connection, and every one registered from now on, that the server is
+    /// shutting down.
+    pub(crate) fn shut_down(&self) {
+        let entries: Vec<Arc<ConnEntry>> = {
+            let mut conns = lock(&self.conns);
+            conns.shut_down = true;
+            conns.by_id.values().cloned().collect()
+        };
+        for entry in entries {
+            stop(&entry, Stop::Shutdown);
+        }
     }
 
     /// Asks connection `id` to close, saying why; whether it was open.
     pub(crate) fn kill(&self, id: u64, why: String) -> bool {
-        let entry = lock(&self.conns).get(&id).cloned();
+        let entry = lock(&self.conns).by_id.get(&id).cloned();
         match entry {
             Some(entry) => {
-                kill(&entry, why);
+                stop(&entry, Stop::Kill(why.into()));
                 true
             }
             None => false,
@@ -126,11 +167,10 @@ impl Registry {
 
     /// Closes every connection whose grant `keep` rejects; how many.
     pub(crate) fn kill_where(&self, mut doomed: impl FnMut(&Grant) -> bool, why: &str) -> usize {
-        let entries: Vec<Arc<ConnEntry>> = lock(&self.conns).values().cloned().collect();
         let mut killed = 0;
-        for entry in entries {
+        for entry in self.snapshot() {
             if entry.grant().is_some_and(|g| doomed(&g)) {
-                kill(&entry, why.to_owned());
+                stop(&entry, Stop::Kill(why.into()));
                 killed += 1;
             }
         }
@@ -139,12 +179,13 @@ impl Registry {
 
     /// Every open connection now. The registry is locked only to copy the references.
     pub(crate) fn snapshot(&self) -> Vec<Arc<ConnEntry>> {
-        lock(&self.conns).values().cloned().collect()
+        lock(&self.conns).by_id.values().cloned().collect()
     }
 }
 
-fn kill(entry: &ConnEntry, why: String) {
-    lock(&entry.killed).get_or_insert(why);
+fn stop(entry: &ConnEntry, why: Stop) {
+    // The first reason stands (a kill during the drain does not restart it).
+    lock(&entry.state).stop.get_or_insert(why);
     // A permit if the connection is not waiting yet: it sees it at its next turn.
     entry.kill.notify_one();
 }

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
@@ -17,7 +16,7 @@ use monitor_proto::Address;
 use crate::config::{Config, ConfigDiff, ConfigError};
 use crate::conn;
 use crate::registry::{ConnectionInfo, Origin};
-use crate::state::Shared;
+use crate::state::{ConnSlot, Shared};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::tls::{ReloadableAcceptor, TlsError};
 
@@ -351,6 +350,8 @@ impl Server {
             ));
         }
         self.token.cancelled().await;
+        // The accept loops stop on the token; each connection on its own switch.
+        self.shared.registry.shut_down();
         let drain = self.shared.settings.borrow().drain_timeout_secs;
         info!(
             open = self.shared.stats.connections_open.load(Relaxed),
@@ -412,18 +413,6 @@ fn remove_stale_socket(path: &std::path::Path) {
     }
 }
 
-/// Decrements the open-connection count when a connection task ends, however it ends.
-struct OpenConnection {
-    shared: Arc<Shared>,
-    _slot: OwnedSemaphorePermit,
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.shared.stats.connections_open.fetch_sub(1, Relaxed);
-    }
-}
-
 async fn accept_loop(
     l: BoundListener,
     shared: Arc<Shared>,
@@ -441,57 +430,41 @@ async fn accept_loop(
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(10);
                 shared.stats.connections_accepted.fetch_add(1, Relaxed);
-                let Ok(slot) = Arc::clone(&shared.connection_slots).try_acquire_owned() else {
+                let Some(slot) = ConnSlot::take(&shared) else {
                     shared.stats.connections_refused.fetch_add(1, Relaxed);
                     warn!(listener = %l.name, peer = %peer, "max_connections reached: connection closed");
                     drop(stream);
                     continue;
                 };
-                shared.stats.connections_open.fetch_add(1, Relaxed);
-                let guard = OpenConnection {
-                    shared: Arc::clone(&shared),
-                    _slot: slot,
+                let shared = Arc::clone(&shared);
+                let origin = Origin {
+                    peer: peer.into_boxed_str(),
+                    listener: Arc::clone(&listener_name),
+                    kind: "tcp",
+                    client_cert: false,
                 };
-                let (shared, token) = (Arc::clone(&shared), token.clone());
-                let listener: Arc<str> = Arc::clone(&listener_name);
-                tracker.spawn(async move {
-                    let _guard = guard;
-                    let origin = |kind, client_cert| Origin {
-                        peer: peer.clone(),
-                        listener: Arc::clone(&listener),
-                        kind,
-                        client_cert,
-                    };
-                    match stream {
-                        Accepted::Tcp(s) => conn::serve(s, origin("tcp", false), shared, token).await,
-                        Accepted::Unix(s) => conn::serve(s, origin("unix", false), shared, token).await,
-                        Accepted::Tls(s, acceptor) => {
-                            // The handshake runs here, in the connection's own task, and
-                            // is cut off at its timeout: never in the accept loop.
-                            let limit = shared.settings.borrow().tls_handshake_timeout_secs;
-                            let handshake = tokio::time::timeout(
-                                Duration::from_secs(limit),
-                                acceptor.accept(s),
-                            );
-                            let reason = tokio::select! {
-                                () = token.cancelled() => return,
-                                done = handshake => match done {
-                                    Ok(Ok(tls)) => {
-                                        // Only a verified certificate gets this far on a
-                                        // mutual-TLS listener.
-                                        let client_cert = tls.get_ref().1.peer_certificates().is_some();
-                                        let origin = origin("tls", client_cert);
-                                        return conn::serve(tls, origin, shared, token).await;
-                                    }
-                                    Ok(Err(e)) => e.to_string(),
-                                    Err(_) => format!("no handshake in {limit} s (tls_handshake_timeout_secs)"),
-                                },
-                            };
-                            Stats::add(&shared.stats.tls_handshake_failures, 1);
-                            warn!(listener = %listener, peer = %peer, reason = %reason, "TLS handshake failed");
-                        }
+                // A task per kind of stream, each as small as its own state: a TLS
+                // session's is kilobytes, and plain connections must not pay for it.
+                match stream {
+                    Accepted::Tcp(s) => {
+                        tracker.spawn(conn::serve(s, origin, shared, slot));
                     }
-                });
+                    Accepted::Unix(s) => {
+                        let origin = Origin {
+                            kind: "unix",
+                            ..origin
+                        };
+                        tracker.spawn(conn::serve(s, origin, shared, slot));
+                    }
+                    Accepted::Tls(s, acceptor) => {
+                        let origin = Origin {
+                            kind: "tls",
+                            ..origin
+                        };
+                        let token = token.clone();
+                        tracker.spawn(serve_tls(s, acceptor, origin, shared, slot, token));
+                    }
+                }
             }
             Err(e) => {
                 // Usually out of file descriptors: back off instead of spinning.
@@ -501,6 +474,34 @@ async fn accept_loop(
             }
         }
     }
+}
+
+/// A connection to a TLS listener: the handshake, in the connection's own task and cut
+/// off at its timeout (never in the accept loop), then the protocol over TLS.
+async fn serve_tls(
+    stream: tokio::net::TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    mut origin: Origin,
+    shared: Arc<Shared>,
+    slot: ConnSlot,
+    token: CancellationToken,
+) {
+    let limit = shared.settings.borrow().tls_handshake_timeout_secs;
+    let handshake = tokio::time::timeout(Duration::from_secs(limit), acceptor.accept(stream));
+    let reason = tokio::select! {
+        () = token.cancelled() => return,
+        done = handshake => match done {
+            Ok(Ok(tls)) => {
+                // Only a verified certificate gets this far on a mutual-TLS listener.
+                origin.client_cert = tls.get_ref().1.peer_certificates().is_some();
+                return conn::serve(tls, origin, shared, slot).await;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no handshake in {limit} s (tls_handshake_timeout_secs)"),
+        },
+    };
+    Stats::add(&shared.stats.tls_handshake_failures, 1);
+    warn!(listener = %origin.listener, peer = %origin.peer, reason = %reason, "TLS handshake failed");
 }
 
 enum Accepted {

@@ -21,8 +21,6 @@ pub(crate) struct Subscription {
 /// One connection's protocol state.
 #[derive(Debug)]
 pub(crate) struct Session {
-    /// The connection's id in the hub and the logs.
-    pub(crate) id: u64,
     /// The uuid of the last frame received.
     pub(crate) uuid: Option<Uuid>,
     pub(crate) subscription: Option<Subscription>,
@@ -35,9 +33,8 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(id: u64) -> Session {
+    pub(crate) fn new() -> Session {
         Session {
-            id,
             uuid: None,
             subscription: None,
             batch: Batch::default(),

@@ -98,3 +98,43 @@ fn hub_settings(settings: &Settings) -> HubSettings {
         slow_consumer: settings.slow_consumer,
     }
 }
+
+/// A connection's place under `max_connections` and in `connections_open`: both are
+/// given back when it is dropped, however the connection's task ends.
+#[derive(Debug)]
+pub(crate) struct ConnSlot {
+    stats: Arc<Stats>,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl ConnSlot {
+    /// Takes a place, if one is left.
+    pub(crate) fn take(shared: &Shared) -> Option<ConnSlot> {
+        let permit = Arc::clone(&shared.connection_slots)
+            .try_acquire_owned()
+            .ok()?;
+        Stats::add(&shared.stats.connections_open, 1);
+        Some(ConnSlot {
+            stats: Arc::clone(&shared.stats),
+            _permit: Some(permit),
+        })
+    }
+
+    /// A place outside `max_connections`, for tests of a connection alone.
+    #[cfg(test)]
+    pub(crate) fn unlimited(shared: &Shared) -> ConnSlot {
+        Stats::add(&shared.stats.connections_open, 1);
+        ConnSlot {
+            stats: Arc::clone(&shared.stats),
+            _permit: None,
+        }
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.stats
+            .connections_open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}

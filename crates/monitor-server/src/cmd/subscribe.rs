@@ -37,6 +37,6 @@ pub(super) fn handle(ctx: &mut Ctx<'_>, header: &Header, subscribe: Subscribe) -
     // The caller encodes the acknowledgement before it takes any push from the queue.
     ctx.shared
         .hub
-        .subscribe(session.id, subscribe.topics, queue);
+        .subscribe(ctx.entry.id, subscribe.topics, queue);
     Answer::reply(header, MsgType::Push, reply::success_raw(&subscribe.raw))
 }

@@ -37,8 +37,9 @@ use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use monitor_client::config::{random_uuid, DEFAULT_MAX_FRAME_LEN, MAX_DURATION};
-use monitor_client::{raw, ClientConfig, Subscription};
+use monitor_client::{raw, ClientConfig, Endpoint, Subscription, TlsSettings, Token};
 use monitor_proto::header::Direction;
+use monitor_proto::layer::compress::deflate;
 use monitor_proto::message::reply::SUCCESS_PREFIX;
 use monitor_proto::{ClientCodec, FrameCodec, Header, MsgType, Uuid, HEADER_LEN};
 use serde::Serialize;
@@ -48,7 +49,6 @@ use tokio::task::JoinHandle;
 use tokio_util::codec::Decoder;
 
 use crate::error::{Error, Result};
-use monitor_proto::Address;
 
 /// A connection's read half, as [`raw::connect`] hands it over.
 type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
@@ -167,8 +167,18 @@ fn check_open_files(_: &BenchConfig) -> Result<()> {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BenchConfig {
-    /// The server.
-    pub server: Address,
+    /// The server (`tls://host:port` for TLS).
+    pub server: Endpoint,
+    /// TLS settings of every connection (see [`ClientConfig::tls`]).
+    pub tls: Option<TlsSettings>,
+    /// Token every connection authenticates with.
+    pub token: Option<Token>,
+    /// Every connection exchanges keys and asks for encrypted acknowledgements and
+    /// pushes (the in-band AES-GCM layer).
+    pub encrypt: bool,
+    /// Reports are compressed, and every connection asks for compressed acknowledgements
+    /// and pushes.
+    pub compress: bool,
     /// Subscriber connections.
     pub subscribers: usize,
     /// Reporter connections.
@@ -207,9 +217,13 @@ pub struct BenchConfig {
 impl BenchConfig {
     /// The defaults of `monitor-client bench` against `server`: 1 subscriber, 1 reporter,
     /// 200 bytes, 10 s measured after 2 s of warmup, max rate.
-    pub fn new(server: Address) -> BenchConfig {
+    pub fn new(server: Endpoint) -> BenchConfig {
         BenchConfig {
             server,
+            tls: None,
+            token: None,
+            encrypt: false,
+            compress: false,
             subscribers: 1,
             reporters: 1,
             size: 200,
@@ -286,7 +300,33 @@ impl BenchConfig {
                 return bad(field, "must be at most one year");
             }
         }
+        // The server, TLS and token, as each connection's client config checks them.
+        self.client_config().validate()?;
         Ok(())
+    }
+
+    /// The client config each connection starts from (its uuid is drawn per connection).
+    pub fn client_config(&self) -> ClientConfig {
+        let mut cfg = ClientConfig::new(self.server.clone());
+        cfg.tls = self.tls.clone();
+        cfg.token = self.token.clone();
+        cfg.encrypt = self.encrypt;
+        cfg.compress = self.compress;
+        cfg.connect_timeout = self.connect_timeout;
+        cfg
+    }
+
+    /// The layers a run adds over plain TCP, for its report: `None` for none.
+    fn layers(&self) -> Option<String> {
+        let layers: Vec<&str> = [
+            (self.server.is_tls() || self.tls.is_some(), "tls"),
+            (self.encrypt, "encrypt"),
+            (self.compress, "compress"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+        (!layers.is_empty()).then(|| layers.join("+"))
     }
 
     fn window(&self) -> u64 {
@@ -317,6 +357,9 @@ pub struct BenchReport {
     /// `"fan-out"` (every subscriber gets every report) or `"distinct-topics"` (each
     /// report reaches one subscriber).
     pub mode: &'static str,
+    /// The layers every connection ran: `"plain"`, or some of `tls`, `encrypt`,
+    /// `compress` joined by `+` (e.g. `"tls+compress"`).
+    pub layers: String,
     /// Subscriber connections.
     pub subscribers: usize,
     /// Reporter connections.
@@ -609,6 +652,22 @@ fn encode_frame(dst: &mut BytesMut, msg_type: MsgType, uuid: Uuid, body: &[u8]) 
     Ok(())
 }
 
+/// Appends one report frame: `payload` under `header`, deflated first if the header has
+/// the compress flag. A plain report is written as it is, at no extra cost.
+#[inline]
+fn encode_report(
+    frames: &FrameCodec,
+    header: &Header,
+    payload: &[u8],
+    dst: &mut BytesMut,
+) -> std::result::Result<(), monitor_proto::Error> {
+    if header.compress {
+        frames.encode_parts(header, &deflate(payload), dst)
+    } else {
+        frames.encode_parts(header, payload, dst)
+    }
+}
+
 /// Hands each complete frame in `buf` to `on_frame`, with its plaintext body (`None` if
 /// its body layers failed), and leaves a partial frame for the next read.
 ///
@@ -667,9 +726,8 @@ async fn open_with_retry(
     subscription: Option<&Subscription>,
     letter: u8,
 ) -> Result<Opened> {
-    let mut cfg = ClientConfig::new(sh.cfg.server.clone());
+    let mut cfg = sh.cfg.client_config();
     cfg.uuid = random_uuid(letter);
-    cfg.connect_timeout = sh.cfg.connect_timeout;
     let mut last = None;
     for attempt in 0..CONNECT_ATTEMPTS {
         if attempt > 0 {
@@ -685,13 +743,26 @@ async fn open_with_retry(
                     uuid: cfg.uuid,
                 });
             }
-            Err(e) if matches!(e, monitor_client::Error::SubscribeRefused { .. }) => {
-                return Err(e.into())
-            }
+            Err(e) if is_refusal(&e) => return Err(e.into()),
             Err(e) => last = Some(e),
         }
     }
     Err(last.unwrap_or(monitor_client::Error::Closed).into())
+}
+
+/// A connection error that trying again will not change: a refusal (subscription,
+/// token, key exchange), TLS (certificates), or the config.
+fn is_refusal(e: &monitor_client::Error) -> bool {
+    use monitor_client::Error as E;
+    matches!(
+        e,
+        E::SubscribeRefused { .. }
+            | E::Unauthorized { .. }
+            | E::KeyExchange { .. }
+            | E::Tls { .. }
+            | E::TlsFile { .. }
+            | E::Config { .. }
+    )
 }
 
 /// One subscriber: subscribe, report readiness, then count and time pushes until stopped.
@@ -955,7 +1026,11 @@ async fn reporter(sh: Arc<Shared>, rate_share: u64) -> Result<(BoxWrite, JoinHan
     let frames = FrameCodec::builder()
         .max_frame_len(DEFAULT_MAX_FRAME_LEN)
         .new_codec();
-    let report_header = Header::new(MsgType::Report, uuid);
+    // The compress flag also asks for a compressed acknowledgement, and the cipher flag
+    // for an encrypted one (the report itself stays plaintext in protocol v1).
+    let report_header = Header::new(MsgType::Report, uuid)
+        .with_compress(cfg.compress)
+        .with_cipher(cfg.encrypt);
     let subscribers = cfg.subscribers as u64;
     let heartbeat_header = Header::new(MsgType::Heartbeat, uuid);
     let mut payload = Vec::with_capacity(cfg.size + 64);
@@ -1014,7 +1089,7 @@ async fn reporter(sh: Arc<Shared>, rate_share: u64) -> Result<(BoxWrite, JoinHan
             } else {
                 write_payload(&mut payload, cfg.size, seq, ts);
             }
-            frames.encode_parts(&report_header, &payload, &mut batch)?;
+            encode_report(&frames, &report_header, &payload, &mut batch)?;
             ends.push((batch.len(), ts >= ws && ts < we));
             sent += 1;
         }
@@ -1243,6 +1318,7 @@ pub async fn run(cfg: BenchConfig) -> Result<BenchReport> {
     let deliv_per_s = sh.delivered_in_window.load(SeqCst) as f64 / secs;
     Ok(BenchReport {
         mode: cfg.mode(),
+        layers: cfg.layers().unwrap_or_else(|| "plain".into()),
         subscribers: cfg.subscribers,
         reporters: cfg.reporters,
         size,
@@ -1287,8 +1363,14 @@ impl BenchReport {
         } else {
             String::new()
         };
+        // Plain runs print as they always did.
+        let layers = if self.layers == "plain" {
+            String::new()
+        } else {
+            format!(" over {}", self.layers)
+        };
         format!(
-            "{}: {} subscribers, {} reporter(s), {}-byte reports, {:.1} s measured after {:.1} s warmup, {rate}\n\
+            "{}{layers}: {} subscribers, {} reporter(s), {}-byte reports, {:.1} s measured after {:.1} s warmup, {rate}\n\
              published   {:>12.0} reports/s\n\
              delivered   {:>12.0} pushes/s   ({:.2} MB/s of payload)\n\
              latency     p50 {} µs   p99 {} µs   p99.9 {} µs   max {} µs   ({} samples)\n\
@@ -1459,6 +1541,100 @@ mod tests {
             bad[corrupt] ^= 2;
             assert!(for_each_frame(&mut bad, &mut client_codec(), |_, _| {}).is_err());
         }
+    }
+
+    #[test]
+    fn encrypted_pushes_are_read_through_the_session_key() {
+        use monitor_proto::layer::crypto::{SessionKey, KEY_LEN};
+        use monitor_proto::{ServerCodec, ServerMessage};
+        use tokio_util::codec::Encoder;
+        let key = SessionKey::from_bytes(&[7; KEY_LEN]);
+        let mut server = ServerCodec::new();
+        server.set_session_key(Some(key.clone()));
+        let uuid = Uuid([b's'; 33]);
+        let mut buf = BytesMut::new();
+        for (json, compress) in [(&br#"{"a":1}"#[..], false), (br#"{"b":2}"#, true)] {
+            let push = ServerMessage::new(MsgType::Push, uuid, bytes::Bytes::copy_from_slice(json))
+                .compress(compress)
+                .encrypt(true);
+            server.encode(push, &mut buf).unwrap();
+        }
+        let codec = client_codec();
+        let mut seen = Vec::new();
+        // Without the key the bodies are unreadable (None), with it they are the JSON.
+        for key in [None, Some(key)] {
+            codec.set_session_key(key);
+            let mut wire = buf.clone();
+            for_each_frame(&mut wire, &mut codec.clone(), |t, body| {
+                seen.push((t, body.map(|b| String::from_utf8(b.to_vec()).unwrap())))
+            })
+            .unwrap();
+        }
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(
+            seen,
+            [
+                (MsgType::Push, None),
+                (MsgType::Push, None),
+                (MsgType::Push, some(r#"{"a":1}"#)),
+                (MsgType::Push, some(r#"{"b":2}"#)),
+            ]
+        );
+    }
+
+    #[test]
+    fn reports_carry_the_runs_layers() {
+        use monitor_proto::ServerCodec;
+        let frames = FrameCodec::new();
+        let uuid = Uuid([b'p'; 33]);
+        let payload = {
+            let mut p = Vec::new();
+            write_payload(&mut p, 300, 7, 9);
+            p
+        };
+        for (compress, encrypt) in [(false, false), (true, false), (false, true), (true, true)] {
+            let header = Header::new(MsgType::Report, uuid)
+                .with_compress(compress)
+                .with_cipher(encrypt);
+            let mut wire = BytesMut::new();
+            encode_report(&frames, &header, &payload, &mut wire).unwrap();
+            assert_eq!(
+                wire.len() < HEADER_LEN + payload.len(),
+                compress,
+                "a padded report shrinks when compressed"
+            );
+            let got = ServerCodec::new().decode(&mut wire).unwrap().unwrap();
+            assert_eq!(
+                (got.header.compress, got.header.cipher),
+                (compress, encrypt)
+            );
+            assert_eq!(
+                &got.body.unwrap()[..],
+                &payload[..],
+                "the report itself is plaintext"
+            );
+        }
+        // The run's settings reach every connection's client config.
+        let mut cfg = BenchConfig::new("tls://localhost:1".parse().unwrap());
+        assert_eq!(cfg.layers().as_deref(), Some("tls"));
+        cfg.server = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(cfg.layers(), None);
+        cfg.encrypt = true;
+        cfg.compress = true;
+        cfg.token = Some(monitor_client::Token::new("t"));
+        cfg.tls = Some(TlsSettings::new().ca_file("/ca.pem"));
+        assert_eq!(cfg.layers().as_deref(), Some("tls+encrypt+compress"));
+        let client = cfg.client_config();
+        assert!(client.encrypt && client.compress);
+        assert_eq!(client.token, cfg.token);
+        assert_eq!(client.tls, cfg.tls);
+        assert_eq!(client.connect_timeout, cfg.connect_timeout);
+        cfg.validate().unwrap();
+        cfg.tls = Some(TlsSettings::new());
+        assert!(matches!(
+            cfg.validate().unwrap_err().config_field(),
+            Some(("tls.ca_files", _))
+        ));
     }
 
     #[test]

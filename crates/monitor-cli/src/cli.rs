@@ -4,6 +4,7 @@
 //! the retries, a refused report or subscription, ...), 2 a usage error.
 
 use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -12,8 +13,10 @@ use tracing::{error, info, warn};
 
 use monitor_client::config::parse_uuid;
 use monitor_client::Error as ClientError;
-use monitor_client::{ClientConfig, Event, PushReceiver, Reporter, Subscription};
-use monitor_proto::{Address, HEADER_LEN};
+use monitor_client::{
+    ClientConfig, Endpoint, Event, PushReceiver, Reporter, Subscription, TlsSettings, Token,
+};
+use monitor_proto::HEADER_LEN;
 
 use crate::bench::{self, BenchConfig};
 use crate::error::Error;
@@ -55,12 +58,100 @@ pub enum Command {
     Bench(BenchArgs),
 }
 
+/// TLS and authentication flags, shared by `push`, `report` and `bench`.
+#[derive(Debug, Args)]
+pub struct SecurityArgs {
+    /// Connect over TLS (a tls://host:port --server does too); needs --ca.
+    #[arg(long)]
+    pub tls: bool,
+    /// PEM file of the CA that signed the server's certificate; repeat for several. Only
+    /// these are trusted (no system store).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Vec<PathBuf>,
+    /// Mutual TLS: PEM file of this client's certificate (with --key).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Mutual TLS: PEM file of the certificate's private key (with --cert).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// The name the server's certificate must be for, instead of the --server host (e.g.
+    /// `localhost` for a server reached as 127.0.0.1).
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// Authenticate with this token. Prefer MONITOR_TOKEN in the environment: a command
+    /// line is visible to other users (ps). Never printed.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "MONITOR_TOKEN",
+        hide_env_values = true,
+        value_parser = parse_token
+    )]
+    pub token: Option<Token>,
+}
+
+impl SecurityArgs {
+    /// Sets `config`'s TLS and token from these flags, for the server `server`.
+    ///
+    /// # Errors
+    /// A TLS flag given without TLS (no --tls, no tls:// server), naming the flag.
+    fn apply(&self, server: &Endpoint, config: &mut ClientConfig) -> Result<(), String> {
+        config.token = self.token.clone();
+        if !self.tls && !server.is_tls() {
+            let given = [
+                ("--ca", !self.ca.is_empty()),
+                ("--cert", self.cert.is_some()),
+                ("--key", self.key.is_some()),
+                ("--server-name", self.server_name.is_some()),
+            ];
+            if let Some((flag, _)) = given.iter().find(|(_, given)| *given) {
+                return Err(format!(
+                    "{flag} is for TLS: add --tls, or give the server as tls://host:port"
+                ));
+            }
+            return Ok(());
+        }
+        let mut tls = TlsSettings::new();
+        tls.ca_files = self.ca.clone();
+        tls.cert_file = self.cert.clone();
+        tls.key_file = self.key.clone();
+        tls.server_name = self.server_name.clone();
+        config.tls = Some(tls);
+        Ok(())
+    }
+}
+
+/// A client config's TLS files read (as the client will read them when it starts), so
+/// that a missing or unusable file is a usage error naming its flag:
+/// `--ca /x.pem: no such file`.
+fn check_tls_files(config: &ClientConfig, flags: &[(&str, &str)]) -> Result<(), String> {
+    config
+        .check_tls_files()
+        .map_err(|e| client_flag_error(e, flags))
+}
+
+/// A library error as a usage message naming the flag at fault: a TLS file's error as
+/// `--ca FILE: reason`, a configuration error as `--flag: reason`.
+fn client_flag_error(e: ClientError, flags: &[(&str, &str)]) -> String {
+    if let ClientError::TlsFile { what, path, reason } = &e {
+        let flag = SECURITY_FLAGS
+            .iter()
+            .find(|(field, _)| *field == what.field())
+            .map_or("", |(_, flag)| *flag);
+        return format!("{flag} {}: {reason}", path.display());
+    }
+    flag_error(&e.into(), flags)
+}
+
 /// Connection flags shared by `push` and `report`.
 #[derive(Debug, Args)]
 pub struct ConnArgs {
-    /// Server address: host:port, or unix:/path/to/socket.
+    /// Server address: host:port, tls://host:port (TLS), or unix:/path/to/socket.
     #[arg(long, value_name = "ADDR", value_parser = parse_server)]
-    pub server: Address,
+    pub server: Endpoint,
+    /// TLS and authentication.
+    #[command(flatten)]
+    pub security: SecurityArgs,
     /// Exchange keys (X25519) and ask for encrypted replies and pushes.
     #[arg(long)]
     pub encrypt: bool,
@@ -98,6 +189,17 @@ const CONN_FLAGS: &[(&str, &str)] = &[
     ("max_attempts", "--retries"),
 ];
 
+/// The flag that sets each TLS and token field of the library's config ([`SecurityArgs`]),
+/// for every command.
+const SECURITY_FLAGS: &[(&str, &str)] = &[
+    ("tls", "--tls"),
+    ("tls.ca_files", "--ca"),
+    ("tls.cert_file", "--cert"),
+    ("tls.key_file", "--key"),
+    ("tls.server_name", "--server-name"),
+    ("token", "--token"),
+];
+
 /// The flag that sets each [`BenchConfig`] field.
 const BENCH_FLAGS: &[(&str, &str)] = &[
     ("server", "--server"),
@@ -121,7 +223,11 @@ fn flag_error(e: &Error, flags: &[(&str, &str)]) -> String {
     let Some((field, reason)) = e.config_field() else {
         return e.to_string();
     };
-    let Some((_, flag)) = flags.iter().find(|(f, _)| *f == field) else {
+    let Some((_, flag)) = flags
+        .iter()
+        .chain(SECURITY_FLAGS)
+        .find(|(f, _)| *f == field)
+    else {
         return e.to_string();
     };
     let mut reason = reason.to_owned();
@@ -163,9 +269,11 @@ impl ConnArgs {
             Some(n) => Some(n),
             None => default_retries,
         };
+        self.security.apply(&self.server, &mut config)?;
         config
             .validate()
             .map_err(|e| flag_error(&e.into(), CONN_FLAGS))?;
+        check_tls_files(&config, CONN_FLAGS)?;
         Ok(config)
     }
 }
@@ -217,9 +325,20 @@ pub struct ReportArgs {
 /// `monitor-client bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Server address: host:port, or unix:/path/to/socket.
+    /// Server address: host:port, tls://host:port (TLS), or unix:/path/to/socket.
     #[arg(long, value_name = "ADDR", value_parser = parse_server)]
-    pub server: Address,
+    pub server: Endpoint,
+    /// TLS and authentication (every connection).
+    #[command(flatten)]
+    pub security: SecurityArgs,
+    /// Every connection exchanges keys (X25519) and asks for encrypted acknowledgements
+    /// and pushes: measures the in-band AES-GCM layer.
+    #[arg(long)]
+    pub encrypt: bool,
+    /// Reports go compressed and every connection asks for compressed acknowledgements
+    /// and pushes: measures the zlib layer.
+    #[arg(long)]
+    pub compress: bool,
     /// Subscriber connections; all are subscribed before reporting starts.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub subscribers: usize,
@@ -268,8 +387,17 @@ pub struct BenchArgs {
     pub allow_remote: bool,
 }
 
-fn parse_server(s: &str) -> Result<Address, String> {
-    s.parse::<Address>().map_err(|e| e.to_string())
+fn parse_server(s: &str) -> Result<Endpoint, String> {
+    s.parse::<Endpoint>().map_err(|e| e.to_string())
+}
+
+/// A token from --token or MONITOR_TOKEN. Refusing it would have clap echo it in its
+/// message, so only the empty token is refused here (its echo shows nothing).
+fn parse_token(s: &str) -> Result<Token, String> {
+    if s.is_empty() {
+        return Err("the token must not be empty".into());
+    }
+    Ok(Token::new(s))
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
@@ -587,7 +715,15 @@ async fn run_bench(args: BenchArgs) -> u8 {
             args.server
         ));
     }
+    let mut client = ClientConfig::new(args.server.clone());
+    if let Err(e) = args.security.apply(&args.server, &mut client) {
+        return usage(&e);
+    }
     let mut config = BenchConfig::new(args.server);
+    config.tls = client.tls.take();
+    config.token = client.token.take();
+    config.encrypt = args.encrypt;
+    config.compress = args.compress;
     config.subscribers = args.subscribers;
     config.reporters = args.reporters;
     config.size = args.size;
@@ -601,6 +737,9 @@ async fn run_bench(args: BenchArgs) -> u8 {
     config.distinct_topics = args.distinct_topics;
     if let Err(e) = config.validate() {
         return usage(&flag_error(&e, BENCH_FLAGS));
+    }
+    if let Err(e) = check_tls_files(&config.client_config(), BENCH_FLAGS) {
+        return usage(&e);
     }
     // One descriptor per connection: 10,000 subscribers are over many shells' default
     // `ulimit -n` of 1024, though rarely over the hard limit.

@@ -1,11 +1,21 @@
 //! [`ClientConfig`]: where the server is, who this client is, and every timeout, limit and
-//! policy of the push receiver and the reporter.
+//! policy of the push receiver and the reporter; [`TlsSettings`] for a TLS server, and the
+//! [`Token`] to authenticate with.
 
+use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use monitor_proto::header::UUID_LEN;
-use monitor_proto::{Address, ClientCodec, Uuid};
+use monitor_proto::{ClientCodec, Uuid};
 use rand::Rng;
+use rustls_pki_types::ServerName;
+
+pub use monitor_proto::address::Endpoint;
+/// An authentication token (protocol §6); `Debug` never shows it.
+pub use monitor_proto::message::request::Token;
+/// A certificate in DER form, as [`TlsSettings::roots`] takes it (rustls' own type).
+pub use rustls_pki_types::CertificateDer;
 
 use crate::error::{Error, Result};
 
@@ -33,22 +43,132 @@ pub const DEFAULT_MAX_REPORT_FRAME_LEN: u32 = monitor_proto::codec::DEFAULT_MAX_
 /// larger one (`Duration::MAX`) would overflow there instead of being refused here.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// TLS for the connection to the server: what to trust, the client's certificate for
+/// mutual TLS, and the name the server's certificate must be for.
+///
+/// A client trusts only what is given here (no system store): the CA that signed the
+/// server's certificate, as PEM files or as certificates in memory. Files are read when
+/// a client starts ([`PushReceiver::connect`](crate::PushReceiver::connect),
+/// [`Reporter::connect`](crate::Reporter::connect) or
+/// [`start`](crate::Reporter::start), [`raw::connect`](crate::raw::connect)); its
+/// reconnections use what was read then, so a renewed certificate needs a new client.
+///
+/// `Debug` shows file names and the number of roots, never key material (the key is only
+/// ever named by its file).
+///
+/// ```
+/// use monitor_client::config::TlsSettings;
+/// let tls = TlsSettings::new()
+///     .ca_file("/etc/monitor/ca.pem")
+///     .client_cert("/etc/monitor/agent.pem", "/etc/monitor/agent.key")
+///     .server_name("monitor.example");
+/// assert_eq!(tls.ca_files.len(), 1);
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TlsSettings {
+    /// PEM files of CA certificates to trust (each may hold several).
+    pub ca_files: Vec<PathBuf>,
+    /// CA certificates to trust, given in memory (DER), for a program that has them.
+    pub roots: Vec<CertificateDer<'static>>,
+    /// Mutual TLS: the PEM file of this client's certificate (and its chain, if any).
+    pub cert_file: Option<PathBuf>,
+    /// Mutual TLS: the PEM file of that certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// The name the server's certificate must be valid for (a DNS name or an IP address),
+    /// instead of the server address's host: for a server reached by an address its
+    /// certificate does not name.
+    pub server_name: Option<String>,
+}
+
+impl TlsSettings {
+    /// Nothing trusted yet, no client certificate, the address's host as the name.
+    pub fn new() -> TlsSettings {
+        TlsSettings::default()
+    }
+
+    /// Trusts the CA certificates in the PEM file `path`.
+    #[must_use]
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> TlsSettings {
+        self.ca_files.push(path.into());
+        self
+    }
+
+    /// Trusts `cert`, a CA certificate in DER form.
+    #[must_use]
+    pub fn root(mut self, cert: CertificateDer<'static>) -> TlsSettings {
+        self.roots.push(cert);
+        self
+    }
+
+    /// Presents the certificate in the PEM file `cert`, whose private key is in `key`
+    /// (mutual TLS).
+    #[must_use]
+    pub fn client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> TlsSettings {
+        self.cert_file = Some(cert.into());
+        self.key_file = Some(key.into());
+        self
+    }
+
+    /// Checks the server's certificate against `name` instead of the address's host.
+    #[must_use]
+    pub fn server_name(mut self, name: impl Into<String>) -> TlsSettings {
+        self.server_name = Some(name.into());
+        self
+    }
+}
+
+impl fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("ca_files", &self.ca_files)
+            .field(
+                "roots",
+                &format_args!("<{} certificates>", self.roots.len()),
+            )
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .field("server_name", &self.server_name)
+            .finish()
+    }
+}
+
 /// Everything a [`PushReceiver`](crate::PushReceiver) or a [`Reporter`](crate::Reporter)
 /// needs. Build one with [`ClientConfig::new`] and change the public fields.
+///
+/// `Debug` never shows the token (nor key material: TLS keys are only named by file).
 ///
 /// ```
 /// use std::time::Duration;
 /// use monitor_client::ClientConfig;
+/// use monitor_client::config::{TlsSettings, Token};
 /// let mut config = ClientConfig::new("127.0.0.1:9503".parse().unwrap());
 /// config.heartbeat_interval = Duration::from_secs(10);
 /// config.encrypt = true;
 /// config.validate().unwrap();
+///
+/// // Over TLS, authenticated.
+/// let mut config = ClientConfig::new("tls://monitor.example:9503".parse().unwrap());
+/// config.tls = Some(TlsSettings::new().ca_file("/etc/monitor/ca.pem"));
+/// config.token = Some(Token::new("s3cret"));
+/// config.validate().unwrap();
+/// assert!(!format!("{config:?}").contains("s3cret"));
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ClientConfig {
-    /// The server.
-    pub server: Address,
+    /// The server: `host:port`, `unix:/path`, or `tls://host:port`, which asks for TLS
+    /// (and so for [`ClientConfig::tls`] to say what to trust).
+    pub server: Endpoint,
+    /// TLS: what to trust, mutual TLS, the server name. A connection runs TLS (over TCP)
+    /// when this is set, or when `server` is `tls://host:port`; it then needs a CA to
+    /// trust. `None` (the default) with a plain address: no TLS.
+    pub tls: Option<TlsSettings>,
+    /// A token to authenticate with (protocol §6): every connection sends it in a key
+    /// request before it subscribes or reports. The server answers a token it does not
+    /// know with "unauthorized" ([`Error::Unauthorized`], not retried). `None`, the
+    /// default: no authentication (or mutual TLS's, by the client certificate).
+    pub token: Option<Token>,
     /// This client's 33-byte id, carried by every frame. [`ClientConfig::new`] makes a
     /// random one shaped like the PHP clients' (32 hex characters and a letter).
     pub uuid: Uuid,
@@ -106,10 +226,12 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// The defaults, for `server`, with a random uuid.
-    pub fn new(server: Address) -> ClientConfig {
+    /// The defaults, for `server`, with a random uuid; TLS if `server` is `tls://`.
+    pub fn new(server: Endpoint) -> ClientConfig {
         ClientConfig {
             server,
+            tls: None,
+            token: None,
             uuid: random_uuid(b'c'),
             heartbeat_interval: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
@@ -190,7 +312,87 @@ impl ClientConfig {
         if self.max_inflated_len == 0 {
             return bad("max_inflated_len", "must be at least 1");
         }
-        Ok(())
+        if self.token.as_ref().is_some_and(|t| t.expose().is_empty()) {
+            return bad("token", "must not be empty");
+        }
+        self.validate_tls()
+    }
+
+    /// The TLS part of [`ClientConfig::validate`]: what can be checked without reading
+    /// the files.
+    fn validate_tls(&self) -> Result<()> {
+        if !self.uses_tls() {
+            return Ok(());
+        }
+        let bad = |field: &'static str, reason: &str| {
+            Err(Error::Config {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.server.host().is_none() {
+            return bad(
+                "tls",
+                "TLS runs over TCP: the server must be host:port or tls://host:port, not a Unix socket",
+            );
+        }
+        let settings = self.tls.as_ref();
+        if settings.is_none_or(|t| t.ca_files.is_empty() && t.roots.is_empty()) {
+            return bad(
+                "tls.ca_files",
+                "TLS needs a CA to trust (the one that signed the server's certificate): \
+                 give a CA file or root certificates",
+            );
+        }
+        if let Some(t) = settings {
+            match (&t.cert_file, &t.key_file) {
+                (Some(_), None) => {
+                    return bad("tls.key_file", "a client certificate needs its key file")
+                }
+                (None, Some(_)) => {
+                    return bad("tls.cert_file", "a client key needs its certificate file")
+                }
+                _ => {}
+            }
+        }
+        self.tls_server_name().map(drop)
+    }
+
+    /// Reads the TLS files (CA files, client certificate and key) and builds the TLS
+    /// configuration, as a client does when it starts, and drops it: to fail at startup
+    /// over a missing file rather than at the first connection of a client started later.
+    /// Does nothing without TLS.
+    ///
+    /// # Errors
+    /// As [`ClientConfig::validate`]; [`Error::TlsFile`] naming the file that is missing,
+    /// unreadable or unusable.
+    pub fn check_tls_files(&self) -> Result<()> {
+        self.validate()?;
+        crate::tls::prepare(self).map(drop)
+    }
+
+    /// Whether connections run TLS: `tls` is set, or the server is `tls://`.
+    pub(crate) fn uses_tls(&self) -> bool {
+        self.tls.is_some() || self.server.is_tls()
+    }
+
+    /// The name the server's certificate must be for: `tls.server_name`, or the host.
+    pub(crate) fn tls_server_name(&self) -> Result<ServerName<'static>> {
+        let set = self.tls.as_ref().and_then(|t| t.server_name.as_deref());
+        let (field, name) = match (set, self.server.host()) {
+            (Some(name), _) => ("tls.server_name", name),
+            (None, Some(host)) => ("server", host),
+            (None, None) => {
+                return Err(Error::Config {
+                    field: "tls",
+                    reason: "TLS runs over TCP: the server must be host:port".into(),
+                })
+            }
+        };
+        crate::tls::server_name(name).map_err(|reason| Error::Config {
+            field,
+            reason: format!("{reason}: a certificate cannot be for it"),
+        })
     }
 
     /// The client codec these limits imply, for what the server sends.
@@ -281,6 +483,65 @@ mod tests {
         let mut c = base.clone();
         c.buffer_size = 0;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn tls_and_token_validation_names_the_field() {
+        let field = |c: &ClientConfig| match c.validate() {
+            Err(Error::Config { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        // tls:// alone: TLS, but nothing to trust.
+        let mut c = ClientConfig::new("tls://monitor.example:9503".parse().unwrap());
+        assert!(c.uses_tls());
+        assert_eq!(field(&c), "tls.ca_files");
+        c.tls = Some(TlsSettings::new().ca_file("/ca.pem"));
+        c.validate().unwrap();
+        // Settings make a plain address TLS.
+        let mut plain = ClientConfig::new("monitor.example:9503".parse().unwrap());
+        assert!(!plain.uses_tls());
+        plain.tls = Some(TlsSettings::new().root(CertificateDer::from(vec![1, 2, 3])));
+        assert!(plain.uses_tls());
+        plain.validate().unwrap();
+        // Half a client identity.
+        let mut half = c.clone();
+        half.tls.as_mut().unwrap().cert_file = Some("/c.pem".into());
+        assert_eq!(field(&half), "tls.key_file");
+        half.tls.as_mut().unwrap().cert_file = None;
+        half.tls.as_mut().unwrap().key_file = Some("/k.pem".into());
+        assert_eq!(field(&half), "tls.cert_file");
+        // Names a certificate cannot be for.
+        let mut named = c.clone();
+        named.tls = named.tls.map(|t| t.server_name("not a name"));
+        assert_eq!(field(&named), "tls.server_name");
+        let mut ip = c.clone();
+        ip.server = "tls://[::1]:1".parse().unwrap();
+        ip.validate().unwrap();
+        assert!(matches!(ip.tls_server_name(), Ok(ServerName::IpAddress(_))));
+        // No TLS over a Unix socket.
+        let mut unix = ClientConfig::new("unix:/run/m.sock".parse().unwrap());
+        unix.tls = c.tls.clone();
+        assert_eq!(field(&unix), "tls");
+        // An empty token.
+        let mut token = ClientConfig::new("127.0.0.1:1".parse().unwrap());
+        token.token = Some(Token::new(""));
+        assert_eq!(field(&token), "token");
+    }
+
+    #[test]
+    fn debug_shows_no_token_and_no_certificate_bytes() {
+        let mut c = ClientConfig::new("tls://localhost:1".parse().unwrap());
+        c.token = Some(Token::new("s3cret-token"));
+        c.tls = Some(
+            TlsSettings::new()
+                .root(CertificateDer::from(vec![0xAB; 4]))
+                .client_cert("/agent.pem", "/agent.key"),
+        );
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret-token"), "{shown}");
+        assert!(!shown.contains("171"), "{shown}");
+        assert!(shown.contains("<1 certificates>"), "{shown}");
+        assert!(shown.contains("/agent.key"), "files are named: {shown}");
     }
 
     /// `Duration::MAX` used to pass and then overflow `Instant + Duration` in the

@@ -1,15 +1,17 @@
-//! What the push receiver and the reporter share: opening a connection (TCP or Unix), the
-//! X25519 key exchange, the first handshake, the reconnection loop with exponential backoff
-//! and jitter, and the [`Status`] they publish.
+//! What the push receiver and the reporter share: opening a connection (TCP, TLS over TCP,
+//! or Unix), authentication and the X25519 key exchange, the first handshake, the
+//! reconnection loop with exponential backoff and jitter, and the [`Status`] they publish.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use monitor_proto::layer::kex::ClientHandshake;
 use monitor_proto::message::reply::{KeyReplyData, Reply};
+use monitor_proto::message::request::KeyRequest;
 use monitor_proto::{ClientCodec, ClientMessage, KeySlot, MsgType, Received, Uuid};
 use rand::Rng;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -20,9 +22,13 @@ use tracing::{debug, info, warn};
 
 use crate::config::ClientConfig;
 use crate::error::{with_causes, Error, Result};
+use crate::tls::{self, Tls};
+use monitor_proto::address::Endpoint;
 use monitor_proto::Address;
 
 /// The handshake steps, as errors name them.
+pub(crate) const TLS_HANDSHAKE: &str = "TLS handshake";
+const AUTHENTICATION: &str = "authentication";
 const KEY_EXCHANGE: &str = "key exchange";
 const SUBSCRIBE: &str = "subscribe";
 const HEARTBEAT: &str = "heartbeat";
@@ -75,23 +81,85 @@ impl Status {
     }
 }
 
-/// Opens a byte stream to `addr`.
-pub(crate) async fn open_transport(addr: &Address) -> Result<(BoxRead, BoxWrite)> {
+/// How a client reaches its server: what the config says, with its TLS prepared once
+/// (files read, rustls configuration built), so that every connection of the client,
+/// reconnections included, shares it and its session cache.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Dialer {
+    tls: Option<Arc<Tls>>,
+}
+
+impl Dialer {
+    /// The dialer `cfg` asks for. Call it once per client, after `cfg.validate()`.
+    ///
+    /// # Errors
+    /// [`Error::TlsFile`] for a TLS file that is missing or unusable.
+    pub(crate) fn new(cfg: &ClientConfig) -> Result<Dialer> {
+        Ok(Dialer {
+            tls: tls::prepare(cfg)?,
+        })
+    }
+
+    /// `e` as a TLS failure, if it is one (an I/O error carrying rustls' error), so that
+    /// a refusal that surfaces on the first read after the handshake (TLS 1.3 mutual TLS)
+    /// says what it is rather than "protocol error".
+    fn tls_failure(&self, e: Error, address: &str) -> Error {
+        let Some(tls) = &self.tls else { return e };
+        let reason = match &e {
+            Error::Proto(monitor_proto::Error::Io(io)) => tls.explain(io),
+            _ => None,
+        };
+        match reason {
+            Some(reason) => Error::Tls {
+                address: address.to_owned(),
+                reason,
+            },
+            None => e,
+        }
+    }
+}
+
+/// Opens a byte stream to `server`; `on_tls` is called as the TLS handshake starts, if
+/// the dialer runs TLS.
+async fn open_transport(
+    server: &Endpoint,
+    dialer: &Dialer,
+    on_tls: impl FnOnce(),
+) -> Result<(BoxRead, BoxWrite)> {
     let connect_err = |source| Error::Connect {
-        address: addr.to_string(),
+        address: server.to_string(),
         source,
     };
-    match addr {
+    match server.address() {
         Address::Tcp { host, port } => {
             let stream = tokio::net::TcpStream::connect((host.as_str(), *port))
                 .await
                 .map_err(connect_err)?;
             // Reports and heartbeats are small: send them now, not after Nagle's delay.
             stream.set_nodelay(true).map_err(connect_err)?;
-            let (r, w) = stream.into_split();
-            Ok((Box::new(r), Box::new(w)))
+            match &dialer.tls {
+                None => {
+                    let (r, w) = stream.into_split();
+                    Ok((Box::new(r), Box::new(w)))
+                }
+                Some(tls) => {
+                    on_tls();
+                    let stream = tls.handshake(stream, &server.to_string()).await?;
+                    // One TLS session, read and written from both halves: tokio's split
+                    // shares it behind a lock that each half takes for one call.
+                    let (r, w) = tokio::io::split(stream);
+                    Ok((Box::new(r), Box::new(w)))
+                }
+            }
         }
         Address::Unix(path) => {
+            if dialer.tls.is_some() {
+                // ClientConfig::validate refuses this; a raw caller may not have.
+                return Err(Error::Config {
+                    field: "tls",
+                    reason: "TLS runs over TCP, not over a Unix socket".into(),
+                });
+            }
             let stream = tokio::net::UnixStream::connect(path)
                 .await
                 .map_err(connect_err)?;
@@ -150,14 +218,26 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// Connects, exchanges keys if `encrypt` is set, and does `handshake`, all within
+    /// Connects (with TLS if the dialer says so), authenticates if the config has a token,
+    /// exchanges keys if `encrypt` is set, and does `handshake`, all within
     /// `connect_timeout`.
-    pub(crate) async fn establish(cfg: &ClientConfig, handshake: &Handshake) -> Result<Connection> {
+    pub(crate) async fn establish(
+        cfg: &ClientConfig,
+        dialer: &Dialer,
+        handshake: &Handshake,
+    ) -> Result<Connection> {
         // The handshake step under way, to say which one got no answer if time runs out;
-        // `None` while the connection is being opened.
-        let mut step: Option<&'static str> = None;
+        // `None` while the connection is being opened. Behind a lock (uncontended) because
+        // the transport's TLS callback sets it too, and the future must stay `Send`.
+        let step = std::sync::Mutex::new(None::<&'static str>);
+        let set_step = |s| {
+            *step
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(s)
+        };
         let attempt = async {
-            let (reader, writer) = open_transport(&cfg.server).await?;
+            let (reader, writer) =
+                open_transport(&cfg.server, dialer, || set_step(TLS_HANDSHAKE)).await?;
             let codec = cfg.codec();
             let key = codec.key_slot().clone();
             let mut conn = Connection {
@@ -171,22 +251,30 @@ impl Connection {
                 encrypt: cfg.encrypt,
                 last_rx: Instant::now(),
             };
+            // Authentication comes first (spec §6): an authenticating server takes only key
+            // requests and heartbeats before it. With encryption, one key request does both.
+            let token = cfg.token.as_ref().map(|t| t.expose());
             if cfg.encrypt {
-                step = Some(KEY_EXCHANGE);
-                conn.key_exchange().await?;
+                set_step(KEY_EXCHANGE);
+                conn.key_exchange(token).await?;
+            } else if let Some(token) = token {
+                set_step(AUTHENTICATION);
+                conn.authenticate(token).await?;
             }
             match handshake {
                 Handshake::Subscribe(body) => {
-                    step = Some(SUBSCRIBE);
+                    set_step(SUBSCRIBE);
                     let ack = conn
                         .request(MsgType::Subscribe, body.clone(), SUBSCRIBE)
                         .await?;
                     if !ack.is_success() {
-                        return Err(Error::SubscribeRefused { msg: ack.msg });
+                        return Err(refusal(ack, SUBSCRIBE, |msg| Error::SubscribeRefused {
+                            msg,
+                        }));
                     }
                 }
                 Handshake::Heartbeat => {
-                    step = Some(HEARTBEAT);
+                    set_step(HEARTBEAT);
                     let reply = conn
                         .request(MsgType::Heartbeat, Bytes::new(), HEARTBEAT)
                         .await?;
@@ -203,8 +291,11 @@ impl Connection {
         let outcome = tokio::time::timeout(cfg.connect_timeout, attempt).await;
         let address = cfg.server.to_string();
         let after = cfg.connect_timeout;
+        let step = *step
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match (outcome, step) {
-            (Ok(result), _) => result,
+            (Ok(result), _) => result.map_err(|e| dialer.tls_failure(e, &address)),
             (Err(_), None) => Err(Error::ConnectTimeout { address, after }),
             (Err(_), Some(step)) => Err(Error::HandshakeTimeout {
                 address,
@@ -222,15 +313,19 @@ impl Connection {
         (parts.io, parts.read_buf, parts.codec, self.writer)
     }
 
-    /// X25519: sends our public key, derives the session key from the server's, and
-    /// installs it in the reader's key slot so encrypted replies and pushes decrypt.
-    async fn key_exchange(&mut self) -> Result<()> {
+    /// X25519: sends our public key (and the token, if any: one request authenticates
+    /// too), derives the session key from the server's, and installs it in the reader's
+    /// key slot so encrypted replies and pushes decrypt.
+    async fn key_exchange(&mut self, token: Option<&str>) -> Result<()> {
         let handshake = ClientHandshake::new();
+        let body = KeyRequest::body(Some(&handshake.public_key_base64()), token);
         let reply = self
-            .request(MsgType::KeyRequest, handshake.request_body(), KEY_EXCHANGE)
+            .request(MsgType::KeyRequest, body, KEY_EXCHANGE)
             .await?;
         if !reply.is_success() {
-            return Err(Error::KeyExchange { reason: reply.msg });
+            return Err(refusal(reply, KEY_EXCHANGE, |reason| Error::KeyExchange {
+                reason,
+            }));
         }
         let data: KeyReplyData = reply.data_as().map_err(|e| Error::KeyExchange {
             reason: with_causes(&e),
@@ -244,6 +339,29 @@ impl Connection {
                 reason: with_causes(&e),
             })?;
         self.key.set(Some(key));
+        Ok(())
+    }
+
+    /// A key request with the token alone: it only authenticates (spec §6), and the
+    /// server answers `{"authenticated": true}`.
+    async fn authenticate(&mut self, token: &str) -> Result<()> {
+        let body = KeyRequest::body(None, Some(token));
+        let reply = self
+            .request(MsgType::KeyRequest, body, AUTHENTICATION)
+            .await?;
+        if !reply.is_success() {
+            return Err(refusal(reply, AUTHENTICATION, |msg| Error::KeyExchange {
+                reason: format!("the server refused the authentication request: {msg}"),
+            }));
+        }
+        // A server that knows no tokens may answer otherwise (a legacy key): what it
+        // does not check, it does not refuse later either.
+        let authenticated = reply
+            .data_as::<KeyReplyData>()
+            .is_ok_and(|d| d.authenticated == Some(true));
+        if !authenticated {
+            debug!("the server did not say `authenticated`; it may not check tokens");
+        }
         Ok(())
     }
 
@@ -364,6 +482,19 @@ impl Connection {
     }
 }
 
+/// The error for a refused handshake request: [`Error::Unauthorized`] for the server's
+/// "unauthorized" (a token it does not know), `other(msg)` for anything else.
+fn refusal(reply: Reply, during: &'static str, other: impl FnOnce(String) -> Error) -> Error {
+    if reply.msg == UNAUTHORIZED {
+        Error::Unauthorized { during }
+    } else {
+        other(reply.msg)
+    }
+}
+
+/// The `msg` of a reply refusing a token (spec §6).
+const UNAUTHORIZED: &str = "unauthorized";
+
 /// Why a frame from the server is of no use, for a log line.
 pub(crate) fn describe_received(received: &Received) -> String {
     format!(
@@ -412,6 +543,9 @@ fn is_permanent(e: &Error) -> bool {
         e,
         Error::SubscribeRefused { .. }
             | Error::KeyExchange { .. }
+            | Error::Unauthorized { .. }
+            | Error::Tls { .. }
+            | Error::TlsFile { .. }
             | Error::Config { .. }
             | Error::BadAddress(_)
     )
@@ -434,11 +568,19 @@ pub(crate) fn status_channel() -> watch::Sender<Status> {
 /// As [`connect_with_retry`], never [`Error::Closed`].
 pub(crate) async fn connect_first(
     cfg: &ClientConfig,
+    dialer: &Dialer,
     handshake: &Handshake,
 ) -> Result<(Connection, watch::Sender<Status>)> {
     let status = status_channel();
-    let (conn, _) =
-        connect_with_retry(cfg, handshake, &status, false, std::future::pending()).await?;
+    let (conn, _) = connect_with_retry(
+        cfg,
+        dialer,
+        handshake,
+        &status,
+        false,
+        std::future::pending(),
+    )
+    .await?;
     status.send_replace(Status::Connected { connections: 1 });
     Ok((conn, status))
 }
@@ -449,6 +591,7 @@ pub(crate) async fn connect_first(
 /// `status`. Returns the connection and the attempts it took.
 pub(crate) async fn connect_with_retry(
     cfg: &ClientConfig,
+    dialer: &Dialer,
     handshake: &Handshake,
     status: &watch::Sender<Status>,
     delay_first: bool,
@@ -477,7 +620,7 @@ pub(crate) async fn connect_with_retry(
         });
         let result = tokio::select! {
             () = &mut stop => return Err(Error::Closed),
-            result = Connection::establish(cfg, handshake) => result,
+            result = Connection::establish(cfg, dialer, handshake) => result,
         };
         match result {
             Ok(conn) => {

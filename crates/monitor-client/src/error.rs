@@ -1,5 +1,6 @@
 //! The crate's one error type.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Everything a client call can fail with.
@@ -19,7 +20,7 @@ pub enum Error {
         reason: String,
     },
 
-    /// A server address that is neither `host:port` nor `unix:/path`.
+    /// A server address that is not `host:port`, `tls://host:port` or `unix:/path`.
     #[error(transparent)]
     BadAddress(#[from] monitor_proto::address::AddressError),
 
@@ -42,14 +43,16 @@ pub enum Error {
         after: Duration,
     },
 
-    /// The connection was made, but the server did not answer a handshake step (key
-    /// exchange, subscribe or first heartbeat) within `connect_timeout`: something
-    /// listens there but does not speak the protocol, or the server is stuck.
+    /// The connection was made, but the server did not answer a handshake step (TLS,
+    /// authentication, key exchange, subscribe or first heartbeat) within
+    /// `connect_timeout`: something listens there but does not speak the protocol, or the
+    /// server is stuck.
     #[error("connected to {address}, but the server did not answer the {step} within {after:?} (connect_timeout)")]
     HandshakeTimeout {
         /// The server address.
         address: String,
-        /// The step that got no answer: `"key exchange"`, `"subscribe"` or `"heartbeat"`.
+        /// The step that got no answer: `"TLS handshake"`, `"authentication"`, `"key
+        /// exchange"`, `"subscribe"` or `"heartbeat"`.
         step: &'static str,
         /// The configured `connect_timeout`, counted from the start of the attempt.
         after: Duration,
@@ -58,7 +61,40 @@ pub enum Error {
     /// The server closed the connection during a handshake.
     #[error("the server closed the connection during the {during}")]
     ClosedDuringHandshake {
-        /// Which step: `"key exchange"`, `"subscribe"` or `"heartbeat"`.
+        /// Which step: `"TLS handshake"`, `"authentication"`, `"key exchange"`,
+        /// `"subscribe"` or `"heartbeat"`.
+        during: &'static str,
+    },
+
+    /// A TLS file of the config cannot be used: missing, unreadable, or not holding what
+    /// it should. Reported when the client starts, before it connects.
+    #[error("TLS: {what} {}: {reason}", path.display())]
+    TlsFile {
+        /// Which file.
+        what: TlsFileKind,
+        /// The file, as configured.
+        path: PathBuf,
+        /// What is wrong with it (`no such file`, `no certificate in it`, ...).
+        reason: String,
+    },
+
+    /// TLS with the server failed for a reason a retry will not fix: its certificate is
+    /// not trusted or not for its name, it requires a client certificate (mutual TLS) or
+    /// refused the one given, or it does not speak TLS. Not retried.
+    #[error("TLS with {address} failed: {reason}")]
+    Tls {
+        /// The server address.
+        address: String,
+        /// What went wrong, and where to look.
+        reason: String,
+    },
+
+    /// The server refused this client's token (`errCode: -1`, `msg: "unauthorized"`) and
+    /// closed the connection. Not retried: the token is wrong, or no longer configured.
+    #[error("unauthorized: the server refused the token (at the {during} step)")]
+    Unauthorized {
+        /// The step that presented it: `"authentication"`, `"key exchange"` or
+        /// `"subscribe"`.
         during: &'static str,
     },
 
@@ -74,15 +110,17 @@ pub enum Error {
         reason: String,
     },
 
-    /// The server refused the subscription (`errCode: -1` in the type-6 acknowledgement).
+    /// The server refused the subscription (`errCode: -1` in the type-6 acknowledgement),
+    /// e.g. `forbidden: …` when the token does not grant it. Not retried.
     #[error("subscribe refused by the server: {msg}")]
     SubscribeRefused {
         /// The server's `msg`.
         msg: String,
     },
 
-    /// The server refused a report (`errCode: -1` in its type-8 acknowledgement). The
-    /// connection stays open and later reports are not affected.
+    /// The server refused a report (`errCode: -1` in its type-8 acknowledgement), e.g.
+    /// `forbidden: …` when the token does not grant its code. The connection stays open
+    /// and later reports are not affected.
     #[error("report refused by the server: {msg}")]
     ReportRefused {
         /// The server's `msg`.
@@ -168,6 +206,43 @@ pub enum Error {
 }
 
 impl Error {
+    /// A copy of an error that stops a client for good, for each report or call it
+    /// fails; `None` for errors that do not stop one (those carrying an I/O error
+    /// among them, which cannot be copied).
+    pub(crate) fn stop_copy(&self) -> Option<Error> {
+        Some(match self {
+            Error::Unreachable {
+                attempts,
+                last_error,
+            } => Error::Unreachable {
+                attempts: *attempts,
+                last_error: last_error.clone(),
+            },
+            Error::BackgroundTask { task, reason } => Error::BackgroundTask {
+                task,
+                reason: reason.clone(),
+            },
+            Error::Unauthorized { during } => Error::Unauthorized { during },
+            Error::Tls { address, reason } => Error::Tls {
+                address: address.clone(),
+                reason: reason.clone(),
+            },
+            Error::TlsFile { what, path, reason } => Error::TlsFile {
+                what: *what,
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            Error::KeyExchange { reason } => Error::KeyExchange {
+                reason: reason.clone(),
+            },
+            Error::Config { field, reason } => Error::Config {
+                field,
+                reason: reason.clone(),
+            },
+            _ => return None,
+        })
+    }
+
     /// Whether the failure is about the connection, which the client retries by itself
     /// (connecting, a timeout, a dropped connection), rather than a refusal or a misuse.
     pub fn is_retryable(&self) -> bool {
@@ -181,6 +256,41 @@ impl Error {
             Error::Proto(e) => e.fault() == monitor_proto::Fault::Io,
             _ => false,
         }
+    }
+}
+
+/// Which TLS file an [`Error::TlsFile`] is about. `Display` names it in words (`CA file`,
+/// `client certificate`, `client key`); [`TlsFileKind::field`] names its config field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TlsFileKind {
+    /// One of [`TlsSettings::ca_files`](crate::TlsSettings::ca_files).
+    Ca,
+    /// [`TlsSettings::cert_file`](crate::TlsSettings::cert_file).
+    ClientCert,
+    /// [`TlsSettings::key_file`](crate::TlsSettings::key_file).
+    ClientKey,
+}
+
+impl TlsFileKind {
+    /// The [`ClientConfig`](crate::ClientConfig) field that names the file, as
+    /// [`Error::Config`] names fields: `tls.ca_files`, `tls.cert_file`, `tls.key_file`.
+    pub fn field(self) -> &'static str {
+        match self {
+            TlsFileKind::Ca => "tls.ca_files",
+            TlsFileKind::ClientCert => "tls.cert_file",
+            TlsFileKind::ClientKey => "tls.key_file",
+        }
+    }
+}
+
+impl std::fmt::Display for TlsFileKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TlsFileKind::Ca => "CA file",
+            TlsFileKind::ClientCert => "client certificate",
+            TlsFileKind::ClientKey => "client key",
+        })
     }
 }
 

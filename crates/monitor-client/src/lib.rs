@@ -13,13 +13,20 @@
 //!   be pipelined. While disconnected it keeps reports in a bounded buffer and sends them,
 //!   in order, once it has reconnected.
 //!
-//! `docs/client.md` says what can be lost, and when.
+//! - Both connect over TCP, TLS (`tls://host:port`, mutual TLS with a client
+//!   certificate: [`TlsSettings`]) or a Unix socket, and authenticate every connection
+//!   with a [`Token`] when given one ([`ClientConfig::token`]).
+//!
+//! `docs/client.md` says what can be lost, and when, and how TLS and tokens fail.
 //!
 //! # Layout
-//! - [`config`]: [`ClientConfig`] (server address, uuid, heartbeat, timeouts, backoff,
-//!   buffer sizes, flags, limits); the server's [`Address`] comes from monitor-proto.
-//! - `connection`: connecting over TCP or a Unix socket, the key exchange, handshakes,
-//!   backoff, and the [`Status`] both clients publish.
+//! - [`config`]: [`ClientConfig`] (server [`Endpoint`], TLS, token, uuid, heartbeat,
+//!   timeouts, backoff, buffer sizes, flags, limits), [`TlsSettings`]; [`Endpoint`],
+//!   [`Address`] and [`Token`] come from monitor-proto.
+//! - `connection`: connecting over TCP (plain or TLS) or a Unix socket, authentication,
+//!   the key exchange, handshakes, backoff, and the [`Status`] both clients publish.
+//! - `tls`: the rustls client configuration built from [`TlsSettings`], and rustls'
+//!   errors told as what to do about them.
 //! - [`receiver`]: [`PushReceiver`], [`Subscription`], [`Event`], [`Push`].
 //! - [`reporter`]: [`Reporter`], [`AckFuture`], [`ReporterStats`].
 //! - `supervise`: a background task's panic (or its runtime shutting down under it)
@@ -72,10 +79,11 @@ pub mod raw;
 pub mod receiver;
 pub mod reporter;
 mod supervise;
+mod tls;
 
-pub use config::{ClientConfig, Delivery};
+pub use config::{ClientConfig, Delivery, Endpoint, TlsSettings, Token};
 pub use connection::Status;
-pub use error::{Error, Result};
+pub use error::{Error, Result, TlsFileKind};
 pub use monitor_proto::Address;
 pub use monitor_proto::Uuid;
 pub use receiver::{Event, Push, PushReceiver, Subscription};

@@ -3,10 +3,11 @@
 //! its read buffer in place to spend nothing per push on allocation.
 //!
 //! [`connect`] opens the connection as a [`PushReceiver`](crate::PushReceiver) or a
-//! [`Reporter`](crate::Reporter) opens each of theirs: TCP (without Nagle's delay) or a
-//! Unix socket, the X25519 key exchange when `encrypt` is set, then the subscribe or a
-//! first heartbeat, all within `connect_timeout` and failing with the same errors. It makes
-//! one attempt. From then on everything is the caller's: heartbeats (the server closes a
+//! [`Reporter`](crate::Reporter) opens each of theirs: TCP (without Nagle's delay, with
+//! TLS when the config asks for it) or a Unix socket, authentication when the config has
+//! a token, the X25519 key exchange when `encrypt` is set, then the subscribe or a first
+//! heartbeat, all within `connect_timeout` and failing with the same errors. It makes one
+//! attempt. From then on everything is the caller's: heartbeats (the server closes a
 //! connection that sends nothing for its idle timeout), noticing a dead connection,
 //! reconnecting.
 //!
@@ -41,7 +42,7 @@ use monitor_proto::ClientCodec;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::config::ClientConfig;
-use crate::connection::{Connection, Handshake};
+use crate::connection::{Connection, Dialer, Handshake};
 use crate::error::Result;
 use crate::receiver::Subscription;
 
@@ -70,16 +71,17 @@ impl std::fmt::Debug for RawConnection {
     }
 }
 
-/// Connects to `config.server`, exchanges keys if `config.encrypt`, and subscribes with
+/// Connects to `config.server` (over TLS if the config asks), authenticates if
+/// `config.token` is set, exchanges keys if `config.encrypt`, and subscribes with
 /// `subscription` (as a push receiver does) or, with `None`, sends a heartbeat and waits
 /// for its reply (as a reporter does before it writes a report). One attempt, bounded by
-/// `connect_timeout`.
+/// `connect_timeout`. The TLS files are read on each call.
 ///
 /// # Errors
 /// [`Error::Config`](crate::Error::Config) for a bad config or an empty subscription
-/// code; otherwise as one connection attempt of the clients: `Connect`, `ConnectTimeout`,
-/// `HandshakeTimeout`, `ClosedDuringHandshake`, `KeyExchange`, `SubscribeRefused`,
-/// `BadReply`, `Proto`.
+/// code, [`Error::TlsFile`](crate::Error::TlsFile); otherwise as one connection attempt of
+/// the clients: `Connect`, `ConnectTimeout`, `HandshakeTimeout`, `ClosedDuringHandshake`,
+/// `Tls`, `Unauthorized`, `KeyExchange`, `SubscribeRefused`, `BadReply`, `Proto`.
 pub async fn connect(
     config: &ClientConfig,
     subscription: Option<&Subscription>,
@@ -92,7 +94,8 @@ pub async fn connect(
         }
         None => Handshake::Heartbeat,
     };
-    let conn = Connection::establish(config, &handshake).await?;
+    let dialer = Dialer::new(config)?;
+    let conn = Connection::establish(config, &dialer, &handshake).await?;
     // The reader's codec is between frames: the framed reader decodes only when polled,
     // and its last poll yielded the handshake's reply.
     let (reader, unread, codec, writer) = conn.into_parts();

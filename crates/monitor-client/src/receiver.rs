@@ -27,7 +27,8 @@ use tracing::{debug, info, warn};
 
 use crate::config::ClientConfig;
 use crate::connection::{
-    self, connect_first, connect_with_retry, describe_received, Connection, Handshake, Status,
+    self, connect_first, connect_with_retry, describe_received, Connection, Dialer, Handshake,
+    Status,
 };
 use crate::error::{with_causes, Error, Result};
 use crate::supervise::{supervise, supervisor, TaskFailure};
@@ -187,16 +188,26 @@ impl PushReceiver {
     /// published after this returns is delivered (unless the connection drops).
     ///
     /// # Errors
-    /// [`Error::Config`] for a bad config or subscription; [`Error::SubscribeRefused`];
+    /// [`Error::Config`] for a bad config or subscription; [`Error::TlsFile`] for a TLS
+    /// file that cannot be used; [`Error::SubscribeRefused`] (a `forbidden: …` one
+    /// included), [`Error::Unauthorized`], [`Error::Tls`]: refusals, not retried;
     /// [`Error::Unreachable`] when `max_attempts` attempts failed.
     pub async fn connect(config: ClientConfig, subscription: Subscription) -> Result<PushReceiver> {
         config.validate()?;
         subscription.validate()?;
+        let dialer = Dialer::new(&config)?;
         let handshake = Handshake::Subscribe(subscription.body());
-        let (conn, status_tx) = connect_first(&config, &handshake).await?;
+        let (conn, status_tx) = connect_first(&config, &dialer, &handshake).await?;
         let (tx, rx) = mpsc::channel(config.event_queue);
         let uuid = config.uuid;
-        let body = run(config, handshake, conn, tx.clone(), status_tx.clone());
+        let body = run(
+            config,
+            dialer,
+            handshake,
+            conn,
+            tx.clone(),
+            status_tx.clone(),
+        );
         Ok(PushReceiver::start(rx, tx, status_tx, uuid, body))
     }
 
@@ -304,6 +315,7 @@ enum End {
 /// The background task: sessions, and reconnections between them.
 async fn run(
     cfg: ClientConfig,
+    dialer: Dialer,
     handshake: Handshake,
     mut conn: Connection,
     tx: mpsc::Sender<Result<Event>>,
@@ -327,7 +339,7 @@ async fn run(
         if tx.send(Ok(Event::Disconnected { reason })).await.is_err() {
             return;
         }
-        match connect_with_retry(&cfg, &handshake, &status, true, tx.closed()).await {
+        match connect_with_retry(&cfg, &dialer, &handshake, &status, true, tx.closed()).await {
             Ok((new_conn, attempts)) => {
                 conn = new_conn;
                 connections += 1;

@@ -4,4 +4,8 @@
 
 mod bench;
 mod commands;
+// The test PKI of monitor-client's tests, shared rather than copied.
+#[path = "../../../monitor-client/tests/client/pki.rs"]
+mod pki;
+mod security;
 mod support;

@@ -109,7 +109,9 @@ pub async fn next_push(rx: &mut PushReceiver) -> Push {
 /// The binary, logging warnings only, its output piped.
 pub fn bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_monitor-client"));
+    // A token in the developer's environment must not leak into the tests.
     cmd.env("RUST_LOG", "warn")
+        .env_remove("MONITOR_TOKEN")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

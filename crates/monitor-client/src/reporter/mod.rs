@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::config::ClientConfig;
-use crate::connection::{connect_first, status_channel, Connection, Handshake, Status};
+use crate::connection::{connect_first, status_channel, Connection, Dialer, Handshake, Status};
 use crate::error::{Error, Result};
 use crate::supervise::{supervisor, TaskFailure};
 
@@ -81,8 +81,9 @@ struct Counters {
     rejected_buffer_full: AtomicU64,
     reconnects: AtomicU64,
     in_flight: AtomicUsize,
-    /// Why the reporter stopped for good, once it has: `send` fails with it.
-    gave_up: Mutex<Option<(u32, String)>>,
+    /// Why the reporter stopped for good, once it has (gave up, or was refused): `send`
+    /// fails with a copy of it ([`Error::stop_copy`]).
+    gave_up: Mutex<Option<Error>>,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -203,12 +204,15 @@ impl Reporter {
     /// server answers a heartbeat, and starts the background task.
     ///
     /// # Errors
-    /// [`Error::Config`] for a bad config; [`Error::Unreachable`] when `max_attempts`
-    /// attempts failed; [`Error::KeyExchange`].
+    /// [`Error::Config`] for a bad config; [`Error::TlsFile`] for a TLS file that cannot
+    /// be used; [`Error::Unreachable`] when `max_attempts` attempts failed;
+    /// [`Error::KeyExchange`], [`Error::Unauthorized`], [`Error::Tls`]: refusals, not
+    /// retried.
     pub async fn connect(config: ClientConfig) -> Result<Reporter> {
         config.validate()?;
-        let (conn, status) = connect_first(&config, &Handshake::Heartbeat).await?;
-        Ok(Reporter::spawn(config, Some(conn), status))
+        let dialer = Dialer::new(&config)?;
+        let (conn, status) = connect_first(&config, &dialer, &Handshake::Heartbeat).await?;
+        Ok(Reporter::spawn(config, dialer, Some(conn), status))
     }
 
     /// Starts the reporter without waiting for a connection: reports are buffered until
@@ -217,23 +221,29 @@ impl Reporter {
     /// Must be called within a Tokio runtime.
     ///
     /// # Errors
-    /// [`Error::Config`] for a bad config.
+    /// [`Error::Config`] for a bad config; [`Error::TlsFile`] for a TLS file that cannot
+    /// be used (read now, so a typo fails here rather than in the background).
     pub fn start(config: ClientConfig) -> Result<Reporter> {
         config.validate()?;
-        Ok(Reporter::spawn(config, None, status_channel()))
+        let dialer = Dialer::new(&config)?;
+        Ok(Reporter::spawn(config, dialer, None, status_channel()))
     }
 
     fn spawn(
         config: ClientConfig,
+        dialer: Dialer,
         conn: Option<Connection>,
         status: watch::Sender<Status>,
     ) -> Reporter {
-        Reporter::spawn_with(config, conn, status, |task, conn| Box::pin(task.run(conn)))
+        Reporter::spawn_with(config, dialer, conn, status, |task, conn| {
+            Box::pin(task.run(conn))
+        })
     }
 
     /// Spawns the task with `body` as its work, supervised ([`task::spawn`]).
     fn spawn_with(
         config: ClientConfig,
+        dialer: Dialer,
         conn: Option<Connection>,
         status: watch::Sender<Status>,
         body: Body,
@@ -253,7 +263,7 @@ impl Reporter {
             failure,
             _alive: Arc::new(alive.clone().drop_guard()),
         };
-        let task = Task::new(config, rx, counters, status, alive);
+        let task = Task::new(config, dialer, rx, counters, status, alive);
         task::spawn(task, supervisor, body, conn);
         reporter
     }
@@ -347,19 +357,13 @@ impl Reporter {
         if let Some(failed) = self.failure.error() {
             return failed;
         }
-        let gave_up = self
-            .counters
+        self.counters
             .gave_up
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        match gave_up {
-            Some((attempts, last_error)) => Error::Unreachable {
-                attempts,
-                last_error,
-            },
-            None => Error::Closed,
-        }
+            .as_ref()
+            .and_then(Error::stop_copy)
+            .unwrap_or(Error::Closed)
     }
 
     /// Waits until every report taken before this call is resolved (acknowledged,

@@ -21,7 +21,8 @@ use tracing::{debug, info, warn};
 use super::{add, Cmd, Counters};
 use crate::config::{ClientConfig, Delivery};
 use crate::connection::{
-    self, connect_with_retry, describe_received, Connection, Handshake, Status, WRITE_HIGH_WATER,
+    self, connect_with_retry, describe_received, Connection, Dialer, Handshake, Status,
+    WRITE_HIGH_WATER,
 };
 use crate::error::{with_causes, Error, Result};
 use crate::supervise::{supervise, Supervisor};
@@ -68,6 +69,8 @@ enum End {
 /// The task's state, across connections.
 pub(super) struct Task {
     cfg: ClientConfig,
+    /// How to reach the server (its TLS prepared once).
+    dialer: Dialer,
     rx: mpsc::Receiver<Cmd>,
     counters: Arc<Counters>,
     status: watch::Sender<Status>,
@@ -86,6 +89,7 @@ impl Task {
     /// The state before the first connection: nothing in flight.
     pub(super) fn new(
         cfg: ClientConfig,
+        dialer: Dialer,
         rx: mpsc::Receiver<Cmd>,
         counters: Arc<Counters>,
         status: watch::Sender<Status>,
@@ -93,6 +97,7 @@ impl Task {
     ) -> Task {
         Task {
             cfg,
+            dialer,
             rx,
             counters,
             status,
@@ -115,6 +120,7 @@ impl Task {
                     let stop = self.alive.clone().cancelled_owned();
                     let result = connect_with_retry(
                         &self.cfg,
+                        &self.dialer,
                         &Handshake::Heartbeat,
                         &self.status,
                         connections > 0,
@@ -180,29 +186,14 @@ impl Task {
         self.status.send_replace(Status::Stopped {
             reason: error.to_string(),
         });
-        if let Error::Unreachable {
-            attempts,
-            last_error,
-        } = &error
-        {
+        if !matches!(error, Error::BackgroundTask { .. }) {
             if let Ok(mut gave_up) = self.counters.gave_up.lock() {
-                *gave_up = Some((*attempts, last_error.clone()));
+                *gave_up = error.stop_copy();
             }
         }
-        let fail = |e: &Error| match e {
-            Error::Unreachable {
-                attempts,
-                last_error,
-            } => Error::Unreachable {
-                attempts: *attempts,
-                last_error: last_error.clone(),
-            },
-            Error::BackgroundTask { task, reason } => Error::BackgroundTask {
-                task,
-                reason: reason.clone(),
-            },
-            _ => Error::Closed,
-        };
+        // Each report fails with why the reporter stopped (gave up, a refused token, TLS
+        // that cannot work), not a bare "closed".
+        let fail = |e: &Error| e.stop_copy().unwrap_or(Error::Closed);
         self.rx.close();
         let mut failed = 0u64;
         for item in self.in_flight.drain(..) {
@@ -412,7 +403,7 @@ mod tests {
             attempt: 1,
             last_error: None,
         });
-        let reporter = Reporter::spawn_with(cfg, None, status, |task, _| {
+        let reporter = Reporter::spawn_with(cfg, Dialer::default(), None, status, |task, _| {
             Box::pin(async move {
                 if let Some(Cmd::Report(item)) = task.rx.recv().await {
                     task.in_flight.push_back(InFlight {

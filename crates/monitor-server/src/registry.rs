@@ -27,10 +27,28 @@ pub(crate) struct Origin {
     pub(crate) peer: Box<str>,
     /// The listener's name.
     pub(crate) listener: Arc<str>,
-    /// `tcp`, `tls`, `unix` or `ws`.
-    pub(crate) kind: &'static str,
+    /// What it arrived over.
+    pub(crate) kind: Kind,
     /// Whether the peer presented a certificate its listener verified (mutual TLS).
     pub(crate) client_cert: bool,
+}
+
+/// What a connection arrived over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Tcp,
+    Tls,
+    Unix,
+}
+
+impl Kind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Kind::Tcp => "tcp",
+            Kind::Tls => "tls",
+            Kind::Unix => "unix",
+        }
+    }
 }
 
 /// One open connection, as the rest of the server sees it.
@@ -61,8 +79,8 @@ pub(crate) enum Stop {
 /// What changes in an entry after it is made, now and then (one lock).
 #[derive(Debug, Default)]
 struct EntryState {
-    /// Why the connection was asked to stop, once it was.
-    stop: Option<Stop>,
+    /// Why the connection was asked to stop, once it was (boxed: rare).
+    stop: Option<Box<Stop>>,
     /// The grant it authenticated with, if any.
     grant: Option<Arc<Grant>>,
     /// The uuid of its last frame.
@@ -96,7 +114,11 @@ impl ConnEntry {
     /// One switch for both, so that a connection's task waits on one future, not two.
     pub(crate) async fn stopped(&self) -> Stop {
         self.kill.notified().await;
-        lock(&self.state).stop.clone().unwrap_or(Stop::Shutdown)
+        lock(&self.state)
+            .stop
+            .as_deref()
+            .cloned()
+            .unwrap_or(Stop::Shutdown)
     }
 
     pub(crate) fn set_grant(&self, grant: Option<Arc<Grant>>) {
@@ -110,6 +132,10 @@ impl ConnEntry {
     /// The uuid of the connection's latest frame (set when it changes).
     pub(crate) fn set_uuid(&self, uuid: Uuid) {
         lock(&self.state).uuid = Some(uuid);
+    }
+
+    pub(crate) fn uuid(&self) -> Option<Uuid> {
+        lock(&self.state).uuid
     }
 
     pub(crate) fn set_subscription(&self, subscription: SubscriptionInfo) {
@@ -142,7 +168,7 @@ impl ConnEntry {
             uuid: state.uuid.map(|u| u.to_string()),
             peer: self.origin.peer.to_string(),
             listener: self.origin.listener.to_string(),
-            kind: self.origin.kind,
+            kind: self.origin.kind.as_str(),
             role: role(subscription.is_some(), state.reported),
             code: subscription.map(|s| s.code.to_string()),
             topics: topics
@@ -316,7 +342,7 @@ impl Registry {
 
 fn stop(entry: &ConnEntry, why: Stop) {
     // The first reason stands (a kill during the drain does not restart it).
-    lock(&entry.state).stop.get_or_insert(why);
+    lock(&entry.state).stop.get_or_insert_with(|| Box::new(why));
     // A permit if the connection is not waiting yet: it sees it at its next turn.
     entry.kill.notify_one();
 }

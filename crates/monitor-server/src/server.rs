@@ -15,7 +15,7 @@ use monitor_proto::Address;
 
 use crate::config::{Config, ConfigDiff, ConfigError};
 use crate::conn;
-use crate::registry::{ClientInfo, Origin};
+use crate::registry::{ClientInfo, Kind, Origin};
 use crate::state::{ConnSlot, Shared};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::tls::{ReloadableAcceptor, TlsError};
@@ -433,7 +433,7 @@ async fn accept_loop(
                 let origin = Origin {
                     peer: peer.into_boxed_str(),
                     listener: Arc::clone(&listener_name),
-                    kind: "tcp",
+                    kind: Kind::Tcp,
                     client_cert: false,
                 };
                 // A task per kind of stream, each as small as its own state: a TLS
@@ -444,14 +444,14 @@ async fn accept_loop(
                     }
                     Accepted::Unix(s) => {
                         let origin = Origin {
-                            kind: "unix",
+                            kind: Kind::Unix,
                             ..origin
                         };
                         tracker.spawn(conn::serve(s, origin, shared, slot));
                     }
                     Accepted::Tls(s, acceptor) => {
                         let origin = Origin {
-                            kind: "tls",
+                            kind: Kind::Tls,
                             ..origin
                         };
                         let token = token.clone();

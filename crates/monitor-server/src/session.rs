@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use monitor_proto::{Recipient, Uuid};
+use monitor_proto::Recipient;
 
 use crate::auth::Grant;
 use crate::queue::{Batch, PushQueue};
@@ -21,8 +21,6 @@ pub(crate) struct Subscription {
 /// One connection's protocol state.
 #[derive(Debug)]
 pub(crate) struct Session {
-    /// The uuid of the last frame received.
-    pub(crate) uuid: Option<Uuid>,
     pub(crate) subscription: Option<Subscription>,
     /// Pushes taken from the subscription's queue and not yet encoded, oldest first.
     pub(crate) batch: Batch,
@@ -35,7 +33,6 @@ pub(crate) struct Session {
 impl Session {
     pub(crate) fn new() -> Session {
         Session {
-            uuid: None,
             subscription: None,
             batch: Batch::default(),
             reported: false,

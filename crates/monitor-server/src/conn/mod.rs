@@ -70,8 +70,9 @@ struct Conn {
     rbuf: BytesMut,
     out: OutBuf,
     session: Session,
-    /// Subscribers to wake once the reports of this read are all published.
-    wakes: Wakes,
+    /// Subscribers to wake once the reports of this read are all published; made at the
+    /// first report (most connections never report).
+    wakes: Option<Box<Wakes>>,
     frames_in: u64,
     bytes_in: u64,
     /// The part of `frames_in` / frames written already added to the shared stats.
@@ -122,8 +123,8 @@ impl Conn {
         }
         let role = conn.session.role();
         let uuid = conn
-            .session
-            .uuid
+            .entry
+            .uuid()
             .map_or_else(|| "-".to_owned(), |u| u.to_string());
         let duration_ms = conn
             .entry
@@ -223,7 +224,7 @@ impl Conn {
             rbuf: BytesMut::new(),
             out: OutBuf::default(),
             session,
-            wakes: Wakes::default(),
+            wakes: None,
             frames_in: 0,
             bytes_in: 0,
             frames_in_counted: 0,
@@ -482,7 +483,9 @@ impl Conn {
         }
         // Each subscriber is woken once for all the reports of this read, and writes them
         // in one go.
-        self.wakes.wake_all();
+        if let Some(wakes) = &mut self.wakes {
+            wakes.wake_all();
+        }
         // Between bursts a connection keeps no read buffer (see `ReadReady`).
         if self.rbuf.is_empty() {
             self.rbuf = BytesMut::new();
@@ -539,7 +542,11 @@ impl Conn {
     /// connection sends, so replies keep the order of the requests.
     fn handle(&mut self, received: Received) {
         let Received { header, body, .. } = received;
-        self.session.uuid = Some(header.uuid);
+        // The uuid shown for the connection: its first frame's, and then those of its key
+        // requests and subscribes (reports may carry any); a lock per frame would cost.
+        if self.frames_in == 1 || header.msg_type != MsgType::Report {
+            self.entry.set_uuid(header.uuid);
+        }
         let no_key = self.codec.session_key().is_none();
         let answer = match cmd::no_session_key(&header).filter(|_| no_key) {
             Some(refusal) => refusal,
@@ -549,7 +556,7 @@ impl Conn {
                     settings: &self.settings,
                     session: &mut self.session,
                     entry: &self.entry,
-                    wakes: &mut self.wakes,
+                    wakes: self.wakes.get_or_insert_with(Box::default),
                     peer: &self.entry.origin.peer,
                 };
                 cmd::handle(&mut ctx, &header, body)
@@ -676,15 +683,13 @@ impl Conn {
             bytes_out: self.out.bytes_written(),
             last_frame,
         });
-        if let Some(uuid) = self.session.uuid {
-            self.entry.set_uuid(uuid);
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::Kind;
     use bytes::Bytes;
     use monitor_proto::{Frame, FrameCodec, Header, MsgType, Uuid, HEADER_LEN};
     use tokio_util::codec::Encoder;
@@ -713,7 +718,7 @@ mod tests {
         let origin = Origin {
             peer: "test".into(),
             listener: "test".into(),
-            kind: "tcp",
+            kind: Kind::Tcp,
             client_cert: false,
         };
         let slot = ConnSlot::unlimited(&shared);
@@ -760,6 +765,7 @@ mod tests {
 #[cfg(test)]
 mod footprint {
     use super::*;
+    use crate::registry::Kind;
 
     /// An idle connection's task is most of what it costs (10,000 idle subscribers held
     /// 2046 B each, 2026-11-30, docs/performance.md). A future grows silently when a field
@@ -775,7 +781,7 @@ mod footprint {
         let origin = Origin {
             peer: "x".into(),
             listener: "l".into(),
-            kind: "tcp",
+            kind: Kind::Tcp,
             client_cert: false,
         };
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -46,6 +46,7 @@
 //! // The server (in production: the `monitor-server` binary).
 //! let mut config = Config::default();
 //! config.listeners[0].address = "127.0.0.1:0".parse()?;
+//! config.admin.enabled = false; // no admin API here
 //! let server = Server::bind(config).await?;
 //! let BoundAddress::Tcp(addr) = server.local_addrs()[0].clone() else { unreachable!() };
 //! let handle = server.handle();

@@ -66,6 +66,12 @@ pub struct Args {
     /// Check the configuration and exit (status 0 if valid, 2 if not).
     #[arg(long)]
     pub check_config: bool,
+    /// The admin HTTP API's address (default 127.0.0.1:9600; `[admin]` in the file).
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<Address>,
+    /// Log lines as `text` or `json` (one object per line, for log shippers).
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<crate::config::LogFormat>,
 }
 
 /// What `monitor-server` can do besides serving.
@@ -74,6 +80,9 @@ pub enum Command {
     /// Read a token on stdin (one line) and print the line that puts its SHA-256 in an
     /// `[[auth.token]]` table. The token is not echoed and not stored.
     HashToken,
+    /// Show a running server's status and its clients, from its admin API; exit 1 if it
+    /// does not answer.
+    Status(crate::status::StatusArgs),
 }
 
 impl Args {
@@ -119,6 +128,13 @@ impl Args {
         }
         if self.legacy_key_exchange {
             s.legacy_key_exchange = true;
+        }
+        if let Some(admin) = &self.admin {
+            config.admin.enabled = true;
+            config.admin.address = admin.clone();
+        }
+        if let Some(format) = self.log_format {
+            config.log.format = format;
         }
         config.validate().map_err(|e| match e {
             ConfigError::Invalid { key, reason } => ConfigError::Invalid {
@@ -166,6 +182,7 @@ fn flag_for(key: &str) -> Option<&'static str> {
         "server.max_inflated_len" => "--max-inflated-len",
         "listener" | "listener.address" => "--listen",
         "server.workers" => "--workers",
+        "admin.address" => "--admin",
         _ => return None,
     })
 }
@@ -173,10 +190,11 @@ fn flag_for(key: &str) -> Option<&'static str> {
 /// Runs the command line; returns the process exit code.
 pub fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    if let Some(Command::HashToken) = args.command {
-        return hash_token();
+    match &args.command {
+        Some(Command::HashToken) => return hash_token(),
+        Some(Command::Status(status)) => return crate::status::main(status),
+        None => {}
     }
-    crate::logging::init();
     let config = match args.config() {
         Ok(c) => c,
         Err(e) => {
@@ -184,6 +202,7 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    crate::logging::init(config.log.format);
     if args.print_config {
         let mut out = std::io::stdout().lock();
         let printed = out

@@ -20,6 +20,51 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// Who may do what (off unless configured).
     pub auth: AuthConfig,
+    /// The admin HTTP listener.
+    pub admin: AdminConfig,
+    /// How the server logs.
+    pub log: LogConfig,
+}
+
+/// `[admin]`: the admin HTTP API, metrics and dashboard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Serve it (`false` turns it off).
+    pub enabled: bool,
+    /// Where: loopback by default, never a public address unless configured so.
+    pub address: Address,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            address: Address::Tcp {
+                host: "127.0.0.1".into(),
+                port: 9600,
+            },
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (for people) or `json` (one object per line, for log shippers).
+    pub format: LogFormat,
+}
+
+/// The format of log lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines, coloured on a terminal (never under `NO_COLOR`).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 impl Default for Config {
@@ -27,6 +72,8 @@ impl Default for Config {
         Config {
             server: Settings::default(),
             auth: AuthConfig::default(),
+            admin: AdminConfig::default(),
+            log: LogConfig::default(),
             listeners: vec![ListenerConfig::default()],
         }
     }
@@ -486,6 +533,12 @@ impl Config {
                 );
             }
         }
+        if self.admin.enabled && matches!(self.admin.address, Address::Unix(_)) {
+            return invalid(
+                "admin.address",
+                "the admin API listens on TCP (host:port)".into(),
+            );
+        }
         self.validate_auth()
     }
 
@@ -688,6 +741,20 @@ impl Config {
                 .join(",")
         };
         check("listener", listeners(self), listeners(new), false);
+        let admin = |c: &Config| {
+            if c.admin.enabled {
+                c.admin.address.to_string()
+            } else {
+                "off".to_owned()
+            }
+        };
+        check("admin", admin(self), admin(new), false);
+        check(
+            "log.format",
+            format!("{:?}", self.log.format),
+            format!("{:?}", new.log.format),
+            false,
+        );
         // Certificate files are read again at every reload; other paths apply live too.
         let tls_files = |c: &Config| {
             c.listeners

@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML configuration, defaults and validation.
+//! - `admin`: the admin HTTP API (status, clients, metrics, HTTP publish).
 //! - [`auth`]: tokens and the mutual-TLS identity, and what each grants.
 //! - [`server`]: listeners, accept loops, `max_connections`, graceful shutdown, live reload.
 //! - `conn`: one task per connection over the binary protocol: the socket, its buffers
@@ -19,7 +20,7 @@
 //! - [`runtime`]: the tokio runtime: worker count and the workers' CPU scheduling policy.
 //! - [`logging`]: best-effort logging: a log line that cannot be written never stops
 //!   the server.
-//! - [`cli`]: the `monitor-server` command line.
+//! - [`cli`]: the `monitor-server` command line; [`status`]: its `status` subcommand.
 //!
 //! `docs/server.md` explains the design and the reasons for its limits.
 //!
@@ -35,6 +36,7 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut config = Config::default();
 //! config.listeners[0].address = "127.0.0.1:0".parse()?;
+//! config.admin.enabled = false; // no admin API here
 //! let server = Server::bind(config).await?;
 //! let BoundAddress::Tcp(addr) = server.local_addrs()[0].clone() else { unreachable!() };
 //! let handle = server.handle();
@@ -57,6 +59,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+mod admin;
 pub mod auth;
 mod budget;
 pub mod cli;
@@ -72,6 +75,7 @@ pub mod server;
 mod session;
 mod state;
 pub mod stats;
+pub mod status;
 pub mod tls;
 
 pub use config::{

@@ -61,21 +61,33 @@ impl<'a> MakeWriter<'a> for BestEffortStderr {
     }
 }
 
-/// Installs the process's logger: `RUST_LOG` (default `info`) to stderr, best effort,
-/// with colours only on a terminal and never under `NO_COLOR`; and a panic hook that logs
-/// the panic through it (so a panic is a log line, not a write that can fail again).
-pub fn init() {
-    let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-        && io::IsTerminal::is_terminal(&io::stderr());
-    let installed = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(BestEffortStderr)
-        .log_internal_errors(false)
-        .with_ansi(color)
-        .try_init();
+/// Installs the process's logger: `RUST_LOG` (default `info`) to stderr, best effort, as
+/// text (coloured only on a terminal, never under `NO_COLOR`) or as one JSON object per
+/// line; and a panic hook that logs the panic through it (so a panic is a log line, not a
+/// write that can fail again).
+pub fn init(format: crate::config::LogFormat) {
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    let installed = match format {
+        crate::config::LogFormat::Text => {
+            let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                && io::IsTerminal::is_terminal(&io::stderr());
+            tracing_subscriber::fmt()
+                .with_env_filter(filter())
+                .with_writer(BestEffortStderr)
+                .log_internal_errors(false)
+                .with_ansi(color)
+                .try_init()
+        }
+        crate::config::LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter())
+            .with_writer(BestEffortStderr)
+            .log_internal_errors(false)
+            .try_init(),
+    };
     if installed.is_ok() {
         std::panic::set_hook(Box::new(|info| {
             let thread = std::thread::current();

@@ -14,6 +14,8 @@ use monitor_proto::SharedBody;
 #[derive(Debug)]
 pub struct Push {
     body: SharedBody,
+    /// When the report arrived (for the sampled latency of `/metrics`).
+    arrived: tokio::time::Instant,
 }
 
 impl Push {
@@ -21,7 +23,13 @@ impl Push {
     pub fn new(report: &[u8]) -> Push {
         Push {
             body: SharedBody::new(reply::push(report)),
+            arrived: tokio::time::Instant::now(),
         }
+    }
+
+    /// When the report arrived.
+    pub fn arrived(&self) -> tokio::time::Instant {
+        self.arrived
     }
 
     /// The shared body, as the codec encodes it.

@@ -13,6 +13,9 @@ use tracing::{error, info, warn};
 
 use monitor_proto::Address;
 
+use crate::admin::api::ListenerInfo;
+use crate::admin::metrics::Metrics;
+use crate::admin::{self, AdminState};
 use crate::config::{Config, ConfigDiff, ConfigError};
 use crate::conn;
 use crate::registry::{ClientInfo, Kind, Origin};
@@ -23,6 +26,14 @@ use crate::tls::{ReloadableAcceptor, TlsError};
 /// A listener that could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The admin API's address cannot be bound (in use, say).
+    #[error("admin API: cannot bind {address}: {source} (set [admin] address, --admin, or [admin] enabled = false)")]
+    Admin {
+        /// The configured address.
+        address: Address,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A TLS listener's certificate, key or client CA cannot be used.
     #[error("listener {name}: {source}")]
     Tls {
@@ -92,6 +103,8 @@ struct BoundListener {
 /// ```
 pub struct Server {
     listeners: Vec<BoundListener>,
+    /// The admin API's listener, when it is on.
+    admin: Option<(TcpListener, std::net::SocketAddr)>,
     shared: Arc<Shared>,
     token: CancellationToken,
     config: Arc<Mutex<Config>>,
@@ -109,11 +122,17 @@ impl fmt::Debug for Server {
 #[derive(Debug, Clone)]
 pub struct ServerHandle {
     shared: Arc<Shared>,
+    admin: Option<std::net::SocketAddr>,
     token: CancellationToken,
     config: Arc<Mutex<Config>>,
 }
 
 impl ServerHandle {
+    /// The address the admin API bound, when it is on.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin
+    }
+
     /// The server's counters now.
     pub fn stats(&self) -> StatsSnapshot {
         self.shared.stats.snapshot()
@@ -299,13 +318,54 @@ impl Server {
                 address,
             });
         }
-        let shared = Arc::new(Shared::new(config.server.clone(), &config.auth, acceptors));
+        let listeners_info = listeners
+            .iter()
+            .map(|l: &BoundListener| ListenerInfo {
+                name: l.name.clone(),
+                address: l.address.to_string(),
+                kind: match &l.listener {
+                    Listener::Tcp(_) => "tcp",
+                    Listener::Tls(..) => "tls",
+                    Listener::Unix(..) => "unix",
+                },
+            })
+            .collect();
+        let admin = match (&config.admin.enabled, &config.admin.address) {
+            (true, Address::Tcp { host, port }) => {
+                let listener =
+                    TcpListener::bind((host.as_str(), *port))
+                        .await
+                        .map_err(|source| ServerError::Admin {
+                            address: config.admin.address.clone(),
+                            source,
+                        })?;
+                let local = listener.local_addr().map_err(|source| ServerError::Admin {
+                    address: config.admin.address.clone(),
+                    source,
+                })?;
+                info!(address = %local, "admin API listening");
+                Some((listener, local))
+            }
+            _ => None,
+        };
+        let shared = Arc::new(Shared::new(
+            config.server.clone(),
+            &config.auth,
+            acceptors,
+            listeners_info,
+        ));
         Ok(Server {
             listeners,
+            admin,
             shared,
             token: CancellationToken::new(),
             config: Arc::new(Mutex::new(config)),
         })
+    }
+
+    /// The address the admin API actually bound, when it is on.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin.as_ref().map(|(_, addr)| *addr)
     }
 
     /// The addresses actually bound, in listener order.
@@ -317,6 +377,7 @@ impl Server {
     pub fn handle(&self) -> ServerHandle {
         ServerHandle {
             shared: Arc::clone(&self.shared),
+            admin: self.admin_addr(),
             token: self.token.clone(),
             config: Arc::clone(&self.config),
         }
@@ -326,6 +387,21 @@ impl Server {
     pub async fn run(self) {
         let tracker = TaskTracker::new();
         let mut unix_paths = Vec::new();
+        // The admin API outlives the drain, so that `/healthz` can say 503 during it.
+        let admin_stop = CancellationToken::new();
+        let admin_task = self.admin.map(|(listener, _)| {
+            let state = Arc::new(AdminState {
+                metrics: Metrics::new(&self.shared),
+                shared: Arc::clone(&self.shared),
+                draining: self.token.clone(),
+            });
+            tokio::spawn(supervised(
+                "admin API",
+                admin::serve(listener, state, admin_stop.clone()),
+                Arc::clone(&self.shared),
+                self.token.clone(),
+            ))
+        });
         for l in self.listeners {
             if let Listener::Unix(_, path) = &l.listener {
                 unix_paths.push(path.clone());
@@ -362,6 +438,10 @@ impl Server {
         }
         for path in unix_paths {
             let _ = std::fs::remove_file(path);
+        }
+        admin_stop.cancel();
+        if let Some(task) = admin_task {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
         info!("shutdown complete");
     }

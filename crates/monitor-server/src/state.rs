@@ -30,6 +30,12 @@ pub(crate) struct Shared {
     auth: RwLock<Arc<Auth>>,
     /// Every open connection.
     pub(crate) registry: Registry,
+    /// When the server started, for its uptime.
+    pub(crate) started: std::time::Instant,
+    /// The listeners, as the admin API shows them.
+    pub(crate) listeners: Vec<crate::admin::api::ListenerInfo>,
+    /// The sampled time from a report's arrival to its push being written.
+    pub(crate) push_latency: prometheus_client::metrics::histogram::Histogram,
     /// The TLS listeners' acceptors, by listener name, for reloads.
     pub(crate) acceptors: Vec<(String, Arc<ReloadableAcceptor>)>,
 }
@@ -48,6 +54,7 @@ impl Shared {
         settings: Settings,
         auth: &AuthConfig,
         acceptors: Vec<(String, Arc<ReloadableAcceptor>)>,
+        listeners: Vec<crate::admin::api::ListenerInfo>,
     ) -> Shared {
         let stats = Arc::new(Stats::default());
         Shared {
@@ -60,6 +67,9 @@ impl Shared {
             failure: Mutex::new(None),
             auth: RwLock::new(Arc::new(Auth::from_config(auth))),
             registry: Registry::default(),
+            started: std::time::Instant::now(),
+            listeners,
+            push_latency: crate::admin::metrics::push_latency_histogram(),
             acceptors,
         }
     }

@@ -24,6 +24,7 @@ impl TestServer {
     pub async fn start_on(port: u16, tweak: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = Config::default();
         config.listeners[0].address = format!("127.0.0.1:{port}").parse().unwrap();
+        config.admin.address = "127.0.0.1:0".parse().unwrap();
         config.server.drain_timeout_secs = 1;
         tweak(&mut config);
         let server = Server::bind(config).await.unwrap();

@@ -9,6 +9,8 @@ mod key;
 mod report;
 mod subscribe;
 
+pub(crate) use report::publish;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -139,7 +141,7 @@ fn malformed_request(
 
 /// The reply text for a body that failed its layers or its parse: `malformed body: ` and
 /// the error with its causes. The body-format errors say `malformed body: ` themselves.
-fn malformed(e: &BodyError) -> String {
+pub(crate) fn malformed(e: &BodyError) -> String {
     match e {
         BodyError::Malformed { .. }
         | BodyError::InvalidJson { .. }

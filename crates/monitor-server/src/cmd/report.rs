@@ -8,24 +8,38 @@ use monitor_proto::{Header, MsgType};
 
 use super::{Answer, Ctx};
 use crate::config::Settings;
+use crate::hub::Wakes;
 use crate::queue::Push;
+use crate::state::Shared;
 
 pub(super) fn handle(ctx: &mut Ctx<'_>, header: &Header, report: &Report) -> Answer {
     if let Err(refusal) = super::auth::may_report(ctx, header, report.code.as_deref()) {
         return refusal;
     }
-    let json = match push_size_check(ctx.settings, report) {
+    let json = match publish(ctx.shared, ctx.settings, report, ctx.wakes) {
         Err(too_large) => reply::error(&too_large),
-        Ok(prepared) => {
+        Ok(delivered) => {
             if !ctx.session.reported {
                 ctx.session.reported = true;
                 ctx.entry.set_reported();
             }
-            let delivered = ctx.shared.hub.publish(report, prepared, ctx.wakes);
             reply::report_ack(delivered)
         }
     };
     Answer::reply(header, MsgType::ReportAck, json)
+}
+
+/// Publishes a report that passed its checks of permission: the size rule, then the
+/// fan-out. What a type-7 report and `POST /api/report` both do. `Err` is the refusal's
+/// text, as the reporter is told it.
+pub(crate) fn publish(
+    shared: &Shared,
+    settings: &Settings,
+    report: &Report,
+    wakes: &mut Wakes,
+) -> Result<u64, String> {
+    let prepared = push_size_check(settings, report)?;
+    Ok(shared.hub.publish(report, prepared, wakes))
 }
 
 /// Refuses a report whose push frame would exceed `max_frame_len` in the form it is sent

@@ -37,6 +37,7 @@ pub(crate) use close::Close;
 use outbuf::OutBuf;
 pub use transport::{ReadReady, Transport};
 
+use crate::admin::metrics::LATENCY_SAMPLE;
 use crate::cmd::{self, Answer, Ctx};
 use crate::config::{Settings, SMALL_FRAME_LEN};
 use crate::hub::Wakes;
@@ -81,6 +82,10 @@ struct Conn {
     last_frame: Instant,
     /// When the incomplete frame in `rbuf` began arriving.
     partial_since: Option<Instant>,
+    /// Pushes encoded, for sampling their latency (one in `LATENCY_SAMPLE`).
+    pushes_encoded: u32,
+    /// The arrival of a sampled push in the write buffer: observed once it is written.
+    sampled: Option<Instant>,
     /// Bytes of the `max_buffered_bytes` budget this connection holds for the large frame
     /// it is reading.
     budget_held: usize,
@@ -231,6 +236,8 @@ impl Conn {
             frames_out_counted: 0,
             last_frame: started,
             partial_since: None,
+            pushes_encoded: 0,
+            sampled: None,
             budget_held: 0,
             budget_wanted: 0,
             closing: None,
@@ -628,6 +635,10 @@ impl Conn {
         let Some(sub) = &self.session.subscription else {
             return;
         };
+        self.pushes_encoded = self.pushes_encoded.wrapping_add(1);
+        if self.pushes_encoded.is_multiple_of(LATENCY_SAMPLE) {
+            self.sampled = Some(push.arrived());
+        }
         // The report's one body, compressed at most once for all its subscribers, copied
         // once, into the write buffer.
         if let Err(e) =
@@ -650,6 +661,13 @@ impl Conn {
             Ok(0) => Some(Close::Io(io::ErrorKind::WriteZero.into())),
             Ok(n) => {
                 self.out.advance(n);
+                if self.out.is_empty() {
+                    if let Some(arrived) = self.sampled.take() {
+                        self.shared
+                            .push_latency
+                            .observe(arrived.elapsed().as_secs_f64());
+                    }
+                }
                 // The counts go to the shared stats every STATS_BATCH frames: shared
                 // counters touched by every write would bounce between cores.
                 if self.out.is_empty()
@@ -714,6 +732,7 @@ mod tests {
             Settings::default(),
             &crate::config::AuthConfig::default(),
             Vec::new(),
+            Vec::new(),
         ));
         let origin = Origin {
             peer: "test".into(),
@@ -776,6 +795,7 @@ mod footprint {
         let shared = Arc::new(Shared::new(
             Settings::default(),
             &crate::config::AuthConfig::default(),
+            Vec::new(),
             Vec::new(),
         ));
         let origin = Origin {

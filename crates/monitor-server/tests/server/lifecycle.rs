@@ -89,13 +89,14 @@ async fn several_listeners_including_a_unix_socket() {
     assert_eq!(tcp_sub.push().await, r#"{"code":"l"}"#);
 
     // A second server given the same path must not take the socket of a live one.
-    let second_config = Config {
+    let mut second_config = Config {
         listeners: vec![monitor_server::ListenerConfig::new(
             "local",
             monitor_server::Address::Unix(sock.clone()),
         )],
         ..Config::default()
     };
+    second_config.admin.enabled = false;
     let refused = monitor_server::Server::bind(second_config).await;
     assert!(
         matches!(refused, Err(monitor_server::ServerError::Bind { .. })),
@@ -151,6 +152,7 @@ impl ServerProcess {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_monitor-server"))
             .args(args)
+            .args(["--admin", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -420,6 +422,7 @@ fn binary_serves_and_stops_on_sigterm_after_its_log_pipe_breaks() {
     std::fs::create_dir_all(&dir).unwrap();
     let sock = dir.join("m.sock");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_monitor-server"))
+        .args(["--admin", "127.0.0.1:0"])
         .arg("--listen")
         .arg(format!("unix:{}", sock.display()))
         .env("RUST_LOG", "debug")
@@ -457,6 +460,7 @@ fn binary_serves_with_its_log_on_a_full_device() {
         .open("/dev/full")
         .unwrap();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_monitor-server"))
+        .args(["--admin", "127.0.0.1:0"])
         .arg("--listen")
         .arg(format!("unix:{}", sock.display()))
         .stderr(full)

@@ -5,6 +5,7 @@
 mod pki;
 mod support;
 
+mod admin;
 mod behaviour;
 mod hardening;
 mod lifecycle;

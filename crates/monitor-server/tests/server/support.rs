@@ -53,6 +53,7 @@ impl Drop for TestServer {
 pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
     let mut config = Config::default();
     config.listeners[0].address = "127.0.0.1:0".parse().unwrap();
+    config.admin.address = "127.0.0.1:0".parse().unwrap();
     tweak(&mut config);
     let server = Server::bind(config).await.unwrap();
     let addrs = server.local_addrs();

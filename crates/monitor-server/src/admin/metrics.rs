@@ -1,0 +1,224 @@
+//! `/metrics`: Prometheus text exposition, from prometheus-client.
+//!
+//! The server's counters stay what they are (per-connection counts added to shared
+//! atomics in batches, no lock and no allocation per push): a collector reads them at
+//! each scrape. The one metric measured on the hot path, the time from a report's arrival
+//! to its push being written, is sampled: each connection records one push in
+//! [`LATENCY_SAMPLE`], so the histogram's lock is taken a few thousand times a second at
+//! most, whatever the fan-out.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::state::Shared;
+
+/// A connection records the latency of one push in this many.
+pub(crate) const LATENCY_SAMPLE: u32 = 64;
+
+/// The histogram of the time from a report's arrival to its push being written, in
+/// seconds: 50 µs to about 3 s.
+pub(crate) fn push_latency_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.000_05, 2.0, 16,
+    ))
+}
+
+/// The registry `/metrics` encodes.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    registry: Registry,
+}
+
+impl Metrics {
+    pub(crate) fn new(shared: &Arc<Shared>) -> Metrics {
+        let mut registry = Registry::default();
+        registry.register(
+            "monitor_push_latency_seconds",
+            "Time from a report's arrival to its push being written to a subscriber's socket (sampled: one push in 64 per connection)",
+            shared.push_latency.clone(),
+        );
+        registry.register_collector(Box::new(ServerCollector {
+            shared: Arc::clone(shared),
+        }));
+        Metrics { registry }
+    }
+
+    /// The text exposition.
+    pub(crate) fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+/// Reads the server's counters at each scrape.
+#[derive(Debug)]
+struct ServerCollector {
+    shared: Arc<Shared>,
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> std::fmt::Result {
+    let metric = ConstCounter::new(value);
+    let metric_encoder = encoder.encode_descriptor(name, help, None, metric.metric_type())?;
+    metric.encode(metric_encoder)
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> std::fmt::Result {
+    let metric = ConstGauge::new(value);
+    let metric_encoder = encoder.encode_descriptor(name, help, None, metric.metric_type())?;
+    metric.encode(metric_encoder)
+}
+
+impl Collector for ServerCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let s = self.shared.stats.snapshot();
+        let counters: [(&str, &str, u64); 18] = [
+            (
+                "monitor_connections_accepted",
+                "Connections accepted",
+                s.connections_accepted,
+            ),
+            (
+                "monitor_connections_refused",
+                "Connections closed at once: max_connections reached",
+                s.connections_refused,
+            ),
+            ("monitor_frames_in", "Complete frames received", s.frames_in),
+            ("monitor_frames_out", "Frames written", s.frames_out),
+            ("monitor_reports", "Reports fanned out", s.reports),
+            (
+                "monitor_pushes_queued",
+                "Pushes queued for subscribers",
+                s.pushes_queued,
+            ),
+            (
+                "monitor_pushes_dropped",
+                "Pushes dropped: a subscriber's queue was full (slow consumer)",
+                s.pushes_dropped,
+            ),
+            (
+                "monitor_slow_consumers_disconnected",
+                "Subscribers disconnected: their queue was full (slow_consumer = disconnect)",
+                s.slow_consumers_disconnected,
+            ),
+            (
+                "monitor_protocol_errors",
+                "Connections closed for a bad header",
+                s.protocol_errors,
+            ),
+            (
+                "monitor_frame_timeouts",
+                "Connections closed: a frame incomplete past frame_timeout_secs",
+                s.frame_timeouts,
+            ),
+            (
+                "monitor_write_timeouts",
+                "Connections closed: their socket took nothing for write_timeout_secs",
+                s.write_timeouts,
+            ),
+            (
+                "monitor_budget_waits",
+                "Times a large frame waited for max_buffered_bytes",
+                s.budget_waits,
+            ),
+            (
+                "monitor_tls_handshake_failures",
+                "TLS handshakes that failed",
+                s.tls_handshake_failures,
+            ),
+            (
+                "monitor_auth_granted",
+                "Tokens and client certificates accepted",
+                s.auth_granted,
+            ),
+            (
+                "monitor_auth_unauthorized",
+                "Wrong or missing tokens",
+                s.auth_unauthorized,
+            ),
+            (
+                "monitor_auth_forbidden",
+                "Requests outside their grants, or before authenticating",
+                s.auth_forbidden,
+            ),
+            (
+                "monitor_auth_closed_at_reload",
+                "Connections closed: a reload removed or changed their token",
+                s.auth_closed_at_reload,
+            ),
+            (
+                "monitor_log_lines_dropped",
+                "Log lines that could not be written",
+                crate::logging::lines_dropped(),
+            ),
+        ];
+        for (name, help, value) in counters {
+            counter(&mut encoder, name, help, value)?;
+        }
+        let clients = self.shared.clients();
+        gauge(
+            &mut encoder,
+            "monitor_connections_open",
+            "Connections open now",
+            s.connections_open as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "monitor_subscribers",
+            "Subscribed connections now",
+            self.shared.hub.subscriber_count() as i64,
+        )?;
+        let (mut pushes, mut bytes) = (0u64, 0u64);
+        for (_, depth) in self.shared.hub.queue_depths() {
+            pushes += depth.pushes as u64;
+            bytes += depth.bytes as u64;
+        }
+        gauge(
+            &mut encoder,
+            "monitor_queued_pushes",
+            "Pushes queued and not yet written, all subscribers",
+            pushes as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "monitor_queued_push_bytes",
+            "Bytes of those pushes",
+            bytes as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "monitor_buffered_bytes",
+            "Bytes of large partial frames held (max_buffered_bytes)",
+            self.shared.budget.used() as i64,
+        )?;
+        let metric = ConstGauge::new(0i64);
+        let mut family = encoder.encode_descriptor(
+            "monitor_connections",
+            "Open connections by role",
+            None,
+            metric.metric_type(),
+        )?;
+        for role in ["subscriber", "reporter", "subscriber+reporter", "none"] {
+            let count = clients.iter().filter(|c| c.role == role).count();
+            let labels = [("role", role)];
+            ConstGauge::new(count as i64).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,291 @@
+//! `monitor-server status`: a running server's status and clients, read from its admin
+//! API, as a table a person reads at a glance (what the PHP server's
+//! `php artisan.php tcp:serve status` did), or as JSON.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use monitor_proto::Address;
+use serde_json::Value;
+
+use crate::logging::say;
+
+/// `monitor-server status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The admin API's address.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9600")]
+    pub admin: Address,
+    /// Print one JSON object (`{"status":…,"clients":[…]}`) instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// A token, when the server requires one (an admin token lists the clients too).
+    #[arg(
+        long,
+        env = "MONITOR_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    /// Seconds to wait for the answer.
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    pub timeout: u64,
+}
+
+/// Runs `status`; exit 0 when the server answered, 1 when it did not.
+pub fn main(args: &StatusArgs) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            say(&format!(
+                "monitor-server status: cannot start a runtime: {e}"
+            ));
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(fetch(args)) {
+        Ok(text) => {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            say(&format!("monitor-server status: {e}"));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn fetch(args: &StatusArgs) -> Result<String, String> {
+    let base = format!("http://{}", args.admin);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(args.timeout))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let get = |path: &str| {
+        let mut request = client.get(format!("{base}{path}"));
+        if let Some(token) = &args.token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let response = get("/api/status")
+        .await
+        .map_err(|e| format!("no answer from the admin API at {}: {e}", args.admin))?;
+    if !response.status().is_success() {
+        return Err(format!(
+            "the admin API at {} answered {}: {}",
+            args.admin,
+            response.status(),
+            response.text().await.unwrap_or_default().trim()
+        ));
+    }
+    let status: Value = response
+        .json()
+        .await
+        .map_err(|e| format!("the admin API at {} sent no status: {e}", args.admin))?;
+    // The client list needs an admin token where authentication is on: without one, the
+    // status alone is shown.
+    let (clients, clients_note) = match get("/api/clients").await {
+        Ok(r) if r.status().is_success() => (r.json::<Value>().await.ok(), None),
+        Ok(r) => (None, Some(format!("clients not shown: {}", r.status()))),
+        Err(e) => (None, Some(format!("clients not shown: {e}"))),
+    };
+    if args.json {
+        let all = serde_json::json!({ "status": status, "clients": clients });
+        return Ok(format!("{all}\n"));
+    }
+    Ok(render(
+        &args.admin,
+        &status,
+        clients.as_ref(),
+        clients_note.as_deref(),
+    ))
+}
+
+fn num(v: &Value, path: &[&str]) -> u64 {
+    path.iter()
+        .try_fold(v, |v, k| v.get(*k))
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+}
+
+fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("-")
+}
+
+fn duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        s => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// The status and the clients as text tables.
+fn render(admin: &Address, status: &Value, clients: Option<&Value>, note: Option<&str>) -> String {
+    let mut out = String::new();
+    let c = |k: &str| num(status, &["counters", k]);
+    let draining = if status.get("draining").and_then(Value::as_bool) == Some(true) {
+        ", DRAINING"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        out,
+        "monitor-server {} at {admin}: up {}{draining}",
+        text(status, "version"),
+        duration(num(status, &["uptime_secs"]))
+    );
+    if let Some(listeners) = status.get("listeners").and_then(Value::as_array) {
+        let all: Vec<String> = listeners
+            .iter()
+            .map(|l| {
+                format!(
+                    "{} {} ({})",
+                    text(l, "name"),
+                    text(l, "address"),
+                    text(l, "kind")
+                )
+            })
+            .collect();
+        let _ = writeln!(out, "listeners:   {}", all.join(", "));
+    }
+    let roles = ["subscriber", "reporter", "subscriber+reporter", "none"]
+        .iter()
+        .map(|r| format!("{} {r}", num(status, &["connections", r])))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let _ = writeln!(
+        out,
+        "connections: {} open ({roles}); {} accepted, {} refused",
+        num(status, &["connections", "open"]),
+        c("connections_accepted"),
+        c("connections_refused")
+    );
+    let _ = writeln!(
+        out,
+        "reports:     {} reports, {} pushes queued, {} dropped (slow consumers), {} slow subscribers disconnected",
+        c("reports"),
+        c("pushes_queued"),
+        c("pushes_dropped"),
+        c("slow_consumers_disconnected")
+    );
+    let _ = writeln!(
+        out,
+        "closed for:  {} protocol errors, {} frame timeouts, {} write timeouts, {} TLS handshake failures",
+        c("protocol_errors"),
+        c("frame_timeouts"),
+        c("write_timeouts"),
+        c("tls_handshake_failures")
+    );
+    let _ = writeln!(
+        out,
+        "auth:        {} granted, {} unauthorized, {} forbidden, {} closed at reload",
+        c("auth_granted"),
+        c("auth_unauthorized"),
+        c("auth_forbidden"),
+        c("auth_closed_at_reload")
+    );
+    match clients.and_then(Value::as_array) {
+        Some(clients) => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let mut rows = vec![[
+                "ID", "PEER", "KIND", "ROLE", "CODE", "TOPICS", "AUTH", "IN", "OUT", "QUEUED",
+                "DROPPED", "UP", "IDLE",
+            ]
+            .map(str::to_owned)];
+            for client in clients {
+                let topics = client
+                    .get("topics")
+                    .and_then(Value::as_array)
+                    .map(|t| {
+                        t.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default();
+                let since = num(client, &["connected_since_ms"]);
+                let last = client.get("last_frame_ms").and_then(Value::as_u64);
+                rows.push([
+                    num(client, &["id"]).to_string(),
+                    text(client, "peer").to_owned(),
+                    text(client, "kind").to_owned(),
+                    text(client, "role").to_owned(),
+                    text(client, "code").to_owned(),
+                    if topics.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        topics
+                    },
+                    text(client, "authenticated_as").to_owned(),
+                    num(client, &["frames_in"]).to_string(),
+                    num(client, &["frames_out"]).to_string(),
+                    num(client, &["pushes_queued"]).to_string(),
+                    num(client, &["pushes_dropped"]).to_string(),
+                    duration(now.saturating_sub(since) / 1000),
+                    last.map_or_else(
+                        || "-".to_owned(),
+                        |l| duration(now.saturating_sub(l) / 1000),
+                    ),
+                ]);
+            }
+            let _ = writeln!(out, "\n{} clients", clients.len());
+            out.push_str(&table(&rows));
+        }
+        None => {
+            let _ = writeln!(out, "\n{}", note.unwrap_or("clients not shown"));
+        }
+    }
+    out
+}
+
+/// Rows as left-aligned columns.
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_at_a_glance() {
+        assert_eq!(duration(5), "5s");
+        assert_eq!(duration(65), "1m05s");
+        assert_eq!(duration(3 * 3600 + 120), "3h02m");
+        assert_eq!(duration(2 * 86_400 + 3600), "2d01h");
+    }
+
+    #[test]
+    fn tables_align() {
+        let rows = [
+            ["ID".to_owned(), "PEER".to_owned()],
+            ["12".to_owned(), "127.0.0.1:5".to_owned()],
+        ];
+        assert_eq!(table(&rows), "ID  PEER\n12  127.0.0.1:5\n");
+    }
+}

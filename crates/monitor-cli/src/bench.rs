@@ -27,6 +27,10 @@
 //!   reports ahead of the subscribers' average progress (highest `seq` seen); without a
 //!   bound the loopback socket buffers fill with a backlog and the figures measure buffer
 //!   filling. `rate > 0`: every 1 ms tick the reporters send what is due by then.
+//! - `ws` (`--ws ws://…/ws`): the subscribers connect over WebSocket to the server's `/ws`
+//!   endpoint instead of the binary protocol (the reporters keep to it). Each text
+//!   message is a report as the reporter sent it, read with the same accounting as a
+//!   push's `data`, so every figure means the same; see [`ws`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
@@ -49,6 +53,9 @@ use tokio::task::JoinHandle;
 use tokio_util::codec::Decoder;
 
 use crate::error::{Error, Result};
+
+pub mod ws;
+pub use ws::WsUrl;
 
 /// A connection's read half, as [`raw::connect`] hands it over.
 type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
@@ -212,6 +219,12 @@ pub struct BenchConfig {
     /// rotate over those topics, so each report reaches exactly one subscriber (see the
     /// module documentation). Default: every subscriber gets every report.
     pub distinct_topics: bool,
+    /// The subscribers connect over WebSocket to this URL (the server's `/ws` endpoint,
+    /// on its admin listener) instead of the binary protocol; the reporters still use
+    /// [`server`](Self::server). `encrypt` and `compress` are the binary protocol's
+    /// layers and are refused with it; TLS and the token still apply to the reporters,
+    /// and the token rides in the subscribe body. Default: the binary protocol.
+    pub ws: Option<WsUrl>,
 }
 
 impl BenchConfig {
@@ -238,6 +251,7 @@ impl BenchConfig {
             progress: true,
             max_frame_len: monitor_proto::codec::DEFAULT_MAX_FRAME_LEN,
             distinct_topics: false,
+            ws: None,
         }
     }
 
@@ -300,6 +314,19 @@ impl BenchConfig {
                 return bad(field, "must be at most one year");
             }
         }
+        if self.ws.is_some() {
+            for (on, layer) in [(self.encrypt, "encrypt"), (self.compress, "compress")] {
+                if on {
+                    return bad(
+                        "ws",
+                        &format!(
+                            "WebSocket subscribers get plain JSON: {layer} is a layer of the \
+                             binary protocol, which they do not speak; leave it off with ws"
+                        ),
+                    );
+                }
+            }
+        }
         // The server, TLS and token, as each connection's client config checks them.
         self.client_config().validate()?;
         Ok(())
@@ -340,6 +367,15 @@ impl BenchConfig {
         }
     }
 
+    /// What the report calls the subscribers' transport.
+    fn subscriber_transport(&self) -> &'static str {
+        match (&self.ws, self.server.address()) {
+            (Some(_), _) => "ws",
+            (None, monitor_client::Address::Unix(_)) => "unix",
+            (None, _) => "tcp",
+        }
+    }
+
     /// What the report calls this run's routing.
     fn mode(&self) -> &'static str {
         if self.distinct_topics {
@@ -357,9 +393,13 @@ pub struct BenchReport {
     /// `"fan-out"` (every subscriber gets every report) or `"distinct-topics"` (each
     /// report reaches one subscriber).
     pub mode: &'static str,
-    /// The layers every connection ran: `"plain"`, or some of `tls`, `encrypt`,
-    /// `compress` joined by `+` (e.g. `"tls+compress"`).
+    /// The layers every binary-protocol connection ran: `"plain"`, or some of `tls`,
+    /// `encrypt`, `compress` joined by `+` (e.g. `"tls+compress"`). With WebSocket
+    /// subscribers, those of the reporters only (`plain` or `tls`).
     pub layers: String,
+    /// How the subscribers connected: `"tcp"` or `"unix"` (the binary protocol, over
+    /// TLS too when `layers` says so), or `"ws"` (WebSocket, `--ws`).
+    pub subscriber_transport: &'static str,
     /// Subscriber connections.
     pub subscribers: usize,
     /// Reporter connections.
@@ -480,8 +520,15 @@ fn parse_digits(p: &[u8]) -> Option<(u64, usize)> {
 
 /// `(seq, ts)` of a push body that wraps a bench report (code `bench` or `bench.<topic>`).
 /// The server forwards the report byte for byte, so both numbers sit at known places.
+#[inline]
 pub fn parse_push(body: &[u8]) -> Option<(u64, u64)> {
-    let report = body.strip_prefix(SUCCESS_PREFIX)?;
+    parse_report(body.strip_prefix(SUCCESS_PREFIX)?)
+}
+
+/// `(seq, ts)` of a bench report as the reporter sent it: a push's `data`, or a
+/// WebSocket subscriber's message, which is the report itself.
+#[inline]
+pub fn parse_report(report: &[u8]) -> Option<(u64, u64)> {
     let rest = match report.strip_prefix(PAYLOAD_HEAD) {
         Some(rest) => rest,
         None => {
@@ -765,19 +812,138 @@ fn is_refusal(e: &monitor_client::Error) -> bool {
     )
 }
 
-/// One subscriber: subscribe, report readiness, then count and time pushes until stopped.
+/// Subscriber `id`'s subscription: every bench report, or with distinct topics its own
+/// topic `bench.<id>`. The same over either transport.
+fn subscription(cfg: &BenchConfig, id: usize) -> Subscription {
+    if cfg.distinct_topics {
+        let topic = format!("{BENCH_CODE}.{id}");
+        Subscription::new(topic.clone()).topic(topic)
+    } else {
+        Subscription::new(format!("bench-subscriber-{id}")).topic(BENCH_CODE)
+    }
+}
+
+/// Which reports are subscriber `id`'s own: all of them, or with distinct topics those
+/// with `seq % n == id`.
+#[derive(Debug, Clone, Copy)]
+struct Route {
+    distinct: bool,
+    n_subs: u64,
+    mine: u64,
+}
+
+impl Route {
+    fn of(cfg: &BenchConfig, id: usize) -> Route {
+        Route {
+            distinct: cfg.distinct_topics,
+            n_subs: cfg.subscribers as u64,
+            mine: id as u64,
+        }
+    }
+}
+
+/// What a subscriber read in one go (a socket read's pushes, a run of WebSocket
+/// messages), counted locally and added to the run's totals at once by
+/// [`Tally::commit`]: the same accounting whatever the transport.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Reports counted as delivered (their own, or without a readable `seq`).
+    n: u64,
+    /// Of those, read inside the measured window.
+    in_window: u64,
+    no_ts: u64,
+    max_seq: Option<u64>,
+    misrouted: u64,
+}
+
+impl Tally {
+    /// Counts one report (`parsed` = its `(seq, ts)`, `None` if unreadable) that the
+    /// subscriber had in hand at `now`; a latency sample goes to `samples` if it was sent
+    /// inside the window `(ws, we)`.
+    #[inline]
+    fn add(
+        &mut self,
+        parsed: Option<(u64, u64)>,
+        now: u64,
+        (ws, we): (u64, u64),
+        route: Route,
+        samples: &mut Vec<u64>,
+    ) {
+        match parsed {
+            Some((seq, _)) if route.distinct && seq % route.n_subs != route.mine => {
+                self.misrouted += 1;
+            }
+            Some((seq, ts)) => {
+                self.n += 1;
+                self.in_window += u64::from(now >= ws && now < we);
+                if ts >= ws && ts < we {
+                    samples.push(now.saturating_sub(ts));
+                }
+                self.max_seq = self.max_seq.max(Some(seq));
+            }
+            None => {
+                self.n += 1;
+                self.in_window += u64::from(now >= ws && now < we);
+                self.no_ts += 1;
+            }
+        }
+    }
+
+    /// Adds this to the run's totals for subscriber `id`, moves its progress (and wakes
+    /// the reporters waiting on it), records `samples` and clears them.
+    fn commit(
+        self,
+        sh: &Shared,
+        id: usize,
+        route: Route,
+        next_seq: &mut u64,
+        samples: &mut Vec<u64>,
+    ) {
+        if self.n > 0 {
+            if route.distinct {
+                // The reporters' window follows this count: ordered against their
+                // `pub_waiting` as the fan-out progress is.
+                sh.delivered.fetch_add(self.n, SeqCst);
+                if sh.pub_waiting.load(SeqCst) {
+                    sh.pub_wake.notify_waiters();
+                }
+            } else {
+                sh.delivered.fetch_add(self.n, Relaxed);
+            }
+            if self.in_window > 0 {
+                sh.delivered_in_window.fetch_add(self.in_window, Relaxed);
+            }
+        }
+        if self.misrouted > 0 {
+            sh.misrouted.fetch_add(self.misrouted, Relaxed);
+        }
+        if let Some(seq) = self.max_seq.filter(|_| !route.distinct) {
+            // `seq` comes from the network: any reporter may send one.
+            if seq.saturating_add(1) > *next_seq {
+                *next_seq = seq.saturating_add(1);
+                sh.progress[id].0.store(*next_seq, SeqCst);
+                if sh.pub_waiting.load(SeqCst) {
+                    sh.pub_wake.notify_waiters();
+                }
+            }
+        }
+        if self.no_ts > 0 {
+            sh.no_ts.fetch_add(self.no_ts, Relaxed);
+        }
+        sh.record(id, samples);
+        samples.clear();
+    }
+}
+
+/// One subscriber over the binary protocol: subscribe, report readiness, then count and
+/// time pushes until stopped.
 async fn subscriber(
     id: usize,
     sh: Arc<Shared>,
     ready: mpsc::UnboundedSender<Result<()>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let hello = if sh.cfg.distinct_topics {
-        let topic = format!("{BENCH_CODE}.{id}");
-        Subscription::new(topic.clone()).topic(topic)
-    } else {
-        Subscription::new(format!("bench-subscriber-{id}")).topic(BENCH_CODE)
-    };
+    let hello = subscription(&sh.cfg, id);
     let opened = {
         let _permit = sh.connect_gate.acquire().await;
         open_with_retry(&sh, Some(&hello), b's').await
@@ -807,8 +973,7 @@ async fn subscriber(
     );
     let mut samples: Vec<u64> = Vec::with_capacity(512);
     let mut next_seq = 0u64;
-    // Distinct topics: this subscriber's reports are those with `seq % n == mine`.
-    let (distinct, n_subs, mine) = (sh.cfg.distinct_topics, sh.cfg.subscribers as u64, id as u64);
+    let route = Route::of(&sh.cfg, id);
     loop {
         if buf.capacity() - buf.len() < READ_MIN_FREE {
             buf.reserve(READ_CHUNK);
@@ -834,60 +999,14 @@ async fn subscriber(
         }
         // One clock reading per read: every push in this read had arrived by now.
         let now = sh.now_ns();
-        let (ws, we) = (sh.window_start.load(Relaxed), sh.window_end.load(Relaxed));
-        let (mut n, mut no_ts, mut max_seq, mut misrouted) = (0u64, 0u64, None, 0u64);
+        let window = (sh.window_start.load(Relaxed), sh.window_end.load(Relaxed));
+        let mut tally = Tally::default();
         let decoded = for_each_frame(&mut buf, &mut codec, |msg_type, body| {
-            if msg_type != MsgType::Push {
-                return;
-            }
-            match body.and_then(parse_push) {
-                Some((seq, _)) if distinct && seq % n_subs != mine => misrouted += 1,
-                Some((seq, ts)) => {
-                    n += 1;
-                    if ts >= ws && ts < we {
-                        samples.push(now.saturating_sub(ts));
-                    }
-                    max_seq = max_seq.max(Some(seq));
-                }
-                None => {
-                    n += 1;
-                    no_ts += 1;
-                }
+            if msg_type == MsgType::Push {
+                tally.add(body.and_then(parse_push), now, window, route, &mut samples);
             }
         });
-        if n > 0 {
-            if distinct {
-                // The reporters' window follows this count: ordered against their
-                // `pub_waiting` as the fan-out progress is.
-                sh.delivered.fetch_add(n, SeqCst);
-                if sh.pub_waiting.load(SeqCst) {
-                    sh.pub_wake.notify_waiters();
-                }
-            } else {
-                sh.delivered.fetch_add(n, Relaxed);
-            }
-            if now >= ws && now < we {
-                sh.delivered_in_window.fetch_add(n, Relaxed);
-            }
-        }
-        if misrouted > 0 {
-            sh.misrouted.fetch_add(misrouted, Relaxed);
-        }
-        if let Some(seq) = max_seq.filter(|_| !distinct) {
-            // `seq` comes from the network: any reporter may send one.
-            if seq.saturating_add(1) > next_seq {
-                next_seq = seq.saturating_add(1);
-                sh.progress[id].0.store(next_seq, SeqCst);
-                if sh.pub_waiting.load(SeqCst) {
-                    sh.pub_wake.notify_waiters();
-                }
-            }
-        }
-        if no_ts > 0 {
-            sh.no_ts.fetch_add(no_ts, Relaxed);
-        }
-        sh.record(id, &samples);
-        samples.clear();
+        tally.commit(&sh, id, route, &mut next_seq, &mut samples);
         if let Err(e) = decoded {
             sh.disconnects.fetch_add(1, Relaxed);
             tracing::warn!(subscriber = id, error = %e, "bench subscriber: protocol error");
@@ -1178,14 +1297,14 @@ pub async fn run(cfg: BenchConfig) -> Result<BenchReport> {
 
     // 1. Every subscriber subscribed (acknowledged) before anything is reported.
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+    // The transport is chosen here, once: neither subscriber loop branches on it.
     let subscribers: Vec<JoinHandle<()>> = (0..cfg.subscribers)
         .map(|i| {
-            tokio::spawn(subscriber(
-                i,
-                Arc::clone(&sh),
-                ready_tx.clone(),
-                stop_rx.clone(),
-            ))
+            let (sh, ready, stop) = (Arc::clone(&sh), ready_tx.clone(), stop_rx.clone());
+            match &cfg.ws {
+                None => tokio::spawn(subscriber(i, sh, ready, stop)),
+                Some(url) => tokio::spawn(ws::subscriber(i, sh, url.clone(), ready, stop)),
+            }
         })
         .collect();
     drop(ready_tx);
@@ -1319,6 +1438,7 @@ pub async fn run(cfg: BenchConfig) -> Result<BenchReport> {
     Ok(BenchReport {
         mode: cfg.mode(),
         layers: cfg.layers().unwrap_or_else(|| "plain".into()),
+        subscriber_transport: cfg.subscriber_transport(),
         subscribers: cfg.subscribers,
         reporters: cfg.reporters,
         size,
@@ -1369,8 +1489,13 @@ impl BenchReport {
         } else {
             format!(" over {}", self.layers)
         };
+        let transport = if self.subscriber_transport == "ws" {
+            ", WebSocket subscribers"
+        } else {
+            ""
+        };
         format!(
-            "{}{layers}: {} subscribers, {} reporter(s), {}-byte reports, {:.1} s measured after {:.1} s warmup, {rate}\n\
+            "{}{layers}{transport}: {} subscribers, {} reporter(s), {}-byte reports, {:.1} s measured after {:.1} s warmup, {rate}\n\
              published   {:>12.0} reports/s\n\
              delivered   {:>12.0} pushes/s   ({:.2} MB/s of payload)\n\
              latency     p50 {} µs   p99 {} µs   p99.9 {} µs   max {} µs   ({} samples)\n\

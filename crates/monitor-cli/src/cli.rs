@@ -213,6 +213,7 @@ const BENCH_FLAGS: &[(&str, &str)] = &[
     ("settle", "--settle"),
     ("drain", "--drain"),
     ("max_frame_len", "--max-frame-len"),
+    ("ws", "--ws"),
 ];
 
 /// A configuration error as a usage message: `--flag: reason` when a flag sets the field at
@@ -381,6 +382,13 @@ pub struct BenchArgs {
     /// routing, as a chat server does) instead of all of them.
     #[arg(long)]
     pub distinct_topics: bool,
+    /// The subscribers connect over WebSocket to this URL, the server's /ws endpoint on
+    /// its admin listener (e.g. ws://127.0.0.1:9600/ws), instead of the binary protocol;
+    /// the reporters still use --server. ws:// only. The token (--token, MONITOR_TOKEN)
+    /// goes in the subscribe body; --encrypt and --compress, layers of the binary
+    /// protocol, are refused with it.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["encrypt", "compress"])]
+    pub ws: Option<String>,
     /// Allow a server that is not on this host (a load generator is refused anything but
     /// loopback and Unix sockets unless told otherwise).
     #[arg(long)]
@@ -715,6 +723,20 @@ async fn run_bench(args: BenchArgs) -> u8 {
             args.server
         ));
     }
+    let ws = match args
+        .ws
+        .as_deref()
+        .map(str::parse::<bench::WsUrl>)
+        .transpose()
+    {
+        Ok(ws) => ws,
+        Err(e) => return usage(&flag_error(&e, BENCH_FLAGS)),
+    };
+    if let Some(url) = ws.as_ref().filter(|u| !u.is_local() && !args.allow_remote) {
+        return usage(&format!(
+            "--ws {url} is not on this host; a load generator only targets loopback addresses unless given --allow-remote"
+        ));
+    }
     let mut client = ClientConfig::new(args.server.clone());
     if let Err(e) = args.security.apply(&args.server, &mut client) {
         return usage(&e);
@@ -735,6 +757,7 @@ async fn run_bench(args: BenchArgs) -> u8 {
     config.drain = args.drain;
     config.max_frame_len = args.max_frame_len;
     config.distinct_topics = args.distinct_topics;
+    config.ws = ws;
     if let Err(e) = config.validate() {
         return usage(&flag_error(&e, BENCH_FLAGS));
     }

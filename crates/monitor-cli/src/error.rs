@@ -20,6 +20,17 @@ pub enum Error {
     #[error(transparent)]
     Client(#[from] monitor_client::Error),
 
+    /// A WebSocket subscriber of the load generator (`monitor-client bench --ws`) could
+    /// not connect or subscribe, short of a refused subscription
+    /// ([`monitor_client::Error::SubscribeRefused`], with the server's reason).
+    #[error("WebSocket subscriber, {url}: {reason}")]
+    WebSocket {
+        /// The URL it connected to.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// The load generator could not run (`monitor-client bench`).
     #[error("bench: {reason}")]
     Bench {

@@ -9,7 +9,8 @@
 //! # Layout
 //! - [`cli`]: the command line (clap), its exit codes and its logging.
 //! - [`health`]: this host's health as a `host.health` report (`sysinfo`).
-//! - [`mod@bench`]: the fan-out load generator (`hdrhistogram`, `indicatif`).
+//! - [`mod@bench`]: the fan-out load generator (`hdrhistogram`, `indicatif`; its
+//!   WebSocket subscribers, `--ws`, `tokio-tungstenite`).
 //! - [`error`]: this crate's [`Error`], which wraps the library's.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use monitor_server::TokenConfig;
+
 use crate::support::{json_line, run, TestServer};
 
 #[tokio::test]
@@ -56,6 +58,7 @@ async fn bench_json_prints_the_figures() {
     }
     assert_eq!(r["subscribers"], 3);
     assert_eq!(r["mode"], "fan-out");
+    assert_eq!(r["subscriber_transport"], "tcp");
     assert_eq!(r["misrouted"], 0);
     assert_eq!(r["size"], 300);
     assert_eq!(r["rate"], 500);
@@ -251,5 +254,230 @@ async fn bench_distinct_topics_routes_each_report_to_one_subscriber() {
         (r["lost"].as_i64(), r["misrouted"].as_u64()),
         (Some(0), Some(0)),
         "{r}"
+    );
+}
+
+/// `--ws`: the subscribers read the server's WebSocket endpoint, the reporters still the
+/// binary protocol; every report reaches every subscriber, the figures mean what they do
+/// over TCP, and the output says which transport the subscribers used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_over_websocket_delivers_every_report() {
+    let server = TestServer::start().await;
+    let addr = server.addr.to_string();
+    let ws = server.ws_url();
+    let brief = [
+        "bench",
+        "--server",
+        addr.as_str(),
+        "--ws",
+        ws.as_str(),
+        "--warmup",
+        "0.2",
+        "--settle",
+        "0.1",
+        "--drain",
+        "5",
+    ];
+    let with = |extra: &[&'static str]| -> Vec<&str> {
+        brief.iter().copied().chain(extra.iter().copied()).collect()
+    };
+    let out = run(&with(&[
+        "--subscribers",
+        "3",
+        "--reporters",
+        "2",
+        "--rate",
+        "500",
+        "--duration",
+        "1",
+        "--json",
+    ]))
+    .await;
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let r = json_line(&out.stdout);
+    assert_eq!(
+        (r["subscriber_transport"].as_str(), r["mode"].as_str()),
+        (Some("ws"), Some("fan-out")),
+        "{r}"
+    );
+    let published = r["published"].as_u64().unwrap();
+    assert!(published >= 400, "{r}");
+    assert_eq!(r["expected"].as_u64(), Some(published * 3), "{r}");
+    assert_eq!(r["delivered"].as_u64(), Some(published * 3), "{r}");
+    assert_eq!(
+        (r["lost"].as_i64(), r["sub_disconnects"].as_u64()),
+        (Some(0), Some(0)),
+        "{r}"
+    );
+    // Every message was a report with its timestamp, read as a push's data is.
+    assert_eq!(r["no_timestamp"], 0, "{r}");
+    assert!(r["lat_samples"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(
+        r["report_ack_delivered_sum"].as_u64(),
+        Some(published * 3),
+        "the server counted the WebSocket subscribers: {r}"
+    );
+    let deliv = r["deliv_msgs_per_s"].as_f64().unwrap();
+    assert!((1000.0..=1800.0).contains(&deliv), "{r}");
+
+    // Max rate, the window following the WebSocket subscribers' progress; distinct
+    // topics route each report to one of them.
+    for extra in [&[][..], &["--distinct-topics"][..]] {
+        let mut args = with(&["--subscribers", "4", "--duration", "0.5", "--json"]);
+        args.extend(extra);
+        let out = run(&args).await;
+        assert_eq!(out.code, Some(0), "{extra:?}: stderr: {}", out.stderr);
+        let r = json_line(&out.stdout);
+        let published = r["published"].as_u64().unwrap();
+        assert!(published > 100, "{extra:?}: {r}");
+        let per_report = if extra.is_empty() { 4 } else { 1 };
+        assert_eq!(
+            r["delivered"].as_u64(),
+            Some(published * per_report),
+            "{extra:?}: {r}"
+        );
+        assert_eq!(
+            (r["lost"].as_i64(), r["misrouted"].as_u64()),
+            (Some(0), Some(0)),
+            "{extra:?}: {r}"
+        );
+    }
+
+    // The summary names the transport too.
+    let out = run(&with(&["--rate", "200", "--duration", "0.3"])).await;
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    assert!(
+        out.stdout
+            .starts_with("fan-out, WebSocket subscribers: 1 subscribers"),
+        "{}",
+        out.stdout
+    );
+    server.stop().await;
+}
+
+/// A subscribe body the server refuses (no token, a wrong one, on a server that requires
+/// one) ends the run at once with the server's reason; no retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_over_websocket_says_why_a_subscription_is_refused() {
+    let server = TestServer::start_on(0, |c| {
+        c.auth.required = true;
+        c.auth.tokens = vec![TokenConfig {
+            name: "bench".into(),
+            token_sha256: monitor_server::auth::hash_token("bench-secret"),
+            subscribe: vec!["bench*".into()],
+            report: vec!["bench*".into()],
+            admin: false,
+        }];
+    })
+    .await;
+    let addr = server.addr.to_string();
+    let ws = server.ws_url();
+    let args = [
+        "bench",
+        "--server",
+        addr.as_str(),
+        "--ws",
+        ws.as_str(),
+        "--subscribers",
+        "2",
+        "--duration",
+        "5",
+    ];
+    for (token, says) in [(None, "forbidden"), (Some("wrong-secret"), "unauthorized")] {
+        let mut args = args.to_vec();
+        if let Some(t) = token {
+            args.extend(["--token", t]);
+        }
+        let started = std::time::Instant::now();
+        let out = run(&args).await;
+        assert_eq!(out.code, Some(1), "{token:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("subscribers could not subscribe")
+                && out.stderr.contains("subscribe refused by the server: ")
+                && out.stderr.contains(says),
+            "{token:?}: {}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("wrong-secret"), "{}", out.stderr);
+        assert!(started.elapsed() < Duration::from_secs(5), "not retried");
+    }
+    // The right token: subscribed, and the run goes on.
+    let mut ok = args.to_vec();
+    ok.extend([
+        "--token",
+        "bench-secret",
+        "--duration",
+        "0.3",
+        "--warmup",
+        "0.1",
+        "--rate",
+        "100",
+        "--json",
+    ]);
+    let out = run(&ok).await;
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    assert_eq!(json_line(&out.stdout)["lost"], 0);
+    server.stop().await;
+}
+
+/// `--ws` is checked before anything connects: its scheme, its host, and the binary
+/// protocol's layers beside it; each refusal names --ws.
+#[tokio::test]
+async fn bench_ws_flag_is_checked_up_front() {
+    let base = ["bench", "--server", "127.0.0.1:1"];
+    for (ws, extra, says) in [
+        (
+            "http://127.0.0.1:1/ws",
+            None,
+            "--ws: `http://127.0.0.1:1/ws`: the scheme must be ws://, not http://",
+        ),
+        (
+            "wss://127.0.0.1:1/ws",
+            None,
+            "--ws: `wss://127.0.0.1:1/ws`: wss:// is not supported",
+        ),
+        (
+            "127.0.0.1:1",
+            None,
+            "--ws: `127.0.0.1:1` is not a ws:// URL",
+        ),
+        (
+            "ws://10.1.2.3:9600/ws",
+            None,
+            "--ws ws://10.1.2.3:9600/ws is not on this host",
+        ),
+        (
+            "ws://127.0.0.1:1/ws",
+            Some("--encrypt"),
+            "'--ws <URL>' cannot be used with '--encrypt'",
+        ),
+        (
+            "ws://127.0.0.1:1/ws",
+            Some("--compress"),
+            "'--ws <URL>' cannot be used with '--compress'",
+        ),
+    ] {
+        let mut args = base.to_vec();
+        args.extend(["--ws", ws]);
+        args.extend(extra);
+        let out = run(&args).await;
+        assert_eq!(out.code, Some(2), "{ws}: {}", out.stderr);
+        assert!(out.stderr.contains(says), "{ws}: {}", out.stderr);
+    }
+    // Nothing listens there: a runtime failure (after the retries), naming the URL.
+    let out = run(&[
+        "bench",
+        "--server",
+        "127.0.0.1:1",
+        "--ws",
+        "ws://127.0.0.1:1/ws",
+    ])
+    .await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("WebSocket subscriber, ws://127.0.0.1:1/ws: cannot connect"),
+        "{}",
+        out.stderr
     );
 }

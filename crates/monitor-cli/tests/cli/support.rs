@@ -36,6 +36,12 @@ impl TestServer {
         TestServer { addr, handle, task }
     }
 
+    /// The URL of the server's WebSocket endpoint, on its admin listener.
+    pub fn ws_url(&self) -> String {
+        let admin = self.handle.admin_addr().expect("the admin listener is on");
+        format!("ws://{admin}/ws")
+    }
+
     pub async fn start() -> TestServer {
         TestServer::start_on(0, |_| {}).await
     }

@@ -10,11 +10,11 @@
 //!    retried: the run stops naming the server's reason);
 //! 3. then reads each matching report as one text message, the report's JSON as the
 //!    reporter sent it (no push envelope), and counts it with the TCP subscribers'
-//!    accounting ([`Tally`](super::Tally)), so every figure of the run means the same.
+//!    accounting (the same `Tally`), so every figure of the run means the same.
 //!
 //! tungstenite hands over one message at a time, so a subscriber takes one clock reading
 //! per message (the TCP subscribers take one per socket read), and adds the messages
-//! already read (up to [`BATCH`]) to the run's totals at once, as the TCP subscribers do
+//! already read (up to 256) to the run's totals at once, as the TCP subscribers do
 //! per read. Reading also answers the server's pings. Only `ws://` is supported: the
 //! admin listener that serves `/ws` speaks plain HTTP.
 
@@ -340,7 +340,8 @@ pub(super) async fn subscriber(
         let window = (sh.window_start.load(Relaxed), sh.window_end.load(Relaxed));
         let mut tally = Tally::default();
         let mut end = None;
-        for _ in 0..BATCH {
+        let mut taken = 1;
+        loop {
             match message {
                 Some(Ok(Message::Text(text))) => {
                     let now = sh.now_ns();
@@ -363,9 +364,15 @@ pub(super) async fn subscriber(
                     }
                 }
             }
+            if taken == BATCH {
+                break;
+            }
             // What tungstenite has already read (or the socket holds) goes in this batch.
             match ws.next().now_or_never() {
-                Some(next) => message = next,
+                Some(next) => {
+                    message = next;
+                    taken += 1;
+                }
                 None => break,
             }
         }
@@ -491,6 +498,61 @@ mod tests {
         drop(ws);
         let body = r#"{"code":"bench-subscriber-0","topics":["bench"],"token":"t0k"}"#;
         assert_eq!(server.await.unwrap(), [body, body]);
+    }
+
+    /// A subscriber counts every message, across batches (one message in 256 was
+    /// dropped at each batch's end), and stops when told.
+    #[tokio::test]
+    async fn a_subscriber_counts_every_message() {
+        use tokio::net::TcpListener;
+        const N: u64 = 3 * BATCH as u64 + 7;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url: WsUrl = format!("ws://{}/ws", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            let _subscribe = ws.next().await;
+            let ok = r#"{"errCode":0,"msg":"success","data":{}}"#;
+            ws.feed(Message::text(ok)).await.unwrap();
+            for seq in 0..N {
+                let mut report = Vec::new();
+                super::super::write_payload(&mut report, 100, seq, 1);
+                let text = String::from_utf8(report).unwrap();
+                ws.feed(Message::text(text)).await.unwrap();
+                if seq == N / 2 {
+                    ws.feed(Message::Ping(Vec::new().into())).await.unwrap();
+                }
+            }
+            ws.flush().await.unwrap();
+            // Until the client goes.
+            while ws.next().await.is_some() {}
+        });
+        let sh = Shared::new(BenchConfig::new("127.0.0.1:1".parse().unwrap())).unwrap();
+        let (ready_tx, mut ready) = mpsc::unbounded_channel();
+        let (stop_tx, stop) = watch::channel(false);
+        let sub = tokio::spawn(subscriber(0, Arc::clone(&sh), url, ready_tx, stop));
+        ready.recv().await.unwrap().unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while sh.delivered.load(Relaxed) < N && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), sub)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(sh.delivered.load(Relaxed), N);
+        assert_eq!(sh.progress[0].0.load(Relaxed), super::super::GONE);
+        assert_eq!(
+            (sh.no_ts.load(Relaxed), sh.disconnects.load(Relaxed)),
+            (0, 0)
+        );
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     /// A message is the report itself: read as a push's `data` is.

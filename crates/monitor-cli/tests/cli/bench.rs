@@ -380,11 +380,10 @@ async fn bench_over_websocket_says_why_a_subscription_is_refused() {
         ws.as_str(),
         "--subscribers",
         "2",
-        "--duration",
-        "5",
     ];
     for (token, says) in [(None, "forbidden"), (Some("wrong-secret"), "unauthorized")] {
         let mut args = args.to_vec();
+        args.extend(["--duration", "5"]);
         if let Some(t) = token {
             args.extend(["--token", t]);
         }

@@ -4,8 +4,8 @@
 # over the binary protocol (TCP), and the same with `--ws` (the server's /ws on its admin
 # listener), alternating ROUNDS times (which goes first alternates too). Prints each run
 # (delivered pushes/s, reports/s, latency, losses, CPU seconds per million deliveries of
-# the server and of the load generator) and the ratio of the medians WS / TCP of
-# deliv_msgs_per_s (target >= 0.5).
+# the server and of the load generator, and the CPU other processes took meanwhile) and
+# the ratio of the medians WS / TCP of deliv_msgs_per_s (target >= 0.5).
 #
 #   cargo build --release -p monitor-server -p monitor-cli
 #   scripts/ws-vs-tcp.sh                      # ~90 s: 3 rounds of 100 subscribers, 10 s each
@@ -51,15 +51,23 @@ def server_cpu():
     fields = open(f"/proc/{server}/stat").read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / tick
 
+def busy_cpu():
+    # CPU seconds every process used (all cores), from /proc/stat: user..steal, not idle.
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:9]]
+    return (sum(f) - f[3] - f[4]) / tick
+
 def run(transport, rnd):
     args = [client] + common + (ws_args if transport == "ws" else [])
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    s0, t0 = server_cpu(), time.monotonic()
+    s0, b0, t0 = server_cpu(), busy_cpu(), time.monotonic()
     with open(log, "a") as err:
         done = subprocess.run(args, stdout=subprocess.PIPE, stderr=err, text=True)
-    wall, s_cpu = time.monotonic() - t0, server_cpu() - s0
+    wall, s_cpu, busy = time.monotonic() - t0, server_cpu() - s0, busy_cpu() - b0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     c_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    # What the rest of the machine took meanwhile (other builds, tests): a busy run is
+    # not comparable.
+    others = max(busy - s_cpu - c_cpu, 0.0)
     if done.returncode != 0:
         sys.exit(f"round {rnd}, {transport}: monitor-client exited {done.returncode}; see {log}")
     r = json.loads(done.stdout.splitlines()[0])
@@ -70,12 +78,14 @@ def run(transport, rnd):
            "pub": r["pub_msgs_per_s"], "p50": r["lat_p50_us"], "p99": r["lat_p99_us"],
            "lost": r["lost"], "disconnects": r["sub_disconnects"], "wall_s": round(wall, 1),
            "server_cpu_s": round(s_cpu, 2), "client_cpu_s": round(c_cpu, 2),
+           "others_cpu_s": round(others, 2),
            "server_s_per_m": round(per_m(s_cpu), 2), "client_s_per_m": round(per_m(c_cpu), 2)}
     with open(out, "a") as f:
         f.write(json.dumps(row) + "\n")
     print(f"round {rnd} {transport:>3}: {row['deliv']:>9.0f} pushes/s  {row['pub']:>7.0f} reports/s  "
           f"p50 {row['p50']:>7.0f} us  p99 {row['p99']:>7.0f} us  lost {row['lost']}  "
-          f"cpu s per 10^6 pushes: server {row['server_s_per_m']}, client {row['client_s_per_m']}",
+          f"cpu s per 10^6 pushes: server {row['server_s_per_m']}, client {row['client_s_per_m']}; "
+          f"others {row['others_cpu_s']} cpu s in {row['wall_s']} s",
           flush=True)
     return row
 

@@ -12,19 +12,20 @@
 //!    reporter sent it (no push envelope), and counts it with the TCP subscribers'
 //!    accounting (the same `Tally`), so every figure of the run means the same.
 //!
-//! tungstenite hands over one message at a time, so a subscriber takes one clock reading
-//! per message (the TCP subscribers take one per socket read), and adds the messages
-//! already read (up to 256) to the run's totals at once, as the TCP subscribers do
-//! per read. Reading also answers the server's pings. Only `ws://` is supported: the
+//! A subscriber takes what tungstenite has ready (up to 256 messages, one socket read's
+//! worth at most rates), then one clock reading for them all and adds them to the run's
+//! totals at once, as the TCP subscribers do per socket read. Reading also answers the
+//! server's pings. Only `ws://` is supported: the
 //! admin listener that serves `/ws` speaks plain HTTP.
 
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::{FutureExt, SinkExt, StreamExt};
+use futures::{SinkExt, StreamExt};
 use monitor_client::{Subscription, Token};
 use serde::Serialize;
 use tokio::net::TcpStream;
@@ -300,6 +301,38 @@ fn ended(message: Option<std::result::Result<Message, WsError>>) -> Option<Strin
     }
 }
 
+/// Takes the messages `ws` has ready, up to [`BATCH`], each as its report's `(seq, ts)`
+/// (`None` if unreadable) into `reports`. Ready once it has some, or once the stream
+/// ended (with why); pending, with nothing taken, while none has come. Every poll uses
+/// the caller's waker (tokio-tungstenite registers it at each poll: one waker throughout
+/// keeps that cheap).
+fn poll_batch(
+    ws: &mut Ws,
+    cx: &mut Context<'_>,
+    reports: &mut Vec<Option<(u64, u64)>>,
+) -> Poll<Option<String>> {
+    while reports.len() < BATCH {
+        match ws.poll_next_unpin(cx) {
+            Poll::Pending => break,
+            Poll::Ready(Some(Ok(Message::Text(text)))) => {
+                reports.push(parse_report(text.as_bytes()));
+            }
+            Poll::Ready(Some(Ok(Message::Binary(data)))) => reports.push(parse_report(&data)),
+            // A ping (answered as tungstenite reads on), a pong: nothing to count.
+            Poll::Ready(other) => {
+                if let Some(why) = ended(other) {
+                    return Poll::Ready(Some(why));
+                }
+            }
+        }
+    }
+    if reports.is_empty() {
+        Poll::Pending
+    } else {
+        Poll::Ready(None)
+    }
+}
+
 /// One subscriber over WebSocket: subscribe, report readiness, then count and time the
 /// reports until stopped.
 pub(super) async fn subscriber(
@@ -326,56 +359,26 @@ pub(super) async fn subscriber(
     drop(ready);
 
     let mut samples: Vec<u64> = Vec::with_capacity(BATCH);
+    let mut reports: Vec<Option<(u64, u64)>> = Vec::with_capacity(BATCH);
     let mut next_seq = 0u64;
     let route = Route::of(&sh.cfg, id);
     loop {
-        let mut message = tokio::select! {
+        let end = tokio::select! {
             biased;
             _ = stop.changed() => {
                 let _ = tokio::time::timeout(CLOSE_WAIT, ws.close(None)).await;
                 break;
             }
-            message = ws.next() => message,
+            end = std::future::poll_fn(|cx| poll_batch(&mut ws, cx, &mut reports)) => end,
         };
+        // One clock reading per batch: every message in it had arrived by now.
+        let now = sh.now_ns();
         let window = (sh.window_start.load(Relaxed), sh.window_end.load(Relaxed));
         let mut tally = Tally::default();
-        let mut end = None;
-        let mut taken = 1;
-        loop {
-            match message {
-                Some(Ok(Message::Text(text))) => {
-                    let now = sh.now_ns();
-                    tally.add(
-                        parse_report(text.as_bytes()),
-                        now,
-                        window,
-                        route,
-                        &mut samples,
-                    );
-                }
-                Some(Ok(Message::Binary(data))) => {
-                    let now = sh.now_ns();
-                    tally.add(parse_report(&data), now, window, route, &mut samples);
-                }
-                other => {
-                    end = ended(other);
-                    if end.is_some() {
-                        break;
-                    }
-                }
-            }
-            if taken == BATCH {
-                break;
-            }
-            // What tungstenite has already read (or the socket holds) goes in this batch.
-            match ws.next().now_or_never() {
-                Some(next) => {
-                    message = next;
-                    taken += 1;
-                }
-                None => break,
-            }
+        for &report in &reports {
+            tally.add(report, now, window, route, &mut samples);
         }
+        reports.clear();
         tally.commit(&sh, id, route, &mut next_seq, &mut samples);
         if let Some(why) = end {
             if !*stop.borrow() {

@@ -8,6 +8,7 @@
 //! endpoint but `/healthz` needs `Authorization: Bearer <token>` (`docs/admin.md`).
 
 pub(crate) mod api;
+pub(crate) mod dashboard;
 pub(crate) mod metrics;
 
 use std::sync::Arc;
@@ -43,6 +44,7 @@ pub(crate) fn router(state: Arc<AdminState>) -> Router {
         .route("/api/clients/{id}", delete(api::close_client))
         .route("/api/report", post(api::report))
         .route("/metrics", get(api::metrics))
+        .merge(dashboard::routes())
         .with_state(state)
 }
 

@@ -34,6 +34,11 @@ pub struct AdminConfig {
     pub enabled: bool,
     /// Where: loopback by default, never a public address unless configured so.
     pub address: Address,
+    /// Origins (`https://ops.example.com`) whose pages may open `/ws`, besides the admin
+    /// listener's own (the dashboard). A browser request from any other origin is
+    /// refused, so that a page on another site cannot read the reports through an
+    /// operator's browser.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for AdminConfig {
@@ -44,6 +49,7 @@ impl Default for AdminConfig {
                 host: "127.0.0.1".into(),
                 port: 9600,
             },
+            allowed_origins: Vec::new(),
         }
     }
 }

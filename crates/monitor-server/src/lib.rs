@@ -78,6 +78,7 @@ pub mod stats;
 pub mod status;
 pub mod tls;
 
+pub use admin::MAX_HTTP_CONNECTIONS as ADMIN_MAX_HTTP_CONNECTIONS;
 pub use config::{
     AuthConfig, Config, ConfigDiff, ConfigError, GrantConfig, ListenerConfig, SchedPolicy,
     Settings, SlowConsumer, TokenConfig,

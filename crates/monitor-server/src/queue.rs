@@ -42,6 +42,17 @@ impl Push {
         self.body.json()
     }
 
+    /// The report as its reporter sent it: the push body without its envelope, sharing
+    /// the body's bytes (what a WebSocket subscriber gets).
+    pub fn report(&self) -> Bytes {
+        let json = self.json();
+        let start = reply::SUCCESS_PREFIX.len();
+        if json.len() <= start {
+            return Bytes::new();
+        }
+        json.slice(start..json.len() - 1)
+    }
+
     /// Whether the zlib form has been made yet.
     #[cfg(test)]
     pub(crate) fn has_compressed(&self) -> bool {

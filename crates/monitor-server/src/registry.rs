@@ -39,6 +39,8 @@ pub(crate) enum Kind {
     Tcp,
     Tls,
     Unix,
+    /// A WebSocket subscriber on the admin listener (`GET /ws`).
+    WebSocket,
 }
 
 impl Kind {
@@ -47,6 +49,7 @@ impl Kind {
             Kind::Tcp => "tcp",
             Kind::Tls => "tls",
             Kind::Unix => "unix",
+            Kind::WebSocket => "ws",
         }
     }
 }

@@ -385,6 +385,7 @@ impl Server {
 
     /// Serves until [`ServerHandle::shutdown`], then drains and returns.
     pub async fn run(self) {
+        // Every connection's task, WebSocket subscribers' included: the drain waits for them.
         let tracker = TaskTracker::new();
         let mut unix_paths = Vec::new();
         // The admin API outlives the drain, so that `/healthz` can say 503 during it.
@@ -394,6 +395,15 @@ impl Server {
                 metrics: Metrics::new(&self.shared),
                 shared: Arc::clone(&self.shared),
                 draining: self.token.clone(),
+                tracker: tracker.clone(),
+                listener_name: "admin".into(),
+                allowed_origins: self
+                    .config
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .admin
+                    .allowed_origins
+                    .clone(),
             });
             tokio::spawn(supervised(
                 "admin API",

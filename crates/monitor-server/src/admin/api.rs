@@ -186,9 +186,21 @@ pub(super) async fn report(
     if declared.is_some_and(|n| n > limit as u64) {
         return refusal(StatusCode::PAYLOAD_TOO_LARGE, &too_large(limit));
     }
-    let bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => bytes,
-        Err(_) => return refusal(StatusCode::PAYLOAD_TOO_LARGE, &too_large(limit)),
+    // A body that trickles in is cut off like a partial frame.
+    let within = std::time::Duration::from_secs(settings.frame_timeout_secs);
+    let bytes = match tokio::time::timeout(within, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => return refusal(StatusCode::PAYLOAD_TOO_LARGE, &too_large(limit)),
+        Err(_) => {
+            Stats::add(&state.shared.stats.frame_timeouts, 1);
+            return refusal(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "the body did not arrive in {} s (frame_timeout_secs)",
+                    settings.frame_timeout_secs
+                ),
+            );
+        }
     };
     let report = match Report::parse(bytes) {
         Ok(report) => report,

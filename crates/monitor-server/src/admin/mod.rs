@@ -10,6 +10,7 @@
 pub(crate) mod api;
 pub(crate) mod dashboard;
 pub(crate) mod metrics;
+mod ws;
 
 use std::sync::Arc;
 
@@ -33,6 +34,12 @@ pub(crate) struct AdminState {
     /// The server's shutdown: `/healthz` answers 503 once it has begun.
     pub(crate) draining: CancellationToken,
     pub(crate) metrics: metrics::Metrics,
+    /// The server's connection tasks, which WebSocket subscribers join.
+    pub(crate) tracker: tokio_util::task::TaskTracker,
+    /// The name WebSocket subscribers' listener is shown with (`admin`).
+    pub(crate) listener_name: Arc<str>,
+    /// `[admin] allowed_origins`.
+    pub(crate) allowed_origins: Vec<String>,
 }
 
 /// The admin API's routes.
@@ -44,19 +51,93 @@ pub(crate) fn router(state: Arc<AdminState>) -> Router {
         .route("/api/clients/{id}", delete(api::close_client))
         .route("/api/report", post(api::report))
         .route("/metrics", get(api::metrics))
+        .route("/ws", get(ws::upgrade))
         .merge(dashboard::routes())
         .with_state(state)
 }
 
+/// HTTP connections the admin listener serves at once (WebSocket subscribers, once
+/// upgraded, count under `max_connections` instead). More wait in the listen backlog.
+pub const MAX_HTTP_CONNECTIONS: usize = 64;
+/// How long an HTTP connection that has stopped may take to finish its request.
+const HTTP_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Serves the admin API on `listener` until `stop` is cancelled.
+///
+/// Each connection is bounded like a binary-protocol one: at most
+/// [`MAX_HTTP_CONNECTIONS`] at once, and a request's headers (on a new or a kept-alive
+/// connection) must arrive within `frame_timeout_secs`, so that a client holding
+/// connections open without finishing its requests cannot take the listener.
+/// (`axum::serve` has neither bound, hence hyper's builder here.)
 pub(crate) async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: CancellationToken) {
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
-    if let Err(e) = served {
-        tracing::error!(error = %e, "admin API stopped");
+    let app = router(Arc::clone(&state));
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS));
+    let connections = tokio_util::task::TaskTracker::new();
+    let mut backoff = std::time::Duration::from_millis(10);
+    loop {
+        // A place first: at the limit, connections wait in the backlog.
+        let permit = tokio::select! {
+            () = stop.cancelled() => break,
+            permit = Arc::clone(&slots).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin API: accept failed; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        backoff = std::time::Duration::from_millis(10);
+        let _ = stream.set_nodelay(true);
+        let header_timeout =
+            std::time::Duration::from_secs(state.shared.settings.borrow().frame_timeout_secs);
+        let app = app.clone();
+        let service = hyper::service::service_fn(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                let mut app = app.clone();
+                // A Router is always ready: no `poll_ready` is needed before `call`.
+                tower_service::Service::call(&mut app, request)
+            },
+        );
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            let connection = builder
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(connection);
+            let served = tokio::select! {
+                served = connection.as_mut() => served,
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    match tokio::time::timeout(HTTP_CLOSE_GRACE, connection).await {
+                        Ok(served) => served,
+                        Err(_) => return,
+                    }
+                }
+            };
+            if let Err(e) = served {
+                tracing::debug!(peer = %peer, error = %e, "admin API: connection ended");
+            }
+        });
     }
+    connections.close();
+    let _ = tokio::time::timeout(HTTP_CLOSE_GRACE, connections.wait()).await;
 }
 
 /// What an endpoint needs of the caller.

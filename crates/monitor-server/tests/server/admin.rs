@@ -375,6 +375,65 @@ async fn healthz_says_503_while_draining() {
     drop(stuck);
 }
 
+/// Slowloris against the admin listener: connections that never finish their headers
+/// (and one that trickles a body) are cut off at `frame_timeout_secs`, so a client holding
+/// every HTTP place cannot keep the API (or the dashboard) from others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_finish_a_request_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start(|c| c.server.frame_timeout_secs = 1).await;
+    let admin = server.handle.admin_addr().unwrap();
+    // More than the listener serves at once, each with half a request.
+    let mut held = Vec::new();
+    for _ in 0..monitor_server::ADMIN_MAX_HTTP_CONNECTIONS + 8 {
+        let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        held.push(s);
+    }
+    // A complete request with a body that never comes.
+    let mut trickle = tokio::net::TcpStream::connect(admin).await.unwrap();
+    trickle
+        .write_all(b"POST /api/report HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"co")
+        .await
+        .unwrap();
+    // An idle kept-alive connection, after one request.
+    let mut idle = tokio::net::TcpStream::connect(admin).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+
+    // The API answers others all the same, once the holders time out.
+    let r = http()
+        .get(format!("{}/healthz", base(&server)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for (n, mut s) in held.into_iter().enumerate() {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(WAIT, s.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "held connection {n} closed");
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, trickle.read_to_end(&mut answer))
+        .await
+        .expect("the trickling body is cut off")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("frame_timeout_secs"), "{answer}");
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, idle.read_to_end(&mut answer))
+        .await
+        .expect("the idle kept-alive connection is closed")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    assert!(server.handle.stats().frame_timeouts >= 1);
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_port_in_use_fails_start_up_clearly() {
     let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -11,3 +11,4 @@ mod hardening;
 mod lifecycle;
 mod limits;
 mod security;
+mod websocket;

@@ -1,0 +1,618 @@
+//! WebSocket subscribers (`GET /ws` on the admin listener): browsers, and anything else
+//! that speaks HTTP better than the binary protocol, subscribe the way a type-5 subscribe
+//! does and get each matching report as one text message.
+//!
+//! A WebSocket subscriber is a connection like any other: a place under
+//! `max_connections`, an entry in the registry (kind `ws`), and a subscription made by
+//! the same handler as the binary protocol's (`cmd`), so with the same topic limits,
+//! grants, byte-bounded queue and slow-consumer policy. Only the framing differs:
+//!
+//! - the first text message is the subscribe body, `{"code":…,"topics":[…],"token":…}`;
+//!   it must come within `frame_timeout_secs` of the upgrade;
+//! - the answer is the type-6 acknowledgement's envelope, as text; a refusal (malformed,
+//!   unauthorized, forbidden) is followed by a close frame (1008) with the reason;
+//! - each push is the report's JSON object as reported, byte for byte: a slice of the
+//!   push body every subscriber shares, never a copy;
+//! - a later text message subscribes again, with the barrier of a type-5 re-subscribe;
+//! - the server pings once nothing has come for half of `idle_timeout_secs`, and closes
+//!   (1001) once nothing has come for all of it;
+//! - binary messages are refused (1003), messages over `max_frame_len` too (1009);
+//! - a push that the socket takes nothing of for `write_timeout_secs` closes the
+//!   connection.
+//!
+//! A browser page on any site can open a WebSocket to a loopback address, so a request
+//! with an `Origin` header is served only when that origin is the admin listener's own
+//! (the dashboard) or listed in `[admin] allowed_origins`: a page elsewhere cannot read
+//! the reports through an operator's browser.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use monitor_proto::{Header, MsgType, Uuid};
+use tokio::sync::watch;
+use tokio::time::{sleep_until, timeout_at, Instant};
+use tracing::{debug, info, warn};
+
+use super::{refusal, AdminState};
+use crate::admin::metrics::LATENCY_SAMPLE;
+use crate::cmd::{self, Ctx};
+use crate::config::Settings;
+use crate::hub::Wakes;
+use crate::queue::Push;
+use crate::registry::{Activity, ConnEntry, Kind, Origin, Stop};
+use crate::session::Session;
+use crate::state::{ConnSlot, Shared};
+use crate::stats::Stats;
+
+/// Bytes of messages gathered before they are written (a flush writes them anyway).
+const WRITE_BUFFER: usize = 64 * 1024;
+/// Read-buffer size: subscribe bodies are small, and an idle connection should not hold
+/// tungstenite's default 128 KiB.
+const READ_BUFFER: usize = 4 * 1024;
+/// How long closing may take: the close frame, and the peer's answer to it.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Messages counted locally before they are added to the shared stats.
+const STATS_BATCH: u64 = 64;
+/// The longest close reason a close frame can carry (RFC 6455 §5.5: 125 bytes of
+/// payload, 2 of them the code).
+const MAX_CLOSE_REASON: usize = 123;
+
+type Sink = SplitSink<WebSocket, Message>;
+type Stream = SplitStream<WebSocket>;
+
+/// `GET /ws`: the upgrade, once the connection has a place under `max_connections`.
+pub(super) async fn upgrade(
+    State(state): State<Arc<AdminState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let shared = &state.shared;
+    if state.draining.is_cancelled() {
+        return refusal(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    if let Err(origin) = origin_allowed(&headers, &state.allowed_origins) {
+        Stats::add(&shared.stats.auth_forbidden, 1);
+        warn!(peer = %peer, origin = %origin, "WebSocket refused: a cross-origin page");
+        return refusal(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "forbidden: a WebSocket from origin {origin} (add it to [admin] \
+                 allowed_origins)"
+            ),
+        );
+    }
+    Stats::add(&shared.stats.connections_accepted, 1);
+    let Some(slot) = ConnSlot::take(shared) else {
+        Stats::add(&shared.stats.connections_refused, 1);
+        warn!(peer = %peer, "max_connections reached: WebSocket refused");
+        return refusal(StatusCode::SERVICE_UNAVAILABLE, "max_connections reached");
+    };
+    let max_message = shared.settings.borrow().max_frame_len as usize;
+    let origin = Origin {
+        peer: peer.to_string().into_boxed_str(),
+        listener: Arc::clone(&state.listener_name),
+        kind: Kind::WebSocket,
+        client_cert: false,
+    };
+    let shared = Arc::clone(shared);
+    // Tracked with the other connections, so that a shutdown waits for its drain.
+    let tracker = state.tracker.clone();
+    ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        // Above it a send waits for the socket: one push past the gathered bytes.
+        .max_write_buffer_size(WRITE_BUFFER + max_message + 1024)
+        .max_message_size(max_message)
+        .max_frame_size(max_message)
+        .on_upgrade(move |socket| tracker.track_future(serve(socket, origin, shared, slot)))
+}
+
+/// `Ok` for a request without an `Origin` (not a browser), one from the listener's own
+/// origin (its `Host`), or one from `allowed`; the origin otherwise.
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> Result<(), String> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = String::from_utf8_lossy(origin.as_bytes()).into_owned();
+    let host = headers.get(header::HOST).map(|h| h.as_bytes());
+    let authority = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    if authority.is_some_and(|a| Some(a.as_bytes()) == host) || allowed.contains(&origin) {
+        Ok(())
+    } else {
+        Err(origin)
+    }
+}
+
+/// Why a WebSocket subscriber's connection ended.
+#[derive(Debug)]
+enum WsClose {
+    /// The peer sent a close frame, or its stream ended.
+    PeerClosed,
+    /// Reading or writing failed.
+    Io(String),
+    /// A message over `max_frame_len`.
+    TooLarge(String),
+    /// A binary message.
+    Binary,
+    /// No subscribe within `frame_timeout_secs` of the upgrade.
+    NoSubscribe(u64),
+    /// Nothing received for `idle_timeout_secs` (pings unanswered).
+    Idle(u64),
+    /// The socket took nothing for `write_timeout_secs`.
+    WriteTimeout(u64),
+    /// A subscribe refused: answered, then closed.
+    Refused(String),
+    /// The hub evicted it (slow-consumer policy `disconnect`).
+    SlowConsumer,
+    /// An operator, or a reload that removed its token.
+    Killed(Box<str>),
+    /// The server is shutting down (queued pushes were delivered first).
+    Shutdown,
+}
+
+impl WsClose {
+    /// The close frame to send, when the socket can still take one.
+    fn close_frame(&self) -> Option<CloseFrame> {
+        let (code, reason) = match self {
+            WsClose::PeerClosed | WsClose::Io(_) | WsClose::WriteTimeout(_) => return None,
+            WsClose::TooLarge(_) => (close_code::SIZE, self.to_string()),
+            WsClose::Binary => (close_code::UNSUPPORTED, self.to_string()),
+            WsClose::NoSubscribe(_) | WsClose::Idle(_) | WsClose::Shutdown => {
+                (close_code::AWAY, self.to_string())
+            }
+            WsClose::Refused(msg) => (close_code::POLICY, msg.clone()),
+            WsClose::SlowConsumer | WsClose::Killed(_) => (close_code::POLICY, self.to_string()),
+        };
+        Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from(truncate(&reason, MAX_CLOSE_REASON)),
+        })
+    }
+
+    /// Whether the peer caused it (logged as a warning).
+    fn is_peer_fault(&self) -> bool {
+        matches!(
+            self,
+            WsClose::TooLarge(_)
+                | WsClose::Binary
+                | WsClose::NoSubscribe(_)
+                | WsClose::Idle(_)
+                | WsClose::WriteTimeout(_)
+                | WsClose::Refused(..)
+                | WsClose::SlowConsumer
+        )
+    }
+}
+
+impl std::fmt::Display for WsClose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WsClose::PeerClosed => f.write_str("closed by the peer"),
+            WsClose::Io(e) => write!(f, "i/o error: {e}"),
+            WsClose::TooLarge(e) => write!(f, "message too large: {e}"),
+            WsClose::Binary => f.write_str("binary messages are not accepted"),
+            WsClose::NoSubscribe(secs) => {
+                write!(f, "no subscribe in {secs} s (frame_timeout_secs)")
+            }
+            WsClose::Idle(secs) => write!(f, "idle for {secs} s (idle_timeout_secs)"),
+            WsClose::WriteTimeout(secs) => {
+                write!(
+                    f,
+                    "the socket took nothing for {secs} s (write_timeout_secs)"
+                )
+            }
+            WsClose::Refused(msg) => write!(f, "refused: {msg}"),
+            WsClose::SlowConsumer => f.write_str("slow consumer: its queue was full"),
+            WsClose::Killed(why) => write!(f, "closed: {why}"),
+            WsClose::Shutdown => f.write_str("server shutting down"),
+        }
+    }
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character.
+fn truncate(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// One WebSocket subscriber's state.
+struct WsConn {
+    shared: Arc<Shared>,
+    entry: Arc<ConnEntry>,
+    _slot: ConnSlot,
+    settings: Arc<Settings>,
+    settings_rx: watch::Receiver<Arc<Settings>>,
+    session: Session,
+    /// The uuid its subscribes are made with (the protocol's handlers want one).
+    uuid: Uuid,
+    opened: Instant,
+    /// When the last message (a pong included) arrived.
+    last_seen: Instant,
+    /// Whether a ping is out since then.
+    pinged: bool,
+    frames_in: u64,
+    frames_out: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    frames_in_counted: u64,
+    frames_out_counted: u64,
+    pushes_sent: u32,
+}
+
+async fn serve(socket: WebSocket, origin: Origin, shared: Arc<Shared>, slot: ConnSlot) {
+    let mut conn = WsConn::new(shared, origin, slot);
+    debug!(peer = %conn.entry.origin.peer, id = conn.entry.id, "WebSocket opened");
+    let (mut sink, mut stream) = socket.split();
+    let reason = conn.run(&mut sink, &mut stream).await;
+    conn.flush_stats();
+    if let Some(frame) = reason.close_frame() {
+        // The close frame, then the peer's answer to it (or its end), so that the frame
+        // is read before the socket goes: closing with unread input would reset it.
+        let deadline = Instant::now() + CLOSE_TIMEOUT;
+        if let Ok(Ok(())) = timeout_at(deadline, sink.send(Message::Close(Some(frame)))).await {
+            let _ = timeout_at(deadline, async {
+                while let Some(Ok(_)) = stream.next().await {}
+            })
+            .await;
+        }
+    }
+    conn.closed(&reason);
+}
+
+impl Drop for WsConn {
+    fn drop(&mut self) {
+        if self.session.subscription.is_some() {
+            self.shared.hub.unsubscribe(self.entry.id);
+        }
+        self.shared.registry.remove(self.entry.id);
+    }
+}
+
+impl WsConn {
+    fn new(shared: Arc<Shared>, origin: Origin, slot: ConnSlot) -> WsConn {
+        let id = shared.next_conn_id();
+        let mut settings_rx = shared.settings_receiver();
+        let settings = settings_rx.borrow_and_update().clone();
+        let entry = shared.registry.add(id, origin);
+        let mut uuid = [b'0'; 33];
+        let name = format!("ws{id:031}");
+        uuid.copy_from_slice(&name.as_bytes()[name.len() - 33..]);
+        let now = Instant::now();
+        WsConn {
+            shared,
+            entry,
+            _slot: slot,
+            settings,
+            settings_rx,
+            session: Session::new(),
+            uuid: Uuid(uuid),
+            opened: now,
+            last_seen: now,
+            pinged: false,
+            frames_in: 0,
+            frames_out: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            frames_in_counted: 0,
+            frames_out_counted: 0,
+            pushes_sent: 0,
+        }
+    }
+
+    async fn run(&mut self, sink: &mut Sink, stream: &mut Stream) -> WsClose {
+        let entry = Arc::clone(&self.entry);
+        let stopped = entry.stopped();
+        tokio::pin!(stopped);
+        loop {
+            if self.settings_rx.has_changed().unwrap_or(false) {
+                self.settings = self.settings_rx.borrow_and_update().clone();
+            }
+            let deadline = self.next_deadline();
+            let queue = self.session.subscription.as_ref().map(|s| &s.queue);
+            let batch = &mut self.session.batch;
+            tokio::select! {
+                biased;
+                stop = &mut stopped => return match stop {
+                    Stop::Shutdown => {
+                        self.drain(sink).await;
+                        WsClose::Shutdown
+                    }
+                    Stop::Kill(why) => WsClose::Killed(why),
+                },
+                message = stream.next() => match message {
+                    None => return WsClose::PeerClosed,
+                    Some(Err(e)) => return read_error(e),
+                    Some(Ok(message)) => {
+                        if let Some(reason) = self.on_message(message, sink).await {
+                            return reason;
+                        }
+                    }
+                },
+                more = async {
+                    match queue {
+                        Some(queue) => std::future::poll_fn(|cx| queue.poll_take(cx, batch)).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if !more {
+                        return WsClose::SlowConsumer;
+                    }
+                    let deadline = Instant::now() + self.write_timeout();
+                    if let Some(reason) = self.send_batch(sink, deadline).await {
+                        return reason;
+                    }
+                }
+                () = sleep_until(deadline) => {
+                    self.flush_stats();
+                    if let Some(reason) = self.expired(sink).await {
+                        return reason;
+                    }
+                }
+            }
+        }
+    }
+
+    fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.settings.write_timeout_secs)
+    }
+
+    /// Before a subscribe: its deadline. After: the next ping, or the idle deadline once
+    /// a ping is out.
+    fn next_deadline(&self) -> Instant {
+        let idle = Duration::from_secs(self.settings.idle_timeout_secs);
+        let idle_at = self.last_seen + idle;
+        if self.session.subscription.is_none() {
+            let first = self.opened + Duration::from_secs(self.settings.frame_timeout_secs);
+            return first.min(idle_at);
+        }
+        if self.pinged {
+            idle_at
+        } else {
+            self.last_seen + idle / 2
+        }
+    }
+
+    /// The deadline that passed: a reason to close, or a ping sent.
+    async fn expired(&mut self, sink: &mut Sink) -> Option<WsClose> {
+        let now = Instant::now();
+        let s = &self.settings;
+        if self.session.subscription.is_none()
+            && now >= self.opened + Duration::from_secs(s.frame_timeout_secs)
+        {
+            return Some(WsClose::NoSubscribe(s.frame_timeout_secs));
+        }
+        if now >= self.last_seen + Duration::from_secs(s.idle_timeout_secs) {
+            return Some(WsClose::Idle(s.idle_timeout_secs));
+        }
+        if self.session.subscription.is_some() && !self.pinged {
+            self.pinged = true;
+            let deadline = now + self.write_timeout();
+            let sent = timeout_at(deadline, sink.send(Message::Ping(Bytes::new()))).await;
+            return self.sent(sent);
+        }
+        None
+    }
+
+    /// One message from the peer; the reason to close, if it is one.
+    async fn on_message(&mut self, message: Message, sink: &mut Sink) -> Option<WsClose> {
+        self.frames_in += 1;
+        self.last_seen = Instant::now();
+        self.pinged = false;
+        match message {
+            Message::Text(text) => {
+                self.bytes_in += text.len() as u64;
+                let answer = self.subscribe(Bytes::from(text));
+                let ack = Utf8Bytes::try_from(answer.json.clone()).unwrap_or_default();
+                let deadline = Instant::now() + self.write_timeout();
+                if let Some(reason) =
+                    self.sent(timeout_at(deadline, sink.send(Message::Text(ack))).await)
+                {
+                    return Some(reason);
+                }
+                self.frames_out += 1;
+                self.bytes_out += answer.json.len() as u64;
+                answer
+                    .ending
+                    .map(|_| WsClose::Refused(refusal_text(&answer.json)))
+            }
+            Message::Binary(bytes) => {
+                self.bytes_in += bytes.len() as u64;
+                Some(WsClose::Binary)
+            }
+            // tungstenite answers pings itself; a pong is a sign of life.
+            Message::Ping(_) | Message::Pong(_) => None,
+            Message::Close(_) => Some(WsClose::PeerClosed),
+        }
+    }
+
+    /// A subscribe body, handled as a type-5 subscribe without layers.
+    fn subscribe(&mut self, body: Bytes) -> cmd::Answer {
+        let header = Header::new(MsgType::Subscribe, self.uuid);
+        // Subscribing publishes nothing: no subscriber is ever woken from here.
+        let mut wakes = Wakes::default();
+        let mut ctx = Ctx {
+            shared: &self.shared,
+            settings: &self.settings,
+            session: &mut self.session,
+            entry: &self.entry,
+            wakes: &mut wakes,
+            peer: &self.entry.origin.peer,
+        };
+        cmd::handle(&mut ctx, &header, Ok(body))
+    }
+
+    /// Sends the taken pushes, oldest first, and flushes them, all by `deadline`.
+    async fn send_batch(&mut self, sink: &mut Sink, deadline: Instant) -> Option<WsClose> {
+        let mut sampled = None;
+        let sent = timeout_at(deadline, async {
+            while let Some(push) = self.session.batch.pop_front() {
+                let Some(text) = report_text(&push) else {
+                    Stats::add(&self.shared.stats.pushes_dropped, 1);
+                    continue;
+                };
+                self.pushes_sent = self.pushes_sent.wrapping_add(1);
+                if self.pushes_sent.is_multiple_of(LATENCY_SAMPLE) {
+                    sampled = Some(push.arrived());
+                }
+                self.bytes_out += text.len() as u64;
+                self.frames_out += 1;
+                sink.feed(Message::Text(text)).await?;
+            }
+            sink.flush().await
+        })
+        .await;
+        let failed = self.sent(sent);
+        if failed.is_none() {
+            if let Some(arrived) = sampled {
+                self.shared
+                    .push_latency
+                    .observe(arrived.elapsed().as_secs_f64());
+            }
+            if self.frames_out - self.frames_out_counted >= STATS_BATCH {
+                self.flush_stats();
+            }
+        }
+        failed
+    }
+
+    /// The outcome of a send bounded by a deadline: the reason to close if it failed.
+    fn sent(
+        &self,
+        sent: Result<Result<(), axum::Error>, tokio::time::error::Elapsed>,
+    ) -> Option<WsClose> {
+        match sent {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(WsClose::Io(e.to_string())),
+            Err(_) => Some(WsClose::WriteTimeout(self.settings.write_timeout_secs)),
+        }
+    }
+
+    /// Shutdown: what is queued is sent, by the drain deadline.
+    async fn drain(&mut self, sink: &mut Sink) {
+        if let Some(sub) = &self.session.subscription {
+            sub.queue.close();
+            sub.queue.take_now(&mut self.session.batch);
+        }
+        let deadline = Instant::now() + Duration::from_secs(self.settings.drain_timeout_secs);
+        let _ = self.send_batch(sink, deadline).await;
+    }
+
+    /// Adds this connection's messages to the server's counters and its registry entry.
+    fn flush_stats(&mut self) {
+        let stats = &self.shared.stats;
+        Stats::add(&stats.frames_in, self.frames_in - self.frames_in_counted);
+        Stats::add(&stats.frames_out, self.frames_out - self.frames_out_counted);
+        self.frames_in_counted = self.frames_in;
+        self.frames_out_counted = self.frames_out;
+        let last_frame = (self.frames_in > 0)
+            .then(|| SystemTime::now().checked_sub(self.last_seen.elapsed()))
+            .flatten();
+        self.entry.publish(Activity {
+            frames_in: self.frames_in,
+            frames_out: self.frames_out,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            last_frame,
+        });
+    }
+
+    fn closed(&self, reason: &WsClose) {
+        let peer = &self.entry.origin.peer;
+        let role = self.session.role();
+        let duration_ms = self.opened.elapsed().as_millis() as u64;
+        let (frames_in, frames_out) = (self.frames_in, self.frames_out);
+        if reason.is_peer_fault() {
+            warn!(peer = %peer, kind = "ws", role, duration_ms, frames_in, frames_out, reason = %reason, "connection closed");
+        } else {
+            info!(peer = %peer, kind = "ws", role, duration_ms, frames_in, frames_out, reason = %reason, "connection closed");
+        }
+    }
+}
+
+/// A push as a WebSocket subscriber gets it: the report, not its envelope.
+fn report_text(push: &Push) -> Option<Utf8Bytes> {
+    // The report passed the parse as UTF-8 JSON; checking again costs a pass over bytes
+    // already in cache, and keeps this crate free of unsafe code.
+    Utf8Bytes::try_from(push.report()).ok()
+}
+
+/// The `msg` of a refusal's envelope, for its close frame.
+fn refusal_text(json: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        msg: String,
+    }
+    serde_json::from_slice::<Envelope>(json).map_or_else(|_| "refused".to_owned(), |e| e.msg)
+}
+
+/// A failed read: a message over the limit is said so (1009); anything else is the
+/// socket's end.
+fn read_error(e: axum::Error) -> WsClose {
+    let inner = e.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(c)) => WsClose::TooLarge(c.to_string()),
+        Some(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+            WsClose::PeerClosed
+        }
+        _ => WsClose::Io(inner.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_reasons_fit_a_close_frame() {
+        let long = "é".repeat(100);
+        let frame = WsClose::Refused(long).close_frame().unwrap();
+        assert!(frame.reason.len() <= MAX_CLOSE_REASON);
+        assert!(frame.reason.len() >= MAX_CLOSE_REASON - 1);
+        assert_eq!(frame.code, close_code::POLICY);
+    }
+
+    #[test]
+    fn origins() {
+        let mut headers = HeaderMap::new();
+        assert!(
+            origin_allowed(&headers, &[]).is_ok(),
+            "no Origin: not a browser"
+        );
+        headers.insert(header::HOST, "127.0.0.1:9600".parse().unwrap());
+        headers.insert(header::ORIGIN, "http://127.0.0.1:9600".parse().unwrap());
+        assert!(
+            origin_allowed(&headers, &[]).is_ok(),
+            "the dashboard itself"
+        );
+        headers.insert(header::ORIGIN, "https://evil.example".parse().unwrap());
+        assert_eq!(
+            origin_allowed(&headers, &[]),
+            Err("https://evil.example".to_owned())
+        );
+        assert!(origin_allowed(&headers, &["https://evil.example".to_owned()]).is_ok());
+        headers.insert(header::ORIGIN, "http://127.0.0.1:9601".parse().unwrap());
+        assert!(origin_allowed(&headers, &[]).is_err(), "another port");
+    }
+
+    #[test]
+    fn refusal_texts() {
+        assert_eq!(
+            refusal_text(br#"{"errCode":-1,"msg":"unauthorized","data":null}"#),
+            "unauthorized"
+        );
+        assert_eq!(refusal_text(b"not json"), "refused");
+    }
+}

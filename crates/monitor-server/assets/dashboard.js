@@ -16,7 +16,8 @@
  *     data-reports=N                 reports received for the host since the page loaded
  *     data-ts=N                      the "ts" of its latest report (unix seconds, as sent)
  *     [data-field=host|state|cpu|mem|load|disk|uptime|age]   the value cells (text)
- *     svg[data-chart=cpu|mem]        the charts, last 15 minutes; data-points=N points drawn
+ *     svg[data-chart=cpu|mem]        the charts, last 15 minutes (less while the history is
+ *                                    shorter, as the caption says); data-points=N points drawn
  *   #conn[data-state=connecting|connected|reconnecting|token|refused]   the connection state (text says it)
  *   #server dd[data-stat=NAME]       figures from /api/status
  *   #token-form                      shown when the server wants a token
@@ -38,6 +39,9 @@
   const DISK_ALERT_PERCENT = 90;
   /** How much history the charts keep and show, milliseconds. */
   const HISTORY_MS = 15 * 60 * 1000;
+  /** The shortest span a chart shows: until a host has this much history, its points
+   * do not stretch over the whole width. */
+  const MIN_CHART_SPAN_MS = 60 * 1000;
   /** Reports closer together than this share one chart point (the latest values win). */
   const MIN_POINT_GAP_MS = 1000;
   /** Hosts kept at most; past this the one heard from least recently is dropped. */
@@ -326,7 +330,15 @@
     fields.host.title = name;
     const charts = {};
     for (const c of el.querySelectorAll('[data-chart]')) {
-      charts[c.dataset.chart] = { svg: c, line: c.querySelector('polyline') };
+      const figure = c.closest('figure');
+      const caption = figure ? figure.querySelector('figcaption') : null;
+      charts[c.dataset.chart] = {
+        svg: c,
+        line: c.querySelector('polyline'),
+        area: c.querySelector('polygon'),
+        caption: caption,
+        label: caption ? caption.dataset.label || '' : '',
+      };
     }
     ui.hosts.appendChild(el);
     return {
@@ -357,11 +369,17 @@
 
   // ---- rendering -------------------------------------------------------------------
 
-  const GIB = 1024 * 1024 * 1024;
-  function bytes(n) {
-    if (n >= GIB) return (n / GIB).toFixed(1) + ' GiB';
-    if (n >= 1024 * 1024) return (n / (1024 * 1024)).toFixed(0) + ' MiB';
-    return (n / 1024).toFixed(0) + ' KiB';
+  const UNITS = [['TiB', 1024 ** 4], ['GiB', 1024 ** 3], ['MiB', 1024 ** 2], ['KiB', 1024]];
+  /** "23.5 GiB". */
+  function total(n) {
+    const [unit, size] = UNITS.find(([, size]) => n >= size) || UNITS[UNITS.length - 1];
+    return (n / size).toFixed(n / size >= 100 ? 0 : 1) + ' ' + unit;
+  }
+  /** "1.4/23.5 GiB": both figures in the unit of `total`. */
+  function usedOfTotal(used, total) {
+    const [unit, size] = UNITS.find(([, size]) => total >= size) || UNITS[UNITS.length - 1];
+    const digits = total / size >= 100 ? 0 : 1;
+    return (used / size).toFixed(digits) + '/' + (total / size).toFixed(digits) + ' ' + unit;
   }
   function duration(secs) {
     secs = Math.floor(secs);
@@ -371,7 +389,7 @@
     const s = secs % 60;
     if (d > 0) return d + 'd ' + h + 'h';
     if (h > 0) return h + 'h ' + m + 'm';
-    if (m > 0) return m + 'm ' + s + 's';
+    if (m > 0) return s === 0 ? m + 'm' : m + 'm ' + s + 's';
     return s + 's';
   }
   function setText(el, text) {
@@ -385,8 +403,9 @@
     if (h === null) return false;
     setText(f.cpu, h.cpu.toFixed(1) + ' %');
     f.cpu.classList.toggle('alert', h.cpu >= CPU_ALERT_PERCENT);
-    setText(f.mem, bytes(h.memUsed) + ' / ' + bytes(h.memTotal) +
-      (h.memPct === null ? '' : ' (' + h.memPct.toFixed(0) + ' %)'));
+    setText(f.mem, (h.memPct === null ? '' : h.memPct.toFixed(0) + ' % of ') +
+      total(h.memTotal));
+    f.mem.title = usedOfTotal(h.memUsed, h.memTotal) + ' (' + h.memUsed + ' of ' + h.memTotal + ' bytes)';
     setText(f.load, h.load === null ? '–' : h.load.map((v) => v.toFixed(2)).join(' '));
     if (h.disk === null) {
       setText(f.disk, '–');
@@ -428,16 +447,22 @@
     return changed;
   }
 
+  /** The charts, over the last 15 minutes, or less (at least MIN_CHART_SPAN_MS) while the
+   * host's history is shorter; the caption says which. */
   function renderCharts(host, now) {
-    const from = now - HISTORY_MS;
+    const oldest = host.points.length > 0 ? host.points[0].t : now;
+    const span = Math.min(HISTORY_MS, Math.max(MIN_CHART_SPAN_MS, now - oldest));
+    const from = now - span;
+    const spanText = span >= HISTORY_MS ? '15 min' : duration(Math.ceil(span / 1000));
     for (const key of ['cpu', 'mem']) {
       const chart = host.charts[key];
       if (chart === undefined) continue;
+      if (chart.caption) setText(chart.caption, chart.label + ', last ' + spanText);
       const coords = [];
       for (const p of host.points) {
         const v = p[key];
         if (v === null || p.t < from) continue;
-        const x = ((p.t - from) / HISTORY_MS) * CHART_W;
+        const x = ((p.t - from) / span) * CHART_W;
         const y = CHART_H - (v / 100) * CHART_H;
         coords.push(x.toFixed(1) + ',' + y.toFixed(1));
       }
@@ -446,6 +471,12 @@
         ? [(CHART_W - 3).toFixed(1) + ',' + coords[0].split(',')[1], coords[0]]
         : coords;
       chart.line.setAttribute('points', drawn.join(' '));
+      // The area under the line, down to the axis.
+      const area = drawn.length === 0 ? [] : drawn.concat([
+        drawn[drawn.length - 1].split(',')[0] + ',' + CHART_H,
+        drawn[0].split(',')[0] + ',' + CHART_H,
+      ]);
+      if (chart.area) chart.area.setAttribute('points', area.join(' '));
       chart.svg.setAttribute('data-points', String(coords.length));
     }
   }

@@ -433,7 +433,10 @@
     const hot = h.cpu >= CPU_ALERT_PERCENT;
     const full = h.disk !== null && h.disk.pct >= DISK_ALERT_PERCENT;
     const trouble = stale || hot || full;
-    const label = stale ? 'stale' : hot ? 'CPU high' : full ? 'disk full' : 'ok';
+    const label = stale ? 'stale'
+      : hot ? 'CPU ≥ ' + CPU_ALERT_PERCENT + ' %'
+      : full ? 'disk ≥ ' + DISK_ALERT_PERCENT + ' %'
+      : 'ok';
     setText(host.fields.state, label);
     if (stale !== host.stale) {
       host.stale = stale;

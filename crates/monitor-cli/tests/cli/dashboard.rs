@@ -5,8 +5,9 @@
 //!
 //! Needs the Debian packages `chromium` and `chromium-driver` (`CHROMIUM=/path` and
 //! `CHROMEDRIVER=/path` override the binaries). Without them the test prints
-//! `skipped: …` and passes, unless `CI=true`, where it fails. It saves a screenshot to
-//! `<target dir>/dashboard-screenshot.png` and prints the path.
+//! `skipped: …` and passes, unless `CI=true`, where it fails. It saves screenshots to
+//! `<target dir>/dashboard-screenshot.png` (and `-phone.png`, 390 px wide) and prints
+//! their paths.
 //! Run alone: `cargo test -p monitor-cli --test cli dashboard -- --nocapture`.
 
 use std::path::{Path, PathBuf};
@@ -14,12 +15,13 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use monitor_client::Reporter;
 use monitor_server::TokenConfig;
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::support::{bin, TestServer};
+use crate::support::{bin, config, TestServer};
 
 /// How long any one thing the page should show may take to show.
 const PAGE_WAIT: Duration = Duration::from_secs(20);
@@ -184,7 +186,7 @@ impl Browser {
                     "--no-sandbox",
                     "--disable-gpu",
                     "--disable-dev-shm-usage",
-                    "--window-size=1000,620",
+                    "--window-size=1000,760",
                     format!("--user-data-dir={}", profile.0.display()),
                 ],
             },
@@ -266,6 +268,8 @@ return {
   token_form: form ? getComputedStyle(form).display !== 'none' : false,
   token_label: text(document, '#token-label'),
   open: text(document, '#server [data-stat="open"]'),
+  ignored: text(document, '#ignored'),
+  images: document.querySelectorAll('#hosts img').length,
   hosts: Array.from(document.querySelectorAll('#hosts [data-host]')).map((el) => ({
     host: el.dataset.host,
     stale: el.dataset.stale,
@@ -288,6 +292,8 @@ struct Snapshot {
     token_form: bool,
     token_label: Option<String>,
     open: Option<String>,
+    ignored: Option<String>,
+    images: u64,
     hosts: Vec<HostRow>,
 }
 
@@ -313,6 +319,25 @@ impl Snapshot {
     fn order(&self) -> Vec<&str> {
         self.hosts.iter().map(|h| h.host.as_str()).collect()
     }
+
+    /// Whether the cards are in the page's order: those in trouble first, then by name.
+    fn sorted(&self) -> bool {
+        let key = |h: &HostRow| (h.trouble != "true", h.host.clone());
+        self.hosts.windows(2).all(|w| key(&w[0]) <= key(&w[1]))
+    }
+}
+
+/// A health report made up for `host`: CPU at `cpu` %, disk 10 % full, an interval of
+/// 10 minutes (it stays fresh through the test).
+fn made_up_report(host: &str, cpu: f64) -> String {
+    serde_json::json!({
+        "code": "host.health", "host": host, "ts": 1_764_500_000u64, "interval_secs": 600,
+        "cpu_percent": cpu, "load": [0.1, 0.2, 0.3],
+        "mem_used": 1u64 << 30, "mem_total": 4u64 << 30, "swap_used": 0, "swap_total": 0,
+        "disks": [{"mount": "/", "fs": "ext4", "total": 1000, "available": 900}],
+        "uptime_secs": 90_061,
+    })
+    .to_string()
 }
 
 /// `monitor-client report --health --host NAME --interval 1` against `server`.
@@ -375,12 +400,30 @@ async fn dashboard_shows_hosts_live_and_marks_a_silent_one_stale() {
     );
     assert_eq!(snap.conn_text.as_deref(), Some("connected"));
     assert!(!snap.token_form, "no token asked for without auth");
-    // Fresh hosts in name order.
-    assert_eq!(
-        snap.order(),
-        ["alpha", "beta"],
-        "fresh hosts sorted by name: {snap:#?}"
+    // Sorted: trouble first, then by name; the page re-sorts within 50 ms of a change.
+    // This machine's CPU or disk may be over 90 % (for either agent's reading), so two
+    // made-up hosts show the rule: zzz-hot (CPU 95 %) before aaa-calm.
+    let reporter = Reporter::connect(config(server.addr)).await.unwrap();
+    for (host, cpu) in [("aaa-calm", 5.0), ("zzz-hot", 95.0)] {
+        reporter
+            .report_raw(made_up_report(host, cpu))
+            .await
+            .unwrap();
+    }
+    let snap = browser
+        .wait_for("four hosts in order", |s| s.sorted() && s.hosts.len() == 4)
+        .await;
+    let at = |name: &str| snap.order().iter().position(|h| *h == name).unwrap();
+    assert!(at("zzz-hot") < at("aaa-calm"), "trouble first: {snap:#?}");
+    let (calm, hot) = (
+        snap.host("aaa-calm").unwrap(),
+        snap.host("zzz-hot").unwrap(),
     );
+    assert_eq!(calm.trouble, "false", "{snap:#?}");
+    assert_eq!(calm.state.as_deref(), Some("ok"));
+    assert_eq!(hot.trouble, "true", "{snap:#?}");
+    assert_eq!(hot.state.as_deref(), Some("CPU ≥ 90 %"));
+    assert_eq!(hot.cpu.as_deref(), Some("95.0 %"));
 
     // New reports show: the count grows and the chart gains points.
     browser
@@ -408,12 +451,28 @@ async fn dashboard_shows_hosts_live_and_marks_a_silent_one_stale() {
     assert_eq!(a.state.as_deref(), Some("stale"), "{snap:#?}");
     assert_eq!(a.trouble, "true");
     assert_eq!(b.stale, "false", "beta still reports: {snap:#?}");
+    assert!(snap.sorted(), "trouble first: {snap:#?}");
     assert_eq!(snap.order()[0], "alpha", "trouble first: {snap:#?}");
 
     let shot = target_dir().join("dashboard-screenshot.png");
     browser.screenshot(&shot).await;
     println!("dashboard screenshot: {}", shot.display());
     eprintln!("dashboard screenshot: {}", shot.display());
+
+    // A phone's width: one column, nothing wider than the screen.
+    browser.client().set_window_size(390, 844).await.unwrap();
+    let overflow = browser
+        .client()
+        .execute(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(overflow, 0, "no sideways scrolling on a phone");
+    let phone = target_dir().join("dashboard-screenshot-phone.png");
+    browser.screenshot(&phone).await;
+    println!("dashboard screenshot (phone): {}", phone.display());
 
     // alpha back: fresh again.
     let _alpha = agent(&server, "alpha");
@@ -491,6 +550,81 @@ async fn dashboard_asks_for_a_token_when_the_server_wants_one() {
         .await
         .unwrap();
     assert_eq!(kept, "dash-secret", "kept for the session");
+
+    browser.close().await;
+    server.stop().await;
+}
+
+/// The page says when it has lost the server, and subscribes again by itself when the
+/// server is back (here a new one on the same admin port).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_reconnects_when_the_server_is_back() {
+    let Some((chromium, chromedriver)) = binaries_or_skip() else {
+        return;
+    };
+    let server = TestServer::start().await;
+    let admin = server
+        .handle
+        .admin_addr()
+        .expect("the admin listener is on");
+    let browser = Browser::start(&chromium, &chromedriver).await;
+    browser
+        .client()
+        .goto(&format!("http://{admin}/"))
+        .await
+        .unwrap();
+    browser
+        .wait_for("connected", |s| s.conn.as_deref() == Some("connected"))
+        .await;
+
+    server.stop().await;
+    browser
+        .wait_for("reconnecting, with a countdown", |s| {
+            s.conn.as_deref() == Some("reconnecting")
+                && s.conn_text
+                    .as_deref()
+                    .is_some_and(|t| t.contains("reconnecting in "))
+        })
+        .await;
+
+    let server =
+        TestServer::start_on(0, |c| c.admin.address = admin.to_string().parse().unwrap()).await;
+    let _gamma = agent(&server, "gamma");
+    browser
+        .wait_for("connected again, gamma shown", |s| {
+            s.conn.as_deref() == Some("connected") && s.host("gamma").is_some()
+        })
+        .await;
+
+    // Report fields are text, never markup; a malformed report is ignored (and counted).
+    let reporter = Reporter::connect(config(server.addr)).await.unwrap();
+    let markup = "<img src=x onerror=alert(1)>";
+    reporter
+        .report_raw(r#"{"code":"host.health","host":42,"cpu_percent":"x"}"#)
+        .await
+        .unwrap();
+    reporter
+        .report_raw(made_up_report(markup, 1.0))
+        .await
+        .unwrap();
+    let snap = browser
+        .wait_for("the markup host, and the malformed report counted", |s| {
+            s.host(markup).is_some()
+                && s.ignored
+                    .as_deref()
+                    .is_some_and(|t| t.contains("1 malformed"))
+        })
+        .await;
+    assert_eq!(snap.images, 0, "no element made from a report: {snap:#?}");
+    let name = browser
+        .client()
+        .execute(
+            "return document.querySelector('#hosts [data-host]:not([data-host=\"gamma\"]) [data-field=\"host\"]').textContent;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(name, markup, "shown as text");
 
     browser.close().await;
     server.stop().await;

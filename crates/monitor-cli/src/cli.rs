@@ -321,6 +321,10 @@ pub struct ReportArgs {
     /// until interrupted.
     #[arg(long, value_name = "N", conflicts_with = "body")]
     pub count: Option<u64>,
+    /// The host name in each health report (default: this machine's), e.g. to run one
+    /// agent per container. At most 255 bytes, no control characters.
+    #[arg(long, value_name = "NAME", conflicts_with = "body", value_parser = parse_host)]
+    pub host: Option<String>,
 }
 
 /// `monitor-client bench`.
@@ -406,6 +410,25 @@ fn parse_token(s: &str) -> Result<Token, String> {
         return Err("the token must not be empty".into());
     }
     Ok(Token::new(s))
+}
+
+/// The longest `--host`: a DNS name's limit.
+const MAX_HOST_LEN: usize = 255;
+
+fn parse_host(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("the host name must not be empty".into());
+    }
+    if s.len() > MAX_HOST_LEN {
+        return Err(format!(
+            "the host name is {} bytes, over {MAX_HOST_LEN}",
+            s.len()
+        ));
+    }
+    if s.chars().any(char::is_control) {
+        return Err("the host name must not contain control characters".into());
+    }
+    Ok(s.to_owned())
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
@@ -652,7 +675,10 @@ async fn health(args: ReportArgs) -> u8 {
         Ok(r) => r,
         Err(e) => return usage(&flag_error(&e.into(), CONN_FLAGS)),
     };
-    let mut probe = HealthProbe::new();
+    let mut probe = HealthProbe::new().with_interval(args.interval);
+    if let Some(host) = args.host {
+        probe = probe.with_host(host);
+    }
     // CPU use is measured between two readings.
     tokio::time::sleep(HealthProbe::MIN_INTERVAL).await;
     let mut tick = tokio::time::interval(args.interval);
@@ -813,6 +839,38 @@ mod tests {
             "--size: over --max-frame-len (10), see max_frame_len_x and the server's size"
         );
         assert_eq!(replace_word("a_b a_b.", "a_b", "X"), "X X.");
+    }
+
+    #[test]
+    fn host_names() {
+        assert_eq!(parse_host("web-1.example"), Ok("web-1.example".to_owned()));
+        assert!(parse_host("").is_err());
+        assert!(parse_host("  ").is_err());
+        assert!(parse_host("a\nb").is_err());
+        assert!(parse_host(&"x".repeat(256)).is_err());
+        assert!(parse_host(&"x".repeat(255)).is_ok());
+        let parse = |args: &[&str]| Cli::try_parse_from(args);
+        assert!(parse(&[
+            "m",
+            "report",
+            "--server",
+            "127.0.0.1:1",
+            "--health",
+            "--host",
+            "a"
+        ])
+        .is_ok());
+        assert!(parse(&[
+            "m",
+            "report",
+            "--server",
+            "127.0.0.1:1",
+            "--body",
+            "{}",
+            "--host",
+            "a"
+        ])
+        .is_err());
     }
 
     #[test]

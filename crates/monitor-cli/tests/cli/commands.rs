@@ -122,6 +122,37 @@ async fn report_health_count_1_reports_this_host() {
     assert!(report["disks"].is_array());
     assert!(report["mem_total"].as_u64().unwrap() > 0);
     assert!(report["cpu_percent"].as_f64().unwrap() >= 0.0);
+    assert_eq!(report["interval_secs"], 0.2, "the --interval, announced");
+}
+
+#[tokio::test]
+async fn report_health_host_overrides_the_host_name() {
+    let server = TestServer::start().await;
+    let addr = server.addr.to_string();
+    let mut rx = PushReceiver::connect(config(server.addr), Subscription::new("h").topic("host.*"))
+        .await
+        .unwrap();
+    let out = run(&[
+        "report",
+        "--server",
+        &addr,
+        "--health",
+        "--count",
+        "1",
+        "--interval",
+        "0.2",
+        "--host",
+        "container-7",
+    ])
+    .await;
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let report: serde_json::Value = next_push(&mut rx).await.parse().unwrap();
+    assert_eq!(report["host"], "container-7");
+    assert_eq!(report["interval_secs"], 0.2);
+
+    let out = run(&["report", "--server", &addr, "--health", "--host", ""]).await;
+    assert_eq!(out.code, Some(2), "stderr: {}", out.stderr);
+    assert!(out.stderr.contains("--host"), "{}", out.stderr);
 }
 
 #[tokio::test]

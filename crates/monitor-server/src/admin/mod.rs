@@ -8,6 +8,7 @@
 //! endpoint but `/healthz` needs `Authorization: Bearer <token>` (`docs/admin.md`).
 
 pub(crate) mod api;
+pub(crate) mod dashboard;
 pub(crate) mod metrics;
 mod ws;
 
@@ -51,6 +52,7 @@ pub(crate) fn router(state: Arc<AdminState>) -> Router {
         .route("/api/report", post(api::report))
         .route("/metrics", get(api::metrics))
         .route("/ws", get(ws::upgrade))
+        .merge(dashboard::routes())
         .with_state(state)
 }
 

@@ -787,9 +787,9 @@ mod footprint {
     use crate::registry::Kind;
 
     /// An idle connection's task is most of what it costs (10,000 idle subscribers held
-    /// 2046 B each, 2026-11-30, docs/performance.md). A future grows silently when a field
-    /// or a pinned future is added to the loop; this says so at once. Raise the bound only
-    /// with a measurement of the idle footprint that still fits in 2 KiB.
+    /// 2221 B each, 2026-11-30, docs/server.md). A future grows silently when a field or a
+    /// pinned future is added to the loop; this says so at once. Raise the bound only with
+    /// a new measurement of the idle footprint, in docs/server.md.
     #[test]
     fn a_connection_task_stays_small() {
         let shared = Arc::new(Shared::new(

@@ -1,9 +1,10 @@
 //! One subscriber's bounded queue of pushes, and the shared push body it holds.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 
+use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use monitor_proto::message::reply;
 use monitor_proto::SharedBody;
@@ -16,6 +17,8 @@ pub struct Push {
     body: SharedBody,
     /// When the report arrived (for the sampled latency of `/metrics`).
     arrived: tokio::time::Instant,
+    /// The report as WebSocket subscribers get it, made by the first of them.
+    report_text: OnceLock<Option<Utf8Bytes>>,
 }
 
 impl Push {
@@ -24,6 +27,7 @@ impl Push {
         Push {
             body: SharedBody::new(reply::push(report)),
             arrived: tokio::time::Instant::now(),
+            report_text: OnceLock::new(),
         }
     }
 
@@ -51,6 +55,15 @@ impl Push {
             return Bytes::new();
         }
         json.slice(start..json.len() - 1)
+    }
+
+    /// [`Push::report`] as a WebSocket text message: checked as UTF-8 once for all the
+    /// report's WebSocket subscribers (the type's only safe constructor checks), sharing
+    /// the body's bytes. `None` if it is not UTF-8, which a parsed report always is.
+    pub fn report_text(&self) -> Option<&Utf8Bytes> {
+        self.report_text
+            .get_or_init(|| Utf8Bytes::try_from(self.report()).ok())
+            .as_ref()
     }
 
     /// Whether the zlib form has been made yet.

@@ -34,7 +34,6 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
-use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use monitor_proto::{Header, MsgType, Uuid};
 use tokio::sync::watch;
@@ -65,8 +64,15 @@ const STATS_BATCH: u64 = 64;
 /// payload, 2 of them the code).
 const MAX_CLOSE_REASON: usize = 123;
 
-type Sink = SplitSink<WebSocket, Message>;
-type Stream = SplitStream<WebSocket>;
+/// What the connection reads and writes: one WebSocket, not split in two halves (a split
+/// would take a lock for every message sent).
+type Socket = WebSocket;
+
+/// What woke the connection: a message from the peer, or pushes to send.
+enum Woken {
+    Message(Option<Result<Message, axum::Error>>),
+    Pushes(bool),
+}
 
 /// `GET /ws`: the upgrade, once the connection has a place under `max_connections`.
 pub(super) async fn upgrade(
@@ -255,16 +261,16 @@ struct WsConn {
 async fn serve(socket: WebSocket, origin: Origin, shared: Arc<Shared>, slot: ConnSlot) {
     let mut conn = WsConn::new(shared, origin, slot);
     debug!(peer = %conn.entry.origin.peer, id = conn.entry.id, "WebSocket opened");
-    let (mut sink, mut stream) = socket.split();
-    let reason = conn.run(&mut sink, &mut stream).await;
+    let mut socket = socket;
+    let reason = conn.run(&mut socket).await;
     conn.flush_stats();
     if let Some(frame) = reason.close_frame() {
         // The close frame, then the peer's answer to it (or its end), so that the frame
         // is read before the socket goes: closing with unread input would reset it.
         let deadline = Instant::now() + CLOSE_TIMEOUT;
-        if let Ok(Ok(())) = timeout_at(deadline, sink.send(Message::Close(Some(frame)))).await {
+        if let Ok(Ok(())) = timeout_at(deadline, socket.send(Message::Close(Some(frame)))).await {
             let _ = timeout_at(deadline, async {
-                while let Some(Ok(_)) = stream.next().await {}
+                while let Some(Ok(_)) = socket.next().await {}
             })
             .await;
         }
@@ -312,7 +318,7 @@ impl WsConn {
         }
     }
 
-    async fn run(&mut self, sink: &mut Sink, stream: &mut Stream) -> WsClose {
+    async fn run(&mut self, socket: &mut Socket) -> WsClose {
         let entry = Arc::clone(&self.entry);
         let stopped = entry.stopped();
         tokio::pin!(stopped);
@@ -323,41 +329,45 @@ impl WsConn {
             let deadline = self.next_deadline();
             let queue = self.session.subscription.as_ref().map(|s| &s.queue);
             let batch = &mut self.session.batch;
+            // The peer's messages first (a close, a re-subscribe), then the pushes: one
+            // future for both, so that the socket is not split.
+            let woken = std::future::poll_fn(|cx| {
+                if let std::task::Poll::Ready(message) = socket.poll_next_unpin(cx) {
+                    return std::task::Poll::Ready(Woken::Message(message));
+                }
+                match queue {
+                    Some(queue) => queue.poll_take(cx, batch).map(Woken::Pushes),
+                    None => std::task::Poll::Pending,
+                }
+            });
             tokio::select! {
                 biased;
                 stop = &mut stopped => return match stop {
                     Stop::Shutdown => {
-                        self.drain(sink).await;
+                        self.drain(socket).await;
                         WsClose::Shutdown
                     }
                     Stop::Kill(why) => WsClose::Killed(why),
                 },
-                message = stream.next() => match message {
-                    None => return WsClose::PeerClosed,
-                    Some(Err(e)) => return read_error(e),
-                    Some(Ok(message)) => {
-                        if let Some(reason) = self.on_message(message, sink).await {
+                woken = woken => match woken {
+                    Woken::Message(None) => return WsClose::PeerClosed,
+                    Woken::Message(Some(Err(e))) => return read_error(e),
+                    Woken::Message(Some(Ok(message))) => {
+                        if let Some(reason) = self.on_message(message, socket).await {
+                            return reason;
+                        }
+                    }
+                    Woken::Pushes(false) => return WsClose::SlowConsumer,
+                    Woken::Pushes(true) => {
+                        let deadline = Instant::now() + self.write_timeout();
+                        if let Some(reason) = self.send_batch(socket, deadline).await {
                             return reason;
                         }
                     }
                 },
-                more = async {
-                    match queue {
-                        Some(queue) => std::future::poll_fn(|cx| queue.poll_take(cx, batch)).await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    if !more {
-                        return WsClose::SlowConsumer;
-                    }
-                    let deadline = Instant::now() + self.write_timeout();
-                    if let Some(reason) = self.send_batch(sink, deadline).await {
-                        return reason;
-                    }
-                }
                 () = sleep_until(deadline) => {
                     self.flush_stats();
-                    if let Some(reason) = self.expired(sink).await {
+                    if let Some(reason) = self.expired(socket).await {
                         return reason;
                     }
                 }
@@ -386,7 +396,7 @@ impl WsConn {
     }
 
     /// The deadline that passed: a reason to close, or a ping sent.
-    async fn expired(&mut self, sink: &mut Sink) -> Option<WsClose> {
+    async fn expired(&mut self, socket: &mut Socket) -> Option<WsClose> {
         let now = Instant::now();
         let s = &self.settings;
         if self.session.subscription.is_none()
@@ -400,14 +410,14 @@ impl WsConn {
         if self.session.subscription.is_some() && !self.pinged {
             self.pinged = true;
             let deadline = now + self.write_timeout();
-            let sent = timeout_at(deadline, sink.send(Message::Ping(Bytes::new()))).await;
+            let sent = timeout_at(deadline, socket.send(Message::Ping(Bytes::new()))).await;
             return self.sent(sent);
         }
         None
     }
 
     /// One message from the peer; the reason to close, if it is one.
-    async fn on_message(&mut self, message: Message, sink: &mut Sink) -> Option<WsClose> {
+    async fn on_message(&mut self, message: Message, socket: &mut Socket) -> Option<WsClose> {
         self.frames_in += 1;
         self.last_seen = Instant::now();
         self.pinged = false;
@@ -418,7 +428,7 @@ impl WsConn {
                 let ack = Utf8Bytes::try_from(answer.json.clone()).unwrap_or_default();
                 let deadline = Instant::now() + self.write_timeout();
                 if let Some(reason) =
-                    self.sent(timeout_at(deadline, sink.send(Message::Text(ack))).await)
+                    self.sent(timeout_at(deadline, socket.send(Message::Text(ack))).await)
                 {
                     return Some(reason);
                 }
@@ -455,7 +465,7 @@ impl WsConn {
     }
 
     /// Sends the taken pushes, oldest first, and flushes them, all by `deadline`.
-    async fn send_batch(&mut self, sink: &mut Sink, deadline: Instant) -> Option<WsClose> {
+    async fn send_batch(&mut self, socket: &mut Socket, deadline: Instant) -> Option<WsClose> {
         let mut sampled = None;
         let sent = timeout_at(deadline, async {
             while let Some(push) = self.session.batch.pop_front() {
@@ -469,9 +479,9 @@ impl WsConn {
                 }
                 self.bytes_out += text.len() as u64;
                 self.frames_out += 1;
-                sink.feed(Message::Text(text)).await?;
+                socket.feed(Message::Text(text)).await?;
             }
-            sink.flush().await
+            socket.flush().await
         })
         .await;
         let failed = self.sent(sent);
@@ -501,13 +511,13 @@ impl WsConn {
     }
 
     /// Shutdown: what is queued is sent, by the drain deadline.
-    async fn drain(&mut self, sink: &mut Sink) {
+    async fn drain(&mut self, socket: &mut Socket) {
         if let Some(sub) = &self.session.subscription {
             sub.queue.close();
             sub.queue.take_now(&mut self.session.batch);
         }
         let deadline = Instant::now() + Duration::from_secs(self.settings.drain_timeout_secs);
-        let _ = self.send_batch(sink, deadline).await;
+        let _ = self.send_batch(socket, deadline).await;
     }
 
     /// Adds this connection's messages to the server's counters and its registry entry.
@@ -544,9 +554,7 @@ impl WsConn {
 
 /// A push as a WebSocket subscriber gets it: the report, not its envelope.
 fn report_text(push: &Push) -> Option<Utf8Bytes> {
-    // The report passed the parse as UTF-8 JSON; checking again costs a pass over bytes
-    // already in cache, and keeps this crate free of unsafe code.
-    Utf8Bytes::try_from(push.report()).ok()
+    push.report_text().cloned()
 }
 
 /// The `msg` of a refusal's envelope, for its close frame.

@@ -61,18 +61,29 @@ trap 'kill $SERVER 2>/dev/null || true' EXIT
 wait_port "$PORT"
 wait_port "$TLS_PORT"
 
-# run NAME RATE ARGS...: one bench run, its figures appended to runs.jsonl.
+# run NAME RATE ARGS...: one bench run, its figures appended to runs.jsonl, with the CPU
+# seconds the server and the load generator spent per million delivered pushes.
 run() {
   local name=$1 rate=$2
   shift 2
-  "$HERE/target/release/monitor-client" bench --subscribers "$SUBS" --rate "$rate" \
-    --duration "$DUR" --json "$@" 2>>"$OUT/bench.log" |
-    python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-print(json.dumps({"name": sys.argv[1], "rate": int(sys.argv[2]), "deliv": d["deliv_msgs_per_s"],
-                  "p50": d["lat_p50_us"], "p99": d["lat_p99_us"], "lost": d["lost"]}))
-' "$name" "$rate" | tee -a "$OUT/runs.jsonl"
+  python3 - "$name" "$rate" "$SERVER" "$HERE/target/release/monitor-client" bench \
+    --subscribers "$SUBS" --rate "$rate" --duration "$DUR" --json "$@" \
+    2>>"$OUT/bench.log" <<'PY' | tee -a "$OUT/runs.jsonl"
+import json, resource, subprocess, sys
+name, rate, server, cmd = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+def server_cpu():
+    fields = open(f"/proc/{server}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100.0
+s0, before = server_cpu(), resource.getrusage(resource.RUSAGE_CHILDREN)
+out = subprocess.run(cmd, stdout=subprocess.PIPE, check=True).stdout
+s_cpu, after = server_cpu() - s0, resource.getrusage(resource.RUSAGE_CHILDREN)
+c_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+d = json.loads(out)
+per_m = lambda cpu: round(cpu / max(d["delivered"], 1) * 1e6, 3)
+print(json.dumps({"name": name, "rate": rate, "deliv": d["deliv_msgs_per_s"],
+                  "p50": d["lat_p50_us"], "p99": d["lat_p99_us"], "lost": d["lost"],
+                  "server_s_per_m": per_m(s_cpu), "client_s_per_m": per_m(c_cpu)}))
+PY
 }
 plain() { run plain "$1" --server "127.0.0.1:$PORT"; }
 tls() { run tls "$1" --server "tls://localhost:$TLS_PORT" --ca "$OUT/pki/ca.crt"; }
@@ -115,6 +126,9 @@ p99p, p99t = med("plain", 2000, "p99"), med("tls", 2000, "p99")
 p50p, p50t = med("plain", 2000, "p50"), med("tls", 2000, "p50")
 print(f"2000/s: p50 plain {p50p} us, TLS {p50t} us; p99 plain {p99p} us, TLS {p99t} us; "
       f"p99 TLS / plain = {p99t / p99p:.2f}")
+for n in ("plain", "tls", "encrypt"):
+    print(f"  {n}: CPU s per 10^6 pushes at max rate (median): server "
+          f"{med(n, 0, 'server_s_per_m'):.3f}, load generator {med(n, 0, 'client_s_per_m'):.3f}")
 lost = sum(r["lost"] for r in runs)
 print(f"lost over all runs: {lost}")
 EOF

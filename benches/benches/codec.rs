@@ -8,7 +8,7 @@
 //! | `decode_plain` | [`FrameCodec`] decoding back-to-back frames already in memory | [`LengthDelimitedCodec`], same frame size |
 //! | `encode_plain` | [`FrameCodec`] encoding a [`Frame`]         | [`LengthDelimitedCodec`], same frame size |
 //! | `compress`     | `layer::compress::{deflate, inflate}`       | (none: zlib itself is the cost)           |
-//! | `encrypt`      | [`SessionKey::seal_frame`] / [`SessionKey::open`] | raw [`Aes256Gcm`] `encrypt` / `decrypt` with a 45-byte aad |
+//! | `encrypt`      | [`SessionKey::seal_frame`] / [`SessionKey::open`] | raw `ring` AES-256-GCM (and RustCrypto's [`Aes256Gcm`]) with a 45-byte aad |
 //! | `message_codec`| the server's message path: [`ServerCodec`] decoding requests as they arrive (as `decode_stream`), and [`ServerCodec::encode_shared`] writing a push to a plain and to an encrypting subscriber | (none: compare with `decode_stream` and `encode_plain`) |
 //!
 //! The baseline frames for the codecs are a 4-byte length prefix, 41 filler bytes and the
@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
+use ring::aead::{Aad, LessSafeKey, Nonce as RingNonce, UnboundKey, AES_256_GCM};
 use bytes::{BufMut, Bytes, BytesMut};
 use criterion::measurement::WallTime;
 use criterion::{
@@ -299,16 +300,19 @@ fn compress(c: &mut Criterion) {
 
 /// Encryption. Ours: `seal_frame` writes a whole frame (header with CRC, the next counter
 /// nonce of the key, the ciphertext and tag) into a reused buffer;
-/// `open` copies the ciphertext out of the body and decrypts it in place. The baseline is
-/// `Aes256Gcm::encrypt`/`decrypt` with a 45-byte aad and a FIXED nonce (fine for a
-/// benchmark, never for real use), each returning a fresh `Vec`. So the difference is the
-/// nonce generation, the header write and the buffer handling.
+/// `open` copies the ciphertext out of the body and decrypts it in place. The baselines
+/// are the raw cipher with a 45-byte aad and a FIXED nonce (fine for a benchmark, never
+/// for real use), each into a fresh `Vec`: `ring`'s AES-256-GCM (`raw_ring`, the cipher
+/// the layer uses), so the difference is the nonce, the header write and the buffer
+/// handling; and RustCrypto's `aes-gcm` (`raw_aes_gcm`, the cipher it used before), which
+/// shows why it changed.
 fn encrypt(c: &mut Criterion) {
     let mut group = c.benchmark_group("encrypt");
     configure(&mut group);
     let key_bytes = [7u8; 32];
     let key = SessionKey::from_bytes(&key_bytes);
     let raw = Aes256Gcm::new((&key_bytes).into());
+    let raw_ring = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key_bytes).unwrap());
     let nonce_bytes = [9u8; 12];
     let nonce = Nonce::from_slice(&nonce_bytes);
     let header = Header::new(MsgType::Push, UUID);
@@ -353,8 +357,36 @@ fn encrypt(c: &mut Criterion) {
                 .unwrap()
             });
         });
+        group.bench_function(BenchmarkId::new("seal/raw_ring", size), |b| {
+            b.iter(|| {
+                let mut out = black_box(&plain).to_vec();
+                raw_ring
+                    .seal_in_place_append_tag(
+                        RingNonce::assume_unique_for_key(nonce_bytes),
+                        Aad::from(black_box(&aad)),
+                        &mut out,
+                    )
+                    .unwrap();
+                out
+            });
+        });
         group.bench_function(BenchmarkId::new("open/monitor", size), |b| {
             b.iter(|| key.open(black_box(&aad), black_box(&body)).unwrap());
+        });
+        group.bench_function(BenchmarkId::new("open/raw_ring", size), |b| {
+            b.iter(|| {
+                let mut out = black_box(&raw_sealed).clone();
+                let len = raw_ring
+                    .open_in_place(
+                        RingNonce::assume_unique_for_key(nonce_bytes),
+                        Aad::from(black_box(&aad)),
+                        &mut out,
+                    )
+                    .unwrap()
+                    .len();
+                out.truncate(len);
+                out
+            });
         });
         group.bench_function(BenchmarkId::new("open/raw_aes_gcm", size), |b| {
             b.iter(|| {

@@ -18,9 +18,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use bytes::{BufMut, Bytes, BytesMut};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 
 use crate::error::{BodyError, Error, Initiator};
 use crate::header::{Direction, Header, HEADER_LEN};
@@ -51,16 +50,18 @@ pub const LEGACY_KEY_LEN: usize = 32;
 /// [`BodyError::KeyExhausted`] instead of reusing a nonce: a new key request must replace the
 /// key.
 ///
-/// The expanded key is large (the AES round keys in both hardware and software layouts),
-/// so it lives on the heap: a codec or connection without a key stays small, and a clone
-/// is a reference count.
+/// The cipher is `ring`'s AES-256-GCM (assembly with AES-NI and carry-less multiplication
+/// where the CPU has them): a push is sealed once per encrypting subscriber, so its speed
+/// is the encrypted fan-out's (`docs/performance.md`, "TLS and the in-band layer"). The
+/// expanded key is large, so it lives on the heap: a codec or connection without a key
+/// stays small, and a clone is a reference count.
 #[derive(Clone)]
 pub struct SessionKey {
     state: Arc<KeyState>,
 }
 
 struct KeyState {
-    cipher: Aes256Gcm,
+    cipher: LessSafeKey,
     /// Bodies sealed under this key so far: the counter half of the next nonce.
     sealed: AtomicU64,
 }
@@ -89,9 +90,13 @@ impl SessionKey {
     /// A key from its 32 raw bytes (e.g. the HKDF output of the X25519 exchange), with a
     /// nonce counter of its own starting at 0.
     pub fn from_bytes(key: &[u8; KEY_LEN]) -> SessionKey {
+        // `UnboundKey::new` fails only for a key of the wrong length; the type rules it out.
+        let Ok(unbound) = UnboundKey::new(&AES_256_GCM, key) else {
+            unreachable!("a {KEY_LEN}-byte key is AES-256's length")
+        };
         SessionKey {
             state: Arc::new(KeyState {
-                cipher: Aes256Gcm::new(key.into()),
+                cipher: LessSafeKey::new(unbound),
                 sealed: AtomicU64::new(0),
             }),
         }
@@ -237,9 +242,13 @@ impl SessionKey {
         let tag = self
             .state
             .cipher
-            .encrypt_in_place_detached(Nonce::from_slice(nonce), aad, &mut dst[start..])
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(*nonce),
+                Aad::from(aad),
+                &mut dst[start..],
+            )
             .map_err(|_| too_long(plaintext.len()))?;
-        dst.put_slice(&tag);
+        dst.put_slice(tag.as_ref());
         Ok(())
     }
 
@@ -255,14 +264,17 @@ impl SessionKey {
         }
         let (nonce, rest) = body.split_at(NONCE_LEN);
         let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| BodyError::DecryptFailed)?;
+        let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| BodyError::DecryptFailed)?;
         let mut plain = BytesMut::from(ciphertext);
         self.state
             .cipher
-            .decrypt_in_place_detached(
-                Nonce::from_slice(nonce),
-                header,
+            .open_in_place_separate_tag(
+                nonce,
+                Aad::from(header),
+                tag.into(),
                 &mut plain,
-                Tag::from_slice(tag),
+                0..,
             )
             .map_err(|_| BodyError::DecryptFailed)?;
         Ok(plain.freeze())

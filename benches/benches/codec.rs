@@ -35,7 +35,6 @@ use std::time::Duration;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use ring::aead::{Aad, LessSafeKey, Nonce as RingNonce, UnboundKey, AES_256_GCM};
 use bytes::{BufMut, Bytes, BytesMut};
 use criterion::measurement::WallTime;
 use criterion::{
@@ -46,6 +45,7 @@ use monitor_proto::{
     Frame, FrameCodec, Header, MsgType, Recipient, ServerCodec, SessionKey, SharedBody, Uuid,
     HEADER_LEN,
 };
+use ring::aead::{Aad, LessSafeKey, Nonce as RingNonce, UnboundKey, AES_256_GCM};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
 const UUID: Uuid = Uuid(*b"0123456789abcdef0123456789abcdef0");

@@ -264,18 +264,13 @@ impl SessionKey {
         }
         let (nonce, rest) = body.split_at(NONCE_LEN);
         let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| BodyError::DecryptFailed)?;
+        let nonce =
+            Nonce::try_assume_unique_for_key(nonce).map_err(|_| BodyError::DecryptFailed)?;
         let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| BodyError::DecryptFailed)?;
         let mut plain = BytesMut::from(ciphertext);
         self.state
             .cipher
-            .open_in_place_separate_tag(
-                nonce,
-                Aad::from(header),
-                tag.into(),
-                &mut plain,
-                0..,
-            )
+            .open_in_place_separate_tag(nonce, Aad::from(header), tag.into(), &mut plain, 0..)
             .map_err(|_| BodyError::DecryptFailed)?;
         Ok(plain.freeze())
     }

@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML configuration, defaults and validation.
+//! - [`cluster`]: several nodes sharing one fan-out through Redis (`[cluster]`).
 //! - `admin`: the admin HTTP API (status, clients, metrics, HTTP publish).
 //! - [`auth`]: tokens and the mutual-TLS identity, and what each grants.
 //! - [`server`]: listeners, accept loops, `max_connections`, graceful shutdown, live reload.
@@ -63,6 +64,7 @@ mod admin;
 pub mod auth;
 mod budget;
 pub mod cli;
+pub mod cluster;
 mod cmd;
 pub mod config;
 mod conn;
@@ -80,8 +82,8 @@ pub mod tls;
 
 pub use admin::MAX_HTTP_CONNECTIONS as ADMIN_MAX_HTTP_CONNECTIONS;
 pub use config::{
-    AuthConfig, Config, ConfigDiff, ConfigError, GrantConfig, ListenerConfig, SchedPolicy,
-    Settings, SlowConsumer, TokenConfig,
+    AuthConfig, ClusterConfig, Config, ConfigDiff, ConfigError, GrantConfig, ListenerConfig,
+    SchedPolicy, Settings, SlowConsumer, TokenConfig,
 };
 pub use monitor_proto::Address;
 pub use registry::ClientInfo;

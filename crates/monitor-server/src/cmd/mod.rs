@@ -9,7 +9,7 @@ mod key;
 mod report;
 mod subscribe;
 
-pub(crate) use report::publish;
+pub(crate) use report::{ack as report_ack, publish};
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

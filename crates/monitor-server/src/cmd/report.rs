@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use monitor_proto::message::reply::ReportAckData;
 use monitor_proto::message::request::Report;
 use monitor_proto::message::{reply, server_compresses};
 use monitor_proto::{Header, MsgType};
@@ -23,10 +24,23 @@ pub(super) fn handle(ctx: &mut Ctx<'_>, header: &Header, report: &Report) -> Ans
                 ctx.session.reported = true;
                 ctx.entry.set_reported();
             }
-            reply::report_ack(delivered)
+            ack(ctx.shared, report, delivered)
         }
     };
     Answer::reply(header, MsgType::ReportAck, json)
+}
+
+/// The acknowledgement of a report published here to `delivered` subscribers, once it is
+/// offered to the cluster, if there is one: `"cluster": true` when it was queued for
+/// the other nodes. Without `[cluster]` the ack is what it always was.
+pub(crate) fn ack(shared: &Shared, report: &Report, delivered: u64) -> bytes::Bytes {
+    match &shared.cluster {
+        None => reply::report_ack(delivered),
+        Some(cluster) => {
+            let published = cluster.offer(&report.raw);
+            reply::report_ack_with(&ReportAckData::new(delivered).with_cluster(published))
+        }
+    }
 }
 
 /// Publishes a report that passed its checks of permission: the size rule, then the

@@ -62,7 +62,7 @@ pub(crate) fn encode(node_id: &str, epoch: u64, seq: u64, report: &[u8]) -> Byte
     out.put_slice(MAGIC);
     out.put_slice(node_id.as_bytes());
     // Writing to a BytesMut cannot fail: it grows.
-    let _ = write!(out, " {epoch} {seq}\n");
+    let _ = writeln!(out, " {epoch} {seq}");
     out.put_slice(report);
     out.freeze()
 }

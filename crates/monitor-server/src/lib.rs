@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML configuration, defaults and validation.
-//! - [`cluster`]: several nodes sharing one fan-out through Redis (`[cluster]`).
+//! - `cluster`: several nodes sharing one fan-out through Redis (`[cluster]`,
+//!   `docs/cluster.md`).
 //! - `admin`: the admin HTTP API (status, clients, metrics, HTTP publish).
 //! - [`auth`]: tokens and the mutual-TLS identity, and what each grants.
 //! - [`server`]: listeners, accept loops, `max_connections`, graceful shutdown, live reload.
@@ -64,7 +65,7 @@ mod admin;
 pub mod auth;
 mod budget;
 pub mod cli;
-pub mod cluster;
+mod cluster;
 mod cmd;
 pub mod config;
 mod conn;
@@ -81,6 +82,7 @@ pub mod status;
 pub mod tls;
 
 pub use admin::MAX_HTTP_CONNECTIONS as ADMIN_MAX_HTTP_CONNECTIONS;
+pub use cluster::ClusterError;
 pub use config::{
     AuthConfig, ClusterConfig, Config, ConfigDiff, ConfigError, GrantConfig, ListenerConfig,
     SchedPolicy, Settings, SlowConsumer, TokenConfig,

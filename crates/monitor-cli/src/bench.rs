@@ -212,6 +212,10 @@ pub struct BenchConfig {
     /// rotate over those topics, so each report reaches exactly one subscriber (see the
     /// module documentation). Default: every subscriber gets every report.
     pub distinct_topics: bool,
+    /// Where the subscribers connect, round-robin (subscriber `i` to entry
+    /// `i mod len`); empty: `server`, like the reporters. For a cluster, reports go to
+    /// `server` and pushes come from every node listed.
+    pub subscribe_servers: Vec<Endpoint>,
 }
 
 impl BenchConfig {
@@ -238,6 +242,15 @@ impl BenchConfig {
             progress: true,
             max_frame_len: monitor_proto::codec::DEFAULT_MAX_FRAME_LEN,
             distinct_topics: false,
+            subscribe_servers: Vec::new(),
+        }
+    }
+
+    /// The server subscriber `id` connects to (see [`BenchConfig::subscribe_servers`]).
+    fn subscriber_server(&self, id: usize) -> &Endpoint {
+        match self.subscribe_servers.len() {
+            0 => &self.server,
+            n => &self.subscribe_servers[id % n],
         }
     }
 
@@ -302,6 +315,11 @@ impl BenchConfig {
         }
         // The server, TLS and token, as each connection's client config checks them.
         self.client_config().validate()?;
+        for server in &self.subscribe_servers {
+            let mut cfg = self.client_config();
+            cfg.server = server.clone();
+            cfg.validate()?;
+        }
         Ok(())
     }
 
@@ -723,10 +741,12 @@ struct Opened {
 /// [`CONNECT_ATTEMPTS`] times.
 async fn open_with_retry(
     sh: &Shared,
+    server: &Endpoint,
     subscription: Option<&Subscription>,
     letter: u8,
 ) -> Result<Opened> {
     let mut cfg = sh.cfg.client_config();
+    cfg.server = server.clone();
     cfg.uuid = random_uuid(letter);
     let mut last = None;
     for attempt in 0..CONNECT_ATTEMPTS {
@@ -780,7 +800,7 @@ async fn subscriber(
     };
     let opened = {
         let _permit = sh.connect_gate.acquire().await;
-        open_with_retry(&sh, Some(&hello), b's').await
+        open_with_retry(&sh, sh.cfg.subscriber_server(id), Some(&hello), b's').await
     };
     let Opened {
         mut reader,
@@ -1013,7 +1033,7 @@ async fn reporter(sh: Arc<Shared>, rate_share: u64) -> Result<(BoxWrite, JoinHan
         buf,
         codec,
         uuid,
-    } = open_with_retry(&sh, None, b'p').await?;
+    } = open_with_retry(&sh, &sh.cfg.server, None, b'p').await?;
     let acks = tokio::spawn(read_acks(Arc::clone(&sh), reader, buf, codec));
     let cfg = &sh.cfg;
     let window = cfg.window();

@@ -385,6 +385,11 @@ pub struct BenchArgs {
     /// loopback and Unix sockets unless told otherwise).
     #[arg(long)]
     pub allow_remote: bool,
+    /// Connect the subscribers here instead of --server; repeat to spread them
+    /// round-robin over several servers (the nodes of a cluster: reports go to
+    /// --server, pushes come from every node).
+    #[arg(long = "subscribe-server", value_name = "ADDR", value_parser = parse_server)]
+    pub subscribe_servers: Vec<Endpoint>,
 }
 
 fn parse_server(s: &str) -> Result<Endpoint, String> {
@@ -709,11 +714,12 @@ async fn health(args: ReportArgs) -> u8 {
 }
 
 async fn run_bench(args: BenchArgs) -> u8 {
-    if !args.server.is_local() && !args.allow_remote {
-        return usage(&format!(
-            "{} is not on this host; a load generator only targets loopback addresses and Unix sockets unless given --allow-remote",
-            args.server
-        ));
+    for server in std::iter::once(&args.server).chain(&args.subscribe_servers) {
+        if !server.is_local() && !args.allow_remote {
+            return usage(&format!(
+                "{server} is not on this host; a load generator only targets loopback addresses and Unix sockets unless given --allow-remote"
+            ));
+        }
     }
     let mut client = ClientConfig::new(args.server.clone());
     if let Err(e) = args.security.apply(&args.server, &mut client) {
@@ -735,6 +741,7 @@ async fn run_bench(args: BenchArgs) -> u8 {
     config.drain = args.drain;
     config.max_frame_len = args.max_frame_len;
     config.distinct_topics = args.distinct_topics;
+    config.subscribe_servers = args.subscribe_servers;
     if let Err(e) = config.validate() {
         return usage(&flag_error(&e, BENCH_FLAGS));
     }

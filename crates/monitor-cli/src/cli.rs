@@ -554,9 +554,10 @@ async fn report_once(args: ReportArgs, body: String) -> u8 {
         Ok(r) => r,
         Err(e) => return failure(&e),
     };
-    match reporter.report_raw(body).await {
-        Ok(delivered) => {
-            print_line(&serde_json::json!({ "delivered": delivered }).to_string());
+    match reporter.report_acknowledged(body).await {
+        Ok(ack) => {
+            // `{"delivered":N}`, and `"cluster":true` from a clustered server.
+            print_line(&serde_json::to_string(&ack).unwrap_or_default());
             EXIT_OK
         }
         Err(e) => failure(&e),

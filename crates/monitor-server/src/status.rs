@@ -339,6 +339,37 @@ mod tests {
     }
 
     #[test]
+    fn the_cluster_shows_its_state_and_every_nodes_clients() {
+        let status = serde_json::json!({
+            "version": "0.1.0", "uptime_secs": 5,
+            "counters": {"cluster_published": 7, "cluster_missed": 2},
+            "cluster": {"node_id": "a", "redis": "redis://:****@h:6379", "channel": "m", "up": false},
+        });
+        let clients = serde_json::json!([
+            {"id": 3, "node": "b", "role": "subscriber", "code": "ops", "topics": ["host.*"]},
+        ]);
+        let admin: Address = "127.0.0.1:9600".parse().unwrap();
+        let text = render(&admin, &status, Some(&clients), None, true);
+        assert!(
+            text.contains("cluster:     node a, redis redis://:****@h:6379 (DOWN), channel m"),
+            "{text}"
+        );
+        assert!(
+            text.contains("7 published") && text.contains("2 missed"),
+            "{text}"
+        );
+        assert!(text.contains("1 clients in the cluster"), "{text}");
+        let table: Vec<&str> = text.lines().rev().take(2).collect();
+        assert!(table[1].starts_with("NODE  ID"), "{text}");
+        assert!(table[0].starts_with("b     3 "), "{text}");
+        let plain = render(&admin, &serde_json::json!({}), Some(&clients), None, false);
+        assert!(
+            !plain.contains("cluster") && !plain.contains("NODE"),
+            "{plain}"
+        );
+    }
+
+    #[test]
     fn tables_align() {
         let rows = [
             vec!["ID".to_owned(), "PEER".to_owned()],

@@ -80,6 +80,10 @@ pub(super) async fn run(cluster: Arc<Cluster>, shared: Arc<Shared>, stop: Cancel
             () = tokio::time::sleep(every) => {}
         }
     }
+    // Without Redis, the presence expires by itself: stopping does not wait for it.
+    if !cluster.link_up(super::Link::Publish) {
+        return;
+    }
     if let Err(e) = remove(&cluster).await {
         tracing::debug!(node = %cluster.node_id, error = %e, "cluster: presence not removed; it expires");
     }

@@ -142,7 +142,12 @@ pub(super) async fn run(cluster: Arc<Cluster>, stop: CancellationToken) {
                 &cluster.stats.cluster_publish_failed,
                 cluster.outgoing.drain(),
             );
-            match ping(&mut conn).await {
+            // A clone is a handle on the same connection.
+            let again = || {
+                let mut conn = conn.clone();
+                async move { ping(&mut conn).await }
+            };
+            match retried(again).await {
                 Ok(()) => {
                     cluster.set_link(Link::Publish, Ok(()));
                     backoff = BACKOFF_MIN;
@@ -238,6 +243,21 @@ async fn publish(
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("no answer in {OP_TIMEOUT:?}")),
+    }
+}
+
+/// `attempt`, and once more at once if it failed. After a failure, the connection manager
+/// answers the next command with that same failure while it starts reconnecting in the
+/// background; the second attempt waits for that reconnection. Without it, a Redis that
+/// came back would be seen only a backoff later.
+pub(super) async fn retried<F, Fut>(mut attempt: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    match attempt().await {
+        Ok(()) => Ok(()),
+        Err(_) => attempt().await,
     }
 }
 

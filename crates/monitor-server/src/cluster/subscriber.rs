@@ -119,7 +119,13 @@ pub(super) async fn keep_subscribed(cluster: Arc<Cluster>, stop: CancellationTok
         let attempt = if cluster.link_up(Link::Subscribe) {
             super::publisher::ping(&mut conn).await
         } else {
-            subscribe(&mut conn, &cluster.channel).await
+            // A clone is a handle on the same connection.
+            let again = || {
+                let mut conn = conn.clone();
+                let cluster = Arc::clone(&cluster);
+                async move { subscribe(&mut conn, &cluster.channel).await }
+            };
+            super::publisher::retried(again).await
         };
         let ok = attempt.is_ok();
         cluster.set_link(Link::Subscribe, attempt);

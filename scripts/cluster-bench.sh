@@ -16,9 +16,12 @@
 #   scripts/cluster-bench.sh                  # ~3 min: 3 rounds x 4 runs x 10 s
 #   ROUNDS=1 DURATION=3 scripts/cluster-bench.sh
 #
-# SUBSCRIBERS (100), RATE (2000), DURATION (10), SINGLE_PORT (9520), SINGLE_WORKERS (0:
-# one per CPU, the default) and the variables of cluster-local.sh (WORKERS: the nodes'
-# threads, 1) change the set-up. Every run's JSON: target/cluster-bench/runs.jsonl.
+# SUBSCRIBERS (100), RATE (2000), DURATION (10), SINGLE_PORT (9520; its admin API on
+# SINGLE_PORT+100), SINGLE_WORKERS (0: one per CPU, the default), KINDS (the runs of a
+# round, default all four) and the variables of cluster-local.sh (WORKERS: the nodes'
+# threads, 1) change the set-up. At the end, each server's counters say where any loss
+# came from (a slow subscriber's drops, or the cluster's). Every run's JSON:
+# target/cluster-bench/runs.jsonl.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$HERE"
@@ -32,13 +35,15 @@ SUBSCRIBERS=${SUBSCRIBERS:-100}
 RATE=${RATE:-2000}
 SINGLE_PORT=${SINGLE_PORT:-9520}
 SINGLE_WORKERS=${SINGLE_WORKERS:-0}
+SINGLE_ADMIN=127.0.0.1:$((SINGLE_PORT + 100))
+KINDS=${KINDS:-single cluster lat-local lat-cross}
 CLIENT=target/release/monitor-client
 OUT=target/cluster-bench
 mkdir -p "$OUT"
 RUNS=$OUT/runs.jsonl
 : >"$RUNS"
 
-target/release/monitor-server --listen "127.0.0.1:$SINGLE_PORT" --admin 127.0.0.1:0 \
+target/release/monitor-server --listen "127.0.0.1:$SINGLE_PORT" --admin "$SINGLE_ADMIN" \
   --workers "$SINGLE_WORKERS" 2>"$CLUSTER_DIR/single.log" &
 single=$!
 trap 'kill $single 2>/dev/null || true' EXIT
@@ -64,25 +69,35 @@ EOF
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq "$ROUNDS"); do
   echo "round $round"
-  bench single --server "$SINGLE"
-  bench cluster --server "$NODE_A" --subscribe-server "$NODE_A" \
-    --subscribe-server "$NODE_B" --subscribe-server "$NODE_C"
-  bench lat-local --server "$NODE_A" --rate "$RATE"
-  bench lat-cross --server "$NODE_A" --subscribe-server "$NODE_B" --rate "$RATE"
+  for kind in $KINDS; do
+    case $kind in
+      single) bench single --server "$SINGLE" ;;
+      cluster) bench cluster --server "$NODE_A" --subscribe-server "$NODE_A" \
+        --subscribe-server "$NODE_B" --subscribe-server "$NODE_C" ;;
+      lat-local) bench lat-local --server "$NODE_A" --rate "$RATE" ;;
+      lat-cross) bench lat-cross --server "$NODE_A" --subscribe-server "$NODE_B" --rate "$RATE" ;;
+    esac
+  done
 done
+echo "single node: $(target/release/monitor-server status --admin "$SINGLE_ADMIN" | grep '^reports:')"
 for node in "$ADMIN_A" "$ADMIN_B" "$ADMIN_C"; do
-  target/release/monitor-server status --admin "$node" | grep -A1 '^cluster:'
+  status=$(target/release/monitor-server status --admin "$node")
+  echo "$status" | grep -A1 '^cluster:'
+  echo "$status" | grep '^reports:'
 done
 
 python3 - "$RUNS" <<'EOF'
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1])]
+kinds = {r["kind"] for r in runs}
 def med(kind, key):
     return statistics.median(r[key] for r in runs if r["kind"] == kind)
-single, cluster = med("single", "deliv_msgs_per_s"), med("cluster", "deliv_msgs_per_s")
-print(f"\nmedian pushes/s: single node {single:.0f}, 3 nodes {cluster:.0f}; "
-      f"ratio {cluster / single:.2f} (target >= 0.5)")
-for q in ("lat_p50_us", "lat_p99_us"):
-    local, cross = med("lat-local", q), med("lat-cross", q)
-    print(f"{q[4:7]}: local {local:.0f} us, cross-node {cross:.0f} us, added {cross - local:.0f} us")
+if {"single", "cluster"} <= kinds:
+    single, cluster = med("single", "deliv_msgs_per_s"), med("cluster", "deliv_msgs_per_s")
+    print(f"\nmedian pushes/s: single node {single:.0f}, 3 nodes {cluster:.0f}; "
+          f"ratio {cluster / single:.2f} (target >= 0.5)")
+if {"lat-local", "lat-cross"} <= kinds:
+    for q in ("lat_p50_us", "lat_p99_us"):
+        local, cross = med("lat-local", q), med("lat-cross", q)
+        print(f"{q[4:7]}: local {local:.0f} us, cross-node {cross:.0f} us, added {cross - local:.0f} us")
 EOF

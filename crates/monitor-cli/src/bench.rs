@@ -225,6 +225,11 @@ pub struct BenchConfig {
     /// layers and are refused with it; TLS and the token still apply to the reporters,
     /// and the token rides in the subscribe body. Default: the binary protocol.
     pub ws: Option<WsUrl>,
+    /// Where the subscribers connect, round-robin (subscriber `i` to entry
+    /// `i mod len`); empty: `server`, like the reporters. For a cluster, reports go to
+    /// `server` and pushes come from every node listed. Not with [`ws`](Self::ws), which
+    /// says where WebSocket subscribers connect.
+    pub subscribe_servers: Vec<Endpoint>,
 }
 
 impl BenchConfig {
@@ -252,6 +257,15 @@ impl BenchConfig {
             max_frame_len: monitor_proto::codec::DEFAULT_MAX_FRAME_LEN,
             distinct_topics: false,
             ws: None,
+            subscribe_servers: Vec::new(),
+        }
+    }
+
+    /// The server subscriber `id` connects to (see [`BenchConfig::subscribe_servers`]).
+    fn subscriber_server(&self, id: usize) -> &Endpoint {
+        match self.subscribe_servers.len() {
+            0 => &self.server,
+            n => &self.subscribe_servers[id % n],
         }
     }
 
@@ -314,6 +328,12 @@ impl BenchConfig {
                 return bad(field, "must be at most one year");
             }
         }
+        if self.ws.is_some() && !self.subscribe_servers.is_empty() {
+            return bad(
+                "subscribe_servers",
+                "WebSocket subscribers connect to the ws URL; leave subscribe_servers empty with ws",
+            );
+        }
         if self.ws.is_some() {
             for (on, layer) in [(self.encrypt, "encrypt"), (self.compress, "compress")] {
                 if on {
@@ -329,6 +349,11 @@ impl BenchConfig {
         }
         // The server, TLS and token, as each connection's client config checks them.
         self.client_config().validate()?;
+        for server in &self.subscribe_servers {
+            let mut cfg = self.client_config();
+            cfg.server = server.clone();
+            cfg.validate()?;
+        }
         Ok(())
     }
 
@@ -770,10 +795,12 @@ struct Opened {
 /// [`CONNECT_ATTEMPTS`] times.
 async fn open_with_retry(
     sh: &Shared,
+    server: &Endpoint,
     subscription: Option<&Subscription>,
     letter: u8,
 ) -> Result<Opened> {
     let mut cfg = sh.cfg.client_config();
+    cfg.server = server.clone();
     cfg.uuid = random_uuid(letter);
     let mut last = None;
     for attempt in 0..CONNECT_ATTEMPTS {
@@ -946,7 +973,7 @@ async fn subscriber(
     let hello = subscription(&sh.cfg, id);
     let opened = {
         let _permit = sh.connect_gate.acquire().await;
-        open_with_retry(&sh, Some(&hello), b's').await
+        open_with_retry(&sh, sh.cfg.subscriber_server(id), Some(&hello), b's').await
     };
     let Opened {
         mut reader,
@@ -1132,7 +1159,7 @@ async fn reporter(sh: Arc<Shared>, rate_share: u64) -> Result<(BoxWrite, JoinHan
         buf,
         codec,
         uuid,
-    } = open_with_retry(&sh, None, b'p').await?;
+    } = open_with_retry(&sh, &sh.cfg.server, None, b'p').await?;
     let acks = tokio::spawn(read_acks(Arc::clone(&sh), reader, buf, codec));
     let cfg = &sh.cfg;
     let window = cfg.window();

@@ -397,6 +397,12 @@ pub struct BenchArgs {
     /// loopback and Unix sockets unless told otherwise).
     #[arg(long)]
     pub allow_remote: bool,
+    /// Connect the subscribers here instead of --server; repeat to spread them
+    /// round-robin over several servers (the nodes of a cluster: reports go to
+    /// --server, pushes come from every node). Not with --ws, whose URL says where the
+    /// WebSocket subscribers connect.
+    #[arg(long = "subscribe-server", value_name = "ADDR", value_parser = parse_server, conflicts_with = "ws")]
+    pub subscribe_servers: Vec<Endpoint>,
 }
 
 fn parse_server(s: &str) -> Result<Endpoint, String> {
@@ -580,9 +586,10 @@ async fn report_once(args: ReportArgs, body: String) -> u8 {
         Ok(r) => r,
         Err(e) => return failure(&e),
     };
-    match reporter.report_raw(body).await {
-        Ok(delivered) => {
-            print_line(&serde_json::json!({ "delivered": delivered }).to_string());
+    match reporter.report_acknowledged(body).await {
+        Ok(ack) => {
+            // `{"delivered":N}`, and `"cluster":true` from a clustered server.
+            print_line(&serde_json::to_string(&ack).unwrap_or_default());
             EXIT_OK
         }
         Err(e) => failure(&e),
@@ -743,11 +750,12 @@ async fn health(args: ReportArgs) -> u8 {
 }
 
 async fn run_bench(args: BenchArgs) -> u8 {
-    if !args.server.is_local() && !args.allow_remote {
-        return usage(&format!(
-            "{} is not on this host; a load generator only targets loopback addresses and Unix sockets unless given --allow-remote",
-            args.server
-        ));
+    for server in std::iter::once(&args.server).chain(&args.subscribe_servers) {
+        if !server.is_local() && !args.allow_remote {
+            return usage(&format!(
+                "{server} is not on this host; a load generator only targets loopback addresses and Unix sockets unless given --allow-remote"
+            ));
+        }
     }
     let ws = match args
         .ws
@@ -784,6 +792,7 @@ async fn run_bench(args: BenchArgs) -> u8 {
     config.max_frame_len = args.max_frame_len;
     config.distinct_topics = args.distinct_topics;
     config.ws = ws;
+    config.subscribe_servers = args.subscribe_servers;
     if let Err(e) = config.validate() {
         return usage(&flag_error(&e, BENCH_FLAGS));
     }

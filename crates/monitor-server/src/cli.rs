@@ -72,6 +72,11 @@ pub struct Args {
     /// Log lines as `text` or `json` (one object per line, for log shippers).
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<crate::config::LogFormat>,
+    /// Join a cluster through this Redis (redis://host:port, rediss:// for TLS); the
+    /// rest of `[cluster]` comes from the file or its defaults. A password belongs in
+    /// MONITOR_REDIS_PASSWORD, not here, where `ps` shows it.
+    #[arg(long, value_name = "URL")]
+    pub cluster_redis: Option<String>,
 }
 
 /// What `monitor-server` can do besides serving.
@@ -136,6 +141,9 @@ impl Args {
         if let Some(format) = self.log_format {
             config.log.format = format;
         }
+        if let Some(url) = &self.cluster_redis {
+            config.cluster.get_or_insert_with(Default::default).redis = url.clone();
+        }
         config.validate().map_err(|e| match e {
             ConfigError::Invalid { key, reason } => ConfigError::Invalid {
                 key: match flag_for(&key) {
@@ -183,6 +191,7 @@ fn flag_for(key: &str) -> Option<&'static str> {
         "listener" | "listener.address" => "--listen",
         "server.workers" => "--workers",
         "admin.address" => "--admin",
+        "cluster.redis" => "--cluster-redis",
         _ => return None,
     })
 }
@@ -328,6 +337,10 @@ mod tests {
         assert_eq!(c.server.idle_timeout_secs, 7);
         assert!(c.server.legacy_key_exchange);
         assert_eq!(parse(&[]).unwrap(), Config::default());
+        let c = parse(&["--cluster-redis", "redis://10.0.0.5:6380"]).unwrap();
+        let cluster = c.cluster.unwrap();
+        assert_eq!(cluster.redis, "redis://10.0.0.5:6380");
+        assert_eq!(cluster.channel, "monitor:reports");
     }
 
     #[test]
@@ -340,6 +353,11 @@ mod tests {
         let err = parse(&["--listen", "bogus"]).unwrap_err();
         assert!(
             err.contains("--listen") && err.contains("expected host:port"),
+            "{err}"
+        );
+        let err = parse(&["--cluster-redis", "http://x"]).unwrap_err();
+        assert!(
+            err.starts_with("--cluster-redis (or cluster.redis)"),
             "{err}"
         );
         let err = parse(&["--config", "/nonexistent/monitor.toml"]).unwrap_err();

@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML configuration, defaults and validation.
+//! - `cluster`: several nodes sharing one fan-out through Redis (`[cluster]`,
+//!   `docs/cluster.md`).
 //! - `admin`: the admin HTTP API (status, clients, metrics, HTTP publish).
 //! - [`auth`]: tokens and the mutual-TLS identity, and what each grants.
 //! - [`server`]: listeners, accept loops, `max_connections`, graceful shutdown, live reload.
@@ -63,6 +65,7 @@ mod admin;
 pub mod auth;
 mod budget;
 pub mod cli;
+mod cluster;
 mod cmd;
 pub mod config;
 mod conn;
@@ -79,9 +82,10 @@ pub mod status;
 pub mod tls;
 
 pub use admin::MAX_HTTP_CONNECTIONS as ADMIN_MAX_HTTP_CONNECTIONS;
+pub use cluster::ClusterError;
 pub use config::{
-    AuthConfig, Config, ConfigDiff, ConfigError, GrantConfig, ListenerConfig, SchedPolicy,
-    Settings, SlowConsumer, TokenConfig,
+    AuthConfig, ClusterConfig, Config, ConfigDiff, ConfigError, GrantConfig, ListenerConfig,
+    SchedPolicy, Settings, SlowConsumer, TokenConfig,
 };
 pub use monitor_proto::Address;
 pub use registry::ClientInfo;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tracing::{error, info, warn};
 
 use monitor_proto::Address;
@@ -42,6 +42,9 @@ pub enum ServerError {
         /// Why.
         source: TlsError,
     },
+    /// `[cluster]` cannot be set up (its URL, its TLS CA file).
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// Binding failed (address in use, permission, ...).
     #[error("listener {name}: cannot bind {address}: {source}")]
     Bind {
@@ -136,6 +139,20 @@ impl ServerHandle {
     /// The server's counters now.
     pub fn stats(&self) -> StatsSnapshot {
         self.shared.stats.snapshot()
+    }
+
+    /// This node's id in its cluster, with `[cluster]`.
+    pub fn cluster_node_id(&self) -> Option<String> {
+        self.shared.cluster.as_ref().map(|c| c.node_id().to_owned())
+    }
+
+    /// With `[cluster]`: whether this node is connected to the cluster's Redis, both
+    /// publishing and subscribed (the `cluster_up` gauge).
+    pub fn cluster_up(&self) -> Option<bool> {
+        self.shared
+            .cluster
+            .as_ref()
+            .map(|c| crate::cluster::up_gauge(c) == 1)
     }
 
     /// Number of subscribed connections.
@@ -348,11 +365,35 @@ impl Server {
             }
             _ => None,
         };
+        let stats = Arc::new(Stats::default());
+        let cluster = match &config.cluster {
+            Some(cluster) => {
+                // By default a node is named after its host and its first TCP port, as
+                // bound (a port of 0 in the config is the real one here).
+                let port = listeners.iter().find_map(|l| match l.address {
+                    BoundAddress::Tcp(addr) => Some(addr.port()),
+                    BoundAddress::Unix(_) => None,
+                });
+                let node_id = cluster
+                    .node_id
+                    .clone()
+                    .unwrap_or_else(|| crate::cluster::default_node_id(port));
+                Some(crate::cluster::Cluster::new(
+                    cluster,
+                    node_id,
+                    config.server.max_frame_len,
+                    Arc::clone(&stats),
+                )?)
+            }
+            None => None,
+        };
         let shared = Arc::new(Shared::new(
             config.server.clone(),
             &config.auth,
             acceptors,
             listeners_info,
+            stats,
+            cluster,
         ));
         Ok(Server {
             listeners,
@@ -428,6 +469,24 @@ impl Server {
                 self.token.clone(),
             ));
         }
+        // The cluster's tasks end with `run`: stopped in order after the drain, or aborted
+        // if `run` is dropped (a node that dies leaves its presence to expire).
+        let cluster_stop = CancellationToken::new();
+        let cluster_tasks: Vec<AbortOnDropHandle<()>> = match &self.shared.cluster {
+            Some(cluster) => cluster
+                .spawn(&self.shared, &cluster_stop)
+                .into_iter()
+                .map(|(name, task)| {
+                    AbortOnDropHandle::new(tokio::spawn(watch(
+                        name,
+                        AbortOnDropHandle::new(task),
+                        Arc::clone(&self.shared),
+                        self.token.clone(),
+                    )))
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         self.token.cancelled().await;
         // The accept loops stop on the token; each connection on its own switch.
         self.shared.registry.shut_down();
@@ -449,6 +508,12 @@ impl Server {
         for path in unix_paths {
             let _ = std::fs::remove_file(path);
         }
+        // Queued reports go out to the cluster, and the presence is removed.
+        cluster_stop.cancel();
+        let deadline = tokio::time::Instant::now() + CLUSTER_STOP_TIMEOUT;
+        for task in cluster_tasks {
+            let _ = tokio::time::timeout_at(deadline, task).await;
+        }
         admin_stop.cancel();
         if let Some(task) = admin_task {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
@@ -457,13 +522,34 @@ impl Server {
     }
 }
 
+/// How long the cluster's tasks may take to stop: the publisher's flush, then the
+/// presence's removal, each bounded on its own.
+const CLUSTER_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Runs `task` as its own tokio task and waits for it; a panic is logged and cancels
 /// `token` (the server's shutdown).
 async fn supervised<F>(name: &'static str, task: F, shared: Arc<Shared>, token: CancellationToken)
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    if let Err(e) = tokio::spawn(task).await {
+    watch(
+        name,
+        AbortOnDropHandle::new(tokio::spawn(task)),
+        shared,
+        token,
+    )
+    .await;
+}
+
+/// Waits for a task; a panic is logged and cancels `token` (the server's shutdown).
+/// Dropping the wait aborts the task.
+async fn watch(
+    name: &'static str,
+    task: AbortOnDropHandle<()>,
+    shared: Arc<Shared>,
+    token: CancellationToken,
+) {
+    if let Err(e) = task.await {
         if e.is_panic() {
             let payload = e.into_panic();
             let message = payload

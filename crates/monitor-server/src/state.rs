@@ -8,6 +8,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::auth::Auth;
 use crate::budget::ByteBudget;
+use crate::cluster::Cluster;
 use crate::config::{AuthConfig, Settings};
 use crate::hub::{Hub, HubSettings};
 use crate::registry::Registry;
@@ -38,6 +39,9 @@ pub(crate) struct Shared {
     pub(crate) push_latency: prometheus_client::metrics::histogram::Histogram,
     /// The TLS listeners' acceptors, by listener name, for reloads.
     pub(crate) acceptors: Vec<(String, Arc<ReloadableAcceptor>)>,
+    /// This node's cluster, with `[cluster]`: reports are offered to it once published
+    /// here.
+    pub(crate) cluster: Option<Arc<Cluster>>,
 }
 
 impl Shared {
@@ -55,8 +59,9 @@ impl Shared {
         auth: &AuthConfig,
         acceptors: Vec<(String, Arc<ReloadableAcceptor>)>,
         listeners: Vec<crate::admin::api::ListenerInfo>,
+        stats: Arc<Stats>,
+        cluster: Option<Arc<Cluster>>,
     ) -> Shared {
-        let stats = Arc::new(Stats::default());
         Shared {
             hub: Hub::new(Arc::clone(&stats), hub_settings(&settings)),
             stats,
@@ -71,6 +76,7 @@ impl Shared {
             listeners,
             push_latency: crate::admin::metrics::push_latency_histogram(),
             acceptors,
+            cluster,
         }
     }
 
@@ -110,6 +116,9 @@ impl Shared {
     /// its next event.
     pub(crate) fn apply(&self, settings: Settings) {
         self.budget.set_limit(settings.max_buffered_bytes);
+        if let Some(cluster) = &self.cluster {
+            cluster.set_max_frame_len(settings.max_frame_len);
+        }
         self.hub.configure(hub_settings(&settings));
         self.settings.send_replace(Arc::new(settings));
     }

@@ -24,6 +24,14 @@ pub struct Stats {
     pub(crate) auth_unauthorized: AtomicU64,
     pub(crate) auth_forbidden: AtomicU64,
     pub(crate) auth_closed_at_reload: AtomicU64,
+    pub(crate) cluster_published: AtomicU64,
+    pub(crate) cluster_publish_failed: AtomicU64,
+    pub(crate) cluster_overflow: AtomicU64,
+    pub(crate) cluster_received: AtomicU64,
+    pub(crate) cluster_missed: AtomicU64,
+    pub(crate) cluster_out_of_order: AtomicU64,
+    pub(crate) cluster_rejected: AtomicU64,
+    pub(crate) cluster_incoming_dropped: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -70,6 +78,29 @@ pub struct StatsSnapshot {
     pub auth_forbidden: u64,
     /// Connections closed because a reload removed or changed the grant they held.
     pub auth_closed_at_reload: u64,
+    /// Reports this node published to the cluster's Redis channel (Redis acknowledged
+    /// them). Always 0 without `[cluster]`, like the other `cluster_` counters.
+    pub cluster_published: u64,
+    /// Reports this node could not publish: Redis was unavailable, or the pipeline that
+    /// carried them failed (never retried: Redis may have delivered part of it).
+    pub cluster_publish_failed: u64,
+    /// Reports not published because the outgoing queue (`max_outgoing_bytes`) was full;
+    /// they were still delivered locally.
+    pub cluster_overflow: u64,
+    /// Reports received from other nodes through Redis.
+    pub cluster_received: u64,
+    /// Reports of other nodes that never arrived here: gaps in a node's sequence, whatever
+    /// the cause (its publish failed or overflowed, Redis dropped them, or this node's
+    /// incoming queue was full).
+    pub cluster_missed: u64,
+    /// Reports of another node that arrived again or out of order, and were dropped (0
+    /// unless something duplicates messages on the channel).
+    pub cluster_out_of_order: u64,
+    /// Messages on the channel that were malformed, too large, or refused by the size
+    /// rule here; dropped.
+    pub cluster_rejected: u64,
+    /// Messages dropped on arrival because the incoming queue was full.
+    pub cluster_incoming_dropped: u64,
 }
 
 impl Stats {
@@ -94,6 +125,14 @@ impl Stats {
             auth_unauthorized: self.auth_unauthorized.load(Relaxed),
             auth_forbidden: self.auth_forbidden.load(Relaxed),
             auth_closed_at_reload: self.auth_closed_at_reload.load(Relaxed),
+            cluster_published: self.cluster_published.load(Relaxed),
+            cluster_publish_failed: self.cluster_publish_failed.load(Relaxed),
+            cluster_overflow: self.cluster_overflow.load(Relaxed),
+            cluster_received: self.cluster_received.load(Relaxed),
+            cluster_missed: self.cluster_missed.load(Relaxed),
+            cluster_out_of_order: self.cluster_out_of_order.load(Relaxed),
+            cluster_rejected: self.cluster_rejected.load(Relaxed),
+            cluster_incoming_dropped: self.cluster_incoming_dropped.load(Relaxed),
         }
     }
 

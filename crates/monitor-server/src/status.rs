@@ -31,6 +31,9 @@ pub struct StatusArgs {
     /// Seconds to wait for the answer.
     #[arg(long, value_name = "SECS", default_value_t = 5)]
     pub timeout: u64,
+    /// List every node's clients (a clustered server: `[cluster]`), with their node.
+    #[arg(long)]
+    pub cluster: bool,
 }
 
 /// Runs `status`; exit 0 when the server answered, 1 when it did not.
@@ -90,9 +93,24 @@ async fn fetch(args: &StatusArgs) -> Result<String, String> {
         .map_err(|e| format!("the admin API at {} sent no status: {e}", args.admin))?;
     // The client list needs an admin token where authentication is on: without one, the
     // status alone is shown.
-    let (clients, clients_note) = match get("/api/clients").await {
+    let path = if args.cluster {
+        "/api/clients?scope=cluster"
+    } else {
+        "/api/clients"
+    };
+    let (clients, clients_note) = match get(path).await {
         Ok(r) if r.status().is_success() => (r.json::<Value>().await.ok(), None),
-        Ok(r) => (None, Some(format!("clients not shown: {}", r.status()))),
+        Ok(r) => {
+            let status = r.status();
+            // The refusal's reason, from its envelope ("not in a cluster", say).
+            let why = r
+                .json::<Value>()
+                .await
+                .ok()
+                .and_then(|v| v.get("msg").and_then(Value::as_str).map(str::to_owned))
+                .map_or_else(String::new, |msg| format!(": {msg}"));
+            (None, Some(format!("clients not shown: {status}{why}")))
+        }
         Err(e) => (None, Some(format!("clients not shown: {e}"))),
     };
     if args.json {
@@ -104,6 +122,7 @@ async fn fetch(args: &StatusArgs) -> Result<String, String> {
         &status,
         clients.as_ref(),
         clients_note.as_deref(),
+        args.cluster,
     ))
 }
 
@@ -128,7 +147,13 @@ fn duration(secs: u64) -> String {
 }
 
 /// The status and the clients as text tables.
-fn render(admin: &Address, status: &Value, clients: Option<&Value>, note: Option<&str>) -> String {
+fn render(
+    admin: &Address,
+    status: &Value,
+    clients: Option<&Value>,
+    note: Option<&str>,
+    by_node: bool,
+) -> String {
     let mut out = String::new();
     let c = |k: &str| num(status, &["counters", k]);
     let draining = if status.get("draining").and_then(Value::as_bool) == Some(true) {
@@ -192,16 +217,43 @@ fn render(admin: &Address, status: &Value, clients: Option<&Value>, note: Option
         c("auth_forbidden"),
         c("auth_closed_at_reload")
     );
+    if let Some(cluster) = status.get("cluster").filter(|c| c.is_object()) {
+        let state = if cluster.get("up").and_then(Value::as_bool) == Some(true) {
+            "up"
+        } else {
+            "DOWN"
+        };
+        let _ = writeln!(
+            out,
+            "cluster:     node {}, redis {} ({state}), channel {}",
+            text(cluster, "node_id"),
+            text(cluster, "redis"),
+            text(cluster, "channel")
+        );
+        let _ = writeln!(
+            out,
+            "             {} published, {} failed, {} overflowed; {} received, {} missed, {} rejected",
+            c("cluster_published"),
+            c("cluster_publish_failed"),
+            c("cluster_overflow"),
+            c("cluster_received"),
+            c("cluster_missed"),
+            c("cluster_rejected")
+        );
+    }
     match clients.and_then(Value::as_array) {
         Some(clients) => {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
-            let mut rows = vec![[
+            let mut header = vec![
                 "ID", "PEER", "KIND", "ROLE", "CODE", "TOPICS", "AUTH", "IN", "OUT", "QUEUED",
                 "DROPPED", "UP", "IDLE",
-            ]
-            .map(str::to_owned)];
+            ];
+            if by_node {
+                header.insert(0, "NODE");
+            }
+            let mut rows = vec![header.into_iter().map(str::to_owned).collect::<Vec<_>>()];
             for client in clients {
                 let topics = client
                     .get("topics")
@@ -215,7 +267,7 @@ fn render(admin: &Address, status: &Value, clients: Option<&Value>, note: Option
                     .unwrap_or_default();
                 let since = num(client, &["connected_since_ms"]);
                 let last = client.get("last_frame_ms").and_then(Value::as_u64);
-                rows.push([
+                let mut row = vec![
                     num(client, &["id"]).to_string(),
                     text(client, "peer").to_owned(),
                     text(client, "kind").to_owned(),
@@ -236,9 +288,14 @@ fn render(admin: &Address, status: &Value, clients: Option<&Value>, note: Option
                         || "-".to_owned(),
                         |l| duration(now.saturating_sub(l) / 1000),
                     ),
-                ]);
+                ];
+                if by_node {
+                    row.insert(0, text(client, "node").to_owned());
+                }
+                rows.push(row);
             }
-            let _ = writeln!(out, "\n{} clients", clients.len());
+            let scope = if by_node { " in the cluster" } else { "" };
+            let _ = writeln!(out, "\n{} clients{scope}", clients.len());
             out.push_str(&table(&rows));
         }
         None => {
@@ -249,8 +306,9 @@ fn render(admin: &Address, status: &Value, clients: Option<&Value>, note: Option
 }
 
 /// Rows as left-aligned columns.
-fn table<const N: usize>(rows: &[[String; N]]) -> String {
-    let mut widths = [0usize; N];
+fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0usize; columns];
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -260,8 +318,8 @@ fn table<const N: usize>(rows: &[[String; N]]) -> String {
     for row in rows {
         let line: Vec<String> = row
             .iter()
-            .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
+            .zip(&widths)
+            .map(|(cell, &w)| format!("{cell:<w$}"))
             .collect();
         let _ = writeln!(out, "{}", line.join("  ").trim_end());
     }
@@ -281,10 +339,41 @@ mod tests {
     }
 
     #[test]
+    fn the_cluster_shows_its_state_and_every_nodes_clients() {
+        let status = serde_json::json!({
+            "version": "0.1.0", "uptime_secs": 5,
+            "counters": {"cluster_published": 7, "cluster_missed": 2},
+            "cluster": {"node_id": "a", "redis": "redis://:****@h:6379", "channel": "m", "up": false},
+        });
+        let clients = serde_json::json!([
+            {"id": 3, "node": "b", "role": "subscriber", "code": "ops", "topics": ["host.*"]},
+        ]);
+        let admin: Address = "127.0.0.1:9600".parse().unwrap();
+        let text = render(&admin, &status, Some(&clients), None, true);
+        assert!(
+            text.contains("cluster:     node a, redis redis://:****@h:6379 (DOWN), channel m"),
+            "{text}"
+        );
+        assert!(
+            text.contains("7 published") && text.contains("2 missed"),
+            "{text}"
+        );
+        assert!(text.contains("1 clients in the cluster"), "{text}");
+        let table: Vec<&str> = text.lines().rev().take(2).collect();
+        assert!(table[1].starts_with("NODE  ID"), "{text}");
+        assert!(table[0].starts_with("b     3 "), "{text}");
+        let plain = render(&admin, &serde_json::json!({}), Some(&clients), None, false);
+        assert!(
+            !plain.contains("cluster") && !plain.contains("NODE"),
+            "{plain}"
+        );
+    }
+
+    #[test]
     fn tables_align() {
         let rows = [
-            ["ID".to_owned(), "PEER".to_owned()],
-            ["12".to_owned(), "127.0.0.1:5".to_owned()],
+            vec!["ID".to_owned(), "PEER".to_owned()],
+            vec!["12".to_owned(), "127.0.0.1:5".to_owned()],
         ];
         assert_eq!(table(&rows), "ID  PEER\n12  127.0.0.1:5\n");
     }

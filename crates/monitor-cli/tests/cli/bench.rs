@@ -480,3 +480,57 @@ async fn bench_ws_flag_is_checked_up_front() {
         out.stderr
     );
 }
+
+/// `--subscribe-server`, repeated: subscribers go round-robin to the servers listed, and
+/// reports to `--server`. Two servers that share nothing: the subscriber on the other one
+/// gets nothing, so half of what is expected is lost.
+#[tokio::test]
+async fn bench_spreads_subscribers_over_the_servers_given() {
+    let a = TestServer::start().await;
+    let b = TestServer::start().await;
+    let (a_addr, b_addr) = (a.addr.to_string(), b.addr.to_string());
+    let out = run(&[
+        "bench",
+        "--server",
+        &a_addr,
+        "--subscribe-server",
+        &a_addr,
+        "--subscribe-server",
+        &b_addr,
+        "--subscribers",
+        "2",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.1",
+        "--settle",
+        "0",
+        "--drain",
+        "0.5",
+        "--rate",
+        "200",
+        "--json",
+    ])
+    .await;
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    let r = json_line(&out.stdout);
+    let published = r["published"].as_u64().unwrap();
+    assert!(published > 0, "{r}");
+    assert_eq!(r["expected"].as_u64(), Some(published * 2), "{r}");
+    assert_eq!(r["delivered"].as_u64(), Some(published), "{r}");
+    assert_eq!(
+        r["report_ack_delivered_sum"].as_u64(),
+        Some(published),
+        "one subscriber on the reporters' server: {r}"
+    );
+    let out = run(&[
+        "bench",
+        "--server",
+        &a_addr,
+        "--subscribe-server",
+        "10.1.2.3:9503",
+    ])
+    .await;
+    assert_eq!(out.code, Some(2), "a remote subscriber server is refused");
+    assert!(out.stderr.contains("10.1.2.3:9503"), "{}", out.stderr);
+}

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use monitor_proto::message::reply::ReportAckData;
 use monitor_proto::{Uuid, HEADER_LEN};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -93,7 +94,7 @@ fn add(counter: &AtomicU64, n: u64) {
 /// A report waiting to be written.
 struct Item {
     body: Bytes,
-    ack: oneshot::Sender<Result<u64>>,
+    ack: oneshot::Sender<Result<ReportAckData>>,
 }
 
 enum Cmd {
@@ -119,7 +120,7 @@ impl std::fmt::Debug for Cmd {
 /// withdraw the report.
 #[must_use = "an AckFuture does nothing unless awaited; drop it to fire and forget"]
 pub struct AckFuture {
-    rx: oneshot::Receiver<Result<u64>>,
+    rx: oneshot::Receiver<Result<ReportAckData>>,
     failure: Arc<TaskFailure>,
     /// Once the task dropped the report unanswered (only a failed task does): why.
     why: Option<BoxFuture<'static, Error>>,
@@ -131,10 +132,14 @@ impl std::fmt::Debug for AckFuture {
     }
 }
 
-impl Future for AckFuture {
-    type Output = Result<u64>;
+impl AckFuture {
+    /// The whole acknowledgement instead of its `delivered` count: with `cluster`, which
+    /// a clustered server sets when it also published the report to its other nodes.
+    pub fn acknowledgement(self) -> Acknowledgement {
+        Acknowledgement(self)
+    }
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<u64>> {
+    fn poll_ack(&mut self, cx: &mut Context<'_>) -> Poll<Result<ReportAckData>> {
         if self.why.is_none() {
             match std::task::ready!(Pin::new(&mut self.rx).poll(cx)) {
                 Ok(outcome) => return Poll::Ready(outcome),
@@ -148,6 +153,28 @@ impl Future for AckFuture {
             Some(why) => why.as_mut().poll(cx).map(Err),
             None => Poll::Ready(Err(Error::Closed)),
         }
+    }
+}
+
+impl Future for AckFuture {
+    type Output = Result<u64>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<u64>> {
+        self.poll_ack(cx).map(|ack| ack.map(|data| data.delivered))
+    }
+}
+
+/// An [`AckFuture`] that resolves to the whole acknowledgement
+/// ([`AckFuture::acknowledgement`]).
+#[must_use = "an Acknowledgement does nothing unless awaited"]
+#[derive(Debug)]
+pub struct Acknowledgement(AckFuture);
+
+impl Future for Acknowledgement {
+    type Output = Result<ReportAckData>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<ReportAckData>> {
+        self.0.poll_ack(cx)
     }
 }
 
@@ -315,6 +342,21 @@ impl Reporter {
     pub async fn report_raw(&self, json: impl Into<Bytes>) -> Result<u64> {
         let ack = self.send_raw(json)?;
         self.wait(ack).await
+    }
+
+    /// [`Reporter::report_raw`], returning the whole acknowledgement: `delivered`, and
+    /// `cluster` from a clustered server.
+    ///
+    /// # Errors
+    /// As [`Reporter::report`].
+    pub async fn report_acknowledged(&self, json: impl Into<Bytes>) -> Result<ReportAckData> {
+        let ack = self.send_raw(json)?.acknowledgement();
+        match tokio::time::timeout(self.ack_timeout, ack).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::AckTimeout {
+                after: self.ack_timeout,
+            }),
+        }
     }
 
     async fn wait(&self, ack: AckFuture) -> Result<u64> {

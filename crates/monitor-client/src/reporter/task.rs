@@ -54,7 +54,7 @@ pub(super) fn spawn(task: Task, supervisor: Supervisor, body: Body, conn: Option
 struct InFlight {
     seq: u64,
     body: Bytes,
-    ack: oneshot::Sender<Result<u64>>,
+    ack: oneshot::Sender<Result<ReportAckData>>,
     written_at: Instant,
 }
 
@@ -351,12 +351,13 @@ impl Task {
                 Err(e) => Err(Error::BadReply {
                     reason: with_causes(&e),
                 }),
-                Ok(reply) if reply.is_success() => reply
-                    .data_as::<ReportAckData>()
-                    .map(|d| d.delivered)
-                    .map_err(|e| Error::BadReply {
-                        reason: with_causes(&e),
-                    }),
+                Ok(reply) if reply.is_success() => {
+                    reply
+                        .data_as::<ReportAckData>()
+                        .map_err(|e| Error::BadReply {
+                            reason: with_causes(&e),
+                        })
+                }
                 Ok(reply) => Err(Error::ReportRefused { msg: reply.msg }),
             },
         };

@@ -435,3 +435,47 @@ async fn acks_time_out() {
     wait_connected(reporter.status_watch(), 2).await;
     script.abort();
 }
+
+/// A clustered server's acknowledgement says `"cluster": true`; the reporter shows it in
+/// the whole acknowledgement, and `delivered` stays what it was.
+#[tokio::test]
+async fn the_whole_acknowledgement_shows_a_clustered_server() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let script = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut conn = Framed::new(stream, ServerCodec::new());
+        let mut clustered = true;
+        while let Ok(Some(Ok(frame))) = tokio::time::timeout(WAIT, conn.next()).await {
+            let (reply_type, body) = match frame.header.msg_type {
+                MsgType::Heartbeat => (MsgType::HeartbeatReply, reply::heartbeat(1)),
+                MsgType::Report => {
+                    let data = monitor_client::ReportAckData::new(2).with_cluster(clustered);
+                    clustered = !clustered;
+                    (MsgType::ReportAck, reply::report_ack_with(&data))
+                }
+                _ => continue,
+            };
+            let reply = ServerMessage::new(reply_type, frame.header.uuid, body);
+            if conn.send(reply).await.is_err() {
+                break;
+            }
+        }
+    });
+    let reporter = Reporter::connect(config(addr)).await.unwrap();
+    let first = reporter
+        .report_acknowledged(r#"{"code":"a"}"#)
+        .await
+        .unwrap();
+    assert_eq!((first.delivered, first.cluster), (2, true));
+    let second = reporter
+        .send_raw(r#"{"code":"b"}"#)
+        .unwrap()
+        .acknowledgement()
+        .await
+        .unwrap();
+    assert_eq!((second.delivered, second.cluster), (2, false));
+    assert_eq!(reporter.report_raw(r#"{"code":"c"}"#).await.unwrap(), 2);
+    reporter.close().await.unwrap();
+    script.abort();
+}

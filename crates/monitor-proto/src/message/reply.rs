@@ -80,7 +80,22 @@ pub fn heartbeat(unix_secs: u64) -> Bytes {
 
 /// The report acknowledgement: `data = {"delivered": <subscribers reached>}`.
 pub fn report_ack(delivered: u64) -> Bytes {
-    success(&ReportAckData { delivered })
+    report_ack_with(&ReportAckData::new(delivered))
+}
+
+/// A report acknowledgement with every member of `data`: `{"delivered":N}`, and
+/// `"cluster":true` only when it is set (a clustered server's ack).
+///
+/// ```
+/// use monitor_proto::message::reply::{self, ReportAckData};
+/// assert_eq!(
+///     &reply::report_ack_with(&ReportAckData::new(2).with_cluster(true))[..],
+///     br#"{"errCode":0,"msg":"success","data":{"delivered":2,"cluster":true}}"#
+/// );
+/// assert_eq!(reply::report_ack_with(&ReportAckData::new(2)), reply::report_ack(2));
+/// ```
+pub fn report_ack_with(data: &ReportAckData) -> Bytes {
+    success(data)
 }
 
 /// The X25519 key reply: `data = {"pubkey": <base64>}`.
@@ -119,8 +134,35 @@ pub struct HeartbeatData {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ReportAckData {
-    /// Number of subscribers the report was queued for.
+    /// Number of subscribers the report was queued for (on the server that took it).
     pub delivered: u64,
+    /// A clustered server also published the report to the other nodes (an extension:
+    /// absent, and `false`, everywhere else).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub cluster: bool,
+}
+
+impl ReportAckData {
+    /// An acknowledgement of `delivered` subscribers, not published to a cluster.
+    pub const fn new(delivered: u64) -> ReportAckData {
+        ReportAckData {
+            delivered,
+            cluster: false,
+        }
+    }
+
+    /// The same, saying whether the report was also published to the cluster.
+    #[must_use]
+    pub const fn with_cluster(mut self, cluster: bool) -> ReportAckData {
+        self.cluster = cluster;
+        self
+    }
+}
+
+// Serde's `skip_serializing_if` takes a function of a reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// `data` of a key reply; exactly one member is present. `Debug` never shows a
@@ -239,6 +281,16 @@ mod tests {
             &error("say \"hi\"")[..],
             br#"{"errCode":-1,"msg":"say \"hi\"","data":null}"#
         );
+    }
+
+    #[test]
+    fn report_acks_say_cluster_only_when_clustered() {
+        let plain: ReportAckData = Reply::parse(&report_ack(4)).unwrap().data_as().unwrap();
+        assert_eq!(plain, ReportAckData::new(4));
+        assert!(!plain.cluster, "an ack without the member is not clustered");
+        let clustered = report_ack_with(&ReportAckData::new(4).with_cluster(true));
+        let parsed: ReportAckData = Reply::parse(&clustered).unwrap().data_as().unwrap();
+        assert_eq!(parsed, ReportAckData::new(4).with_cluster(true));
     }
 
     #[test]

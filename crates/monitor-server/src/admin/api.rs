@@ -40,6 +40,9 @@ pub(crate) struct Status {
     pub(crate) buffered_bytes: usize,
     /// Log lines that could not be written.
     pub(crate) log_lines_dropped: u64,
+    /// This node in its cluster, with `[cluster]` (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cluster: Option<crate::cluster::ClusterStatus>,
 }
 
 /// A listener as `/api/status` lists it.
@@ -74,6 +77,7 @@ pub(super) async fn status(State(state): State<Arc<AdminState>>, headers: Header
         counters: shared.stats.snapshot(),
         buffered_bytes: shared.budget.used(),
         log_lines_dropped: crate::logging::lines_dropped(),
+        cluster: shared.cluster.as_ref().map(|c| c.status()),
     };
     axum::Json(status).into_response()
 }
@@ -83,6 +87,19 @@ pub(super) async fn status(State(state): State<Arc<AdminState>>, headers: Header
 pub(super) struct ClientFilter {
     role: Option<String>,
     code: Option<String>,
+    /// `cluster`: every node's clients (from Redis), each with its `node`; otherwise
+    /// this node's.
+    scope: Option<String>,
+}
+
+impl ClientFilter {
+    fn keeps(&self, role: &str, code: Option<&str>) -> bool {
+        let role_ok = self.role.as_deref().is_none_or(|want| {
+            // `subscriber` also matches `subscriber+reporter`, and so on.
+            role == want || role.split('+').any(|r| r == want)
+        });
+        role_ok && self.code.as_deref().is_none_or(|want| code == Some(want))
+    }
 }
 
 /// `GET /api/clients[?role=…][&code=…]` (an admin token, when authentication is on).
@@ -94,24 +111,59 @@ pub(super) async fn clients(
     if let Err(refused) = authorize(&state.shared, &headers, Need::Admin) {
         return refused.into_response();
     }
+    match filter.scope.as_deref() {
+        None | Some("node") => {}
+        Some("cluster") => return cluster_clients(&state, &filter).await,
+        Some(other) => {
+            return refusal(
+                StatusCode::BAD_REQUEST,
+                &format!("scope `{other}`: expected `node` or `cluster`"),
+            )
+        }
+    }
     let clients: Vec<_> = state
         .shared
         .clients()
         .into_iter()
-        .filter(|c| {
-            filter.role.as_deref().is_none_or(|role| {
-                // `subscriber` also matches `subscriber+reporter`, and so on.
-                c.role == role || c.role.split('+').any(|r| r == role)
-            })
-        })
-        .filter(|c| {
-            filter
-                .code
-                .as_deref()
-                .is_none_or(|code| c.code.as_deref() == Some(code))
-        })
+        .filter(|c| filter.keeps(c.role, c.code.as_deref()))
         .collect();
     axum::Json(clients).into_response()
+}
+
+/// `GET /api/clients?scope=cluster`: every live node's clients, as their nodes last
+/// wrote them to Redis (at most a third of `presence_ttl_secs` old), each with its
+/// `node`. A listing cut short by its bounds says so in `X-Monitor-Truncated: true`.
+async fn cluster_clients(state: &AdminState, filter: &ClientFilter) -> Response {
+    let Some(cluster) = &state.shared.cluster else {
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            "scope=cluster: this server is not in a cluster ([cluster] is not configured)",
+        );
+    };
+    match cluster.clients().await {
+        Ok(listing) => {
+            let rows: Vec<_> = listing
+                .rows
+                .into_iter()
+                .filter(|row| {
+                    let text = |key| row.get(key).and_then(serde_json::Value::as_str);
+                    filter.keeps(text("role").unwrap_or_default(), text("code"))
+                })
+                .collect();
+            let mut response = axum::Json(rows).into_response();
+            if listing.truncated {
+                response.headers_mut().insert(
+                    "x-monitor-truncated",
+                    header::HeaderValue::from_static("true"),
+                );
+            }
+            response
+        }
+        Err(e) => refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("cluster: cannot read the client lists from redis: {e}"),
+        ),
+    }
 }
 
 /// `DELETE /api/clients/{id}`: closes that connection, logged with who asked.
@@ -220,7 +272,7 @@ pub(super) async fn report(
     let published = crate::cmd::publish(&state.shared, &settings, &report, &mut wakes);
     wakes.wake_all();
     match published {
-        Ok(delivered) => envelope(StatusCode::OK, reply::report_ack(delivered)),
+        Ok(published) => envelope(StatusCode::OK, published.ack()),
         Err(too_large) => refusal(StatusCode::BAD_REQUEST, &too_large),
     }
 }

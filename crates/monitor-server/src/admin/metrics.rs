@@ -171,6 +171,60 @@ impl Collector for ServerCollector {
         for (name, help, value) in counters {
             counter(&mut encoder, name, help, value)?;
         }
+        // Only a clustered node has these: without `[cluster]`, the scrape is unchanged.
+        if let Some(cluster) = &self.shared.cluster {
+            let counters: [(&str, &str, u64); 8] = [
+                (
+                    "monitor_cluster_published",
+                    "Reports published to the cluster's Redis channel",
+                    s.cluster_published,
+                ),
+                (
+                    "monitor_cluster_publish_failed",
+                    "Reports not published: Redis unavailable, or their pipeline failed",
+                    s.cluster_publish_failed,
+                ),
+                (
+                    "monitor_cluster_overflow",
+                    "Reports not published: the outgoing queue (max_outgoing_bytes) was full",
+                    s.cluster_overflow,
+                ),
+                (
+                    "monitor_cluster_received",
+                    "Reports received from other nodes and fanned out here",
+                    s.cluster_received,
+                ),
+                (
+                    "monitor_cluster_missed",
+                    "Reports of other nodes that never arrived (gaps in their sequences)",
+                    s.cluster_missed,
+                ),
+                (
+                    "monitor_cluster_out_of_order",
+                    "Reports of other nodes that arrived again or out of order, dropped",
+                    s.cluster_out_of_order,
+                ),
+                (
+                    "monitor_cluster_rejected",
+                    "Messages on the channel that were malformed or too large, dropped",
+                    s.cluster_rejected,
+                ),
+                (
+                    "monitor_cluster_incoming_dropped",
+                    "Messages from the channel dropped: the incoming queue was full",
+                    s.cluster_incoming_dropped,
+                ),
+            ];
+            for (name, help, value) in counters {
+                counter(&mut encoder, name, help, value)?;
+            }
+            gauge(
+                &mut encoder,
+                "monitor_cluster_up",
+                "1 when this node publishes to and is subscribed to the cluster's Redis",
+                crate::cluster::up_gauge(cluster),
+            )?;
+        }
         let clients = self.shared.clients();
         gauge(
             &mut encoder,

@@ -9,7 +9,7 @@ mod key;
 mod report;
 mod subscribe;
 
-pub(crate) use report::publish;
+pub(crate) use report::{publish, publish_here};
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

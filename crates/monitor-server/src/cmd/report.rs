@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use monitor_proto::message::reply::ReportAckData;
 use monitor_proto::message::request::Report;
 use monitor_proto::message::{reply, server_compresses};
 use monitor_proto::{Header, MsgType};
@@ -18,21 +19,57 @@ pub(super) fn handle(ctx: &mut Ctx<'_>, header: &Header, report: &Report) -> Ans
     }
     let json = match publish(ctx.shared, ctx.settings, report, ctx.wakes) {
         Err(too_large) => reply::error(&too_large),
-        Ok(delivered) => {
+        Ok(published) => {
             if !ctx.session.reported {
                 ctx.session.reported = true;
                 ctx.entry.set_reported();
             }
-            reply::report_ack(delivered)
+            published.ack()
         }
     };
     Answer::reply(header, MsgType::ReportAck, json)
 }
 
-/// Publishes a report that passed its checks of permission: the size rule, then the
-/// fan-out. What a type-7 report and `POST /api/report` both do. `Err` is the refusal's
-/// text, as the reporter is told it.
+/// Where a report went: `delivered` subscribers of this node, and, with `[cluster]`,
+/// whether it was queued for the other nodes (`None` without a cluster).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Published {
+    delivered: u64,
+    cluster: Option<bool>,
+}
+
+impl Published {
+    /// The acknowledgement (type 8 body, `POST /api/report` envelope): `"cluster"` only
+    /// on a clustered node, so that without `[cluster]` the ack is what it always was.
+    pub(crate) fn ack(self) -> bytes::Bytes {
+        match self.cluster {
+            None => reply::report_ack(self.delivered),
+            Some(queued) => {
+                reply::report_ack_with(&ReportAckData::new(self.delivered).with_cluster(queued))
+            }
+        }
+    }
+}
+
+/// Publishes a report that passed its checks of permission: the size rule, the fan-out
+/// to this node's subscribers, then the offer to the cluster, if there is one. What a
+/// type-7 report and `POST /api/report` both do. `Err` is the refusal's text, as the
+/// reporter is told it.
 pub(crate) fn publish(
+    shared: &Shared,
+    settings: &Settings,
+    report: &Report,
+    wakes: &mut Wakes,
+) -> Result<Published, String> {
+    let delivered = publish_here(shared, settings, report, wakes)?;
+    let cluster = shared.cluster.as_ref().map(|c| c.offer(&report.raw));
+    Ok(Published { delivered, cluster })
+}
+
+/// The size rule and the fan-out to this node's subscribers only: what a report that
+/// came from another node of the cluster gets (offering it back would loop it). `Ok` is
+/// the number of subscribers it was delivered to.
+pub(crate) fn publish_here(
     shared: &Shared,
     settings: &Settings,
     report: &Report,

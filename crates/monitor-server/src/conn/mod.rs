@@ -733,6 +733,8 @@ mod tests {
             &crate::config::AuthConfig::default(),
             Vec::new(),
             Vec::new(),
+            Arc::default(),
+            None,
         ));
         let origin = Origin {
             peer: "test".into(),
@@ -797,6 +799,8 @@ mod footprint {
             &crate::config::AuthConfig::default(),
             Vec::new(),
             Vec::new(),
+            Arc::default(),
+            None,
         ));
         let origin = Origin {
             peer: "x".into(),

@@ -7,6 +7,7 @@ mod support;
 
 mod admin;
 mod behaviour;
+mod cluster;
 mod hardening;
 mod lifecycle;
 mod limits;

@@ -147,6 +147,30 @@ fn duration(secs: u64) -> String {
 }
 
 /// The status and the clients as text tables.
+/// `counters.<group>` as `N name, N name`: every member with `all`, else those that are
+/// not 0 (`none` when all are).
+fn counts(status: &Value, group: &str, all: bool) -> String {
+    let Some(members) = status
+        .get("counters")
+        .and_then(|c| c.get(group))
+        .and_then(Value::as_object)
+    else {
+        return "-".to_owned();
+    };
+    let listed: Vec<String> = members
+        .iter()
+        .filter_map(|(name, n)| {
+            let n = n.as_u64().unwrap_or(0);
+            (all || n > 0).then(|| format!("{n} {name}"))
+        })
+        .collect();
+    if listed.is_empty() {
+        "none".to_owned()
+    } else {
+        listed.join(", ")
+    }
+}
+
 fn render(
     admin: &Address,
     status: &Value,
@@ -209,6 +233,22 @@ fn render(
         c("write_timeouts"),
         c("tls_handshake_failures")
     );
+    let _ = writeln!(
+        out,
+        "frames in:   {}",
+        counts(status, "frames_in_by_type", true)
+    );
+    let _ = writeln!(
+        out,
+        "frames out:  {}",
+        counts(status, "frames_out_by_type", true)
+    );
+    let _ = writeln!(
+        out,
+        "errors:      {}",
+        counts(status, "protocol_errors_by_kind", false)
+    );
+    let _ = writeln!(out, "limits hit:  {}", counts(status, "limits_hit", false));
     let _ = writeln!(
         out,
         "auth:        {} granted, {} unauthorized, {} forbidden, {} closed at reload",

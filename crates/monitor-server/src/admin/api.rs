@@ -256,7 +256,11 @@ pub(super) async fn report(
     };
     let report = match Report::parse(bytes) {
         Ok(report) => report,
-        Err(e) => return refusal(StatusCode::BAD_REQUEST, &crate::cmd::malformed(&e)),
+        Err(e) => {
+            let kind = crate::stats::ProtocolErrorKind::of_body(&e);
+            state.shared.stats.protocol_error(kind);
+            return refusal(StatusCode::BAD_REQUEST, &crate::cmd::malformed(&e));
+        }
     };
     if let Some(grant) = &grant {
         if !grant.may_report(report.code.as_deref()) {

@@ -85,6 +85,27 @@ fn gauge(
     metric.encode(metric_encoder)
 }
 
+/// A counter family with one member per field of `fields` (a struct of `u64`s), labelled
+/// `label="field"`: the field names are the names `/api/status` gives them.
+fn labelled_counters(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    label: &str,
+    fields: &impl serde::Serialize,
+) -> std::fmt::Result {
+    let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(fields) else {
+        return Err(std::fmt::Error);
+    };
+    let metric = ConstCounter::new(0u64);
+    let mut family = encoder.encode_descriptor(name, help, None, metric.metric_type())?;
+    for (field, value) in &fields {
+        let labels = [(label, field.as_str())];
+        ConstCounter::new(value.as_u64().unwrap_or(0)).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 impl Collector for ServerCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let s = self.shared.stats.snapshot();
@@ -171,6 +192,34 @@ impl Collector for ServerCollector {
         for (name, help, value) in counters {
             counter(&mut encoder, name, help, value)?;
         }
+        labelled_counters(
+            &mut encoder,
+            "monitor_frames_in_by_type",
+            "Complete frames received, by message type (websocket: WebSocket messages)",
+            "type",
+            &s.frames_in_by_type,
+        )?;
+        labelled_counters(
+            &mut encoder,
+            "monitor_frames_out_by_type",
+            "Frames written, by message type (websocket: WebSocket messages)",
+            "type",
+            &s.frames_out_by_type,
+        )?;
+        labelled_counters(
+            &mut encoder,
+            "monitor_protocol_errors_by_kind",
+            "Protocol errors by kind: bad headers (connection closed) and bad bodies (answered)",
+            "kind",
+            &s.protocol_errors_by_kind,
+        )?;
+        labelled_counters(
+            &mut encoder,
+            "monitor_limits_hit",
+            "Times each limit was reached, by setting",
+            "limit",
+            &s.limits_hit,
+        )?;
         // Only a clustered node has these: without `[cluster]`, the scrape is unchanged.
         if let Some(cluster) = &self.shared.cluster {
             let counters: [(&str, &str, u64); 8] = [

@@ -49,7 +49,7 @@ use crate::queue::Push;
 use crate::registry::{Activity, ConnEntry, Kind, Origin, Stop};
 use crate::session::Session;
 use crate::state::{ConnSlot, Shared};
-use crate::stats::Stats;
+use crate::stats::{ProtocolErrorKind, Stats};
 
 /// Bytes of messages gathered before they are written (a flush writes them anyway).
 const WRITE_BUFFER: usize = 64 * 1024;
@@ -523,8 +523,24 @@ impl WsConn {
     /// Adds this connection's messages to the server's counters and its registry entry.
     fn flush_stats(&mut self) {
         let stats = &self.shared.stats;
-        Stats::add(&stats.frames_in, self.frames_in - self.frames_in_counted);
-        Stats::add(&stats.frames_out, self.frames_out - self.frames_out_counted);
+        let slot = crate::stats::WEBSOCKET_SLOT;
+        for (count, counted, total, by_type) in [
+            (
+                self.frames_in,
+                self.frames_in_counted,
+                &stats.frames_in,
+                &stats.frames_in_by_type,
+            ),
+            (
+                self.frames_out,
+                self.frames_out_counted,
+                &stats.frames_out,
+                &stats.frames_out_by_type,
+            ),
+        ] {
+            Stats::add(total, count - counted);
+            Stats::add(&by_type[slot], count - counted);
+        }
         self.frames_in_counted = self.frames_in;
         self.frames_out_counted = self.frames_out;
         let last_frame = (self.frames_in > 0)
@@ -540,6 +556,15 @@ impl WsConn {
     }
 
     fn closed(&self, reason: &WsClose) {
+        let stats = &self.shared.stats;
+        match reason {
+            WsClose::TooLarge(_) => stats.protocol_error(ProtocolErrorKind::FrameTooLong),
+            WsClose::Binary => stats.protocol_error(ProtocolErrorKind::OtherFrame),
+            WsClose::NoSubscribe(_) => Stats::add(&stats.frame_timeouts, 1),
+            WsClose::Idle(_) => Stats::add(&stats.idle_timeouts, 1),
+            WsClose::WriteTimeout(_) => Stats::add(&stats.write_timeouts, 1),
+            _ => {}
+        }
         let peer = &self.entry.origin.peer;
         let role = self.session.role();
         let duration_ms = self.opened.elapsed().as_millis() as u64;

@@ -127,6 +127,9 @@ fn malformed_request(
     e: &BodyError,
 ) -> Answer {
     let msg = malformed(e);
+    ctx.shared
+        .stats
+        .protocol_error(crate::stats::ProtocolErrorKind::of_body(e));
     let mut answer = Answer::reply(header, reply_type, reply::error(&msg));
     match header.msg_type {
         MsgType::Subscribe => {

@@ -75,7 +75,9 @@ pub(crate) fn publish_here(
     report: &Report,
     wakes: &mut Wakes,
 ) -> Result<u64, String> {
-    let prepared = push_size_check(settings, report)?;
+    let prepared = push_size_check(settings, report).inspect_err(|_| {
+        crate::stats::Stats::add(&shared.stats.reports_too_large, 1);
+    })?;
     Ok(shared.hub.publish(report, prepared, wakes))
 }
 

@@ -45,7 +45,7 @@ use crate::queue::{Batch, Push, PushQueue};
 use crate::registry::{Activity, ConnEntry, Origin, Stop};
 use crate::session::Session;
 use crate::state::{ConnSlot, Shared};
-use crate::stats::Stats;
+use crate::stats::{FrameTally, ProtocolErrorKind, Stats};
 
 /// Above this many buffered output bytes, stop reading requests and taking pushes until
 /// the socket drains.
@@ -56,6 +56,8 @@ const READ_CHUNK: usize = 16 * 1024;
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Frames counted locally before they are added to the shared stats (and at close).
 const STATS_BATCH: u64 = 64;
+/// Frames after which the counts go to the shared stats even while output is pending.
+const STATS_FORCE: u64 = 1 << 16;
 /// A drained batch buffer larger than this many pushes is released rather than kept.
 const BATCH_KEEP: usize = 64;
 
@@ -76,9 +78,8 @@ struct Conn {
     wakes: Option<Box<Wakes>>,
     frames_in: u64,
     bytes_in: u64,
-    /// The part of `frames_in` / frames written already added to the shared stats.
-    frames_in_counted: u64,
-    frames_out_counted: u64,
+    /// Frames received and not yet added to the shared stats, by type.
+    in_tally: FrameTally,
     last_frame: Instant,
     /// When the incomplete frame in `rbuf` began arriving.
     partial_since: Option<Instant>,
@@ -124,6 +125,7 @@ impl Conn {
         match reason {
             Close::FrameTimeout { .. } => Stats::add(&conn.shared.stats.frame_timeouts, 1),
             Close::WriteTimeout { .. } => Stats::add(&conn.shared.stats.write_timeouts, 1),
+            Close::Idle(_) => Stats::add(&conn.shared.stats.idle_timeouts, 1),
             _ => {}
         }
         let role = conn.session.role();
@@ -232,8 +234,7 @@ impl Conn {
             wakes: None,
             frames_in: 0,
             bytes_in: 0,
-            frames_in_counted: 0,
-            frames_out_counted: 0,
+            in_tally: FrameTally::default(),
             last_frame: started,
             partial_since: None,
             pushes_encoded: 0,
@@ -479,7 +480,9 @@ impl Conn {
                     break;
                 }
                 Err(e) => {
-                    Stats::add(&self.shared.stats.protocol_errors, 1);
+                    self.shared
+                        .stats
+                        .protocol_error(ProtocolErrorKind::of_frame(&e));
                     self.closing = Some(Box::new(Close::Protocol(e)));
                     break;
                 }
@@ -549,6 +552,7 @@ impl Conn {
     /// connection sends, so replies keep the order of the requests.
     fn handle(&mut self, received: Received) {
         let Received { header, body, .. } = received;
+        self.in_tally.note(header.msg_type);
         // The uuid shown for the connection: its first frame's, and then those of its key
         // requests and subscribes (reports may carry any); a lock per frame would cost.
         if self.frames_in == 1 || header.msg_type != MsgType::Report {
@@ -556,7 +560,11 @@ impl Conn {
         }
         let no_key = self.codec.session_key().is_none();
         let answer = match cmd::no_session_key(&header).filter(|_| no_key) {
-            Some(refusal) => refusal,
+            Some(refusal) => {
+                let kind = ProtocolErrorKind::NoSessionKey;
+                self.shared.stats.protocol_error(kind);
+                refusal
+            }
             None => {
                 let mut ctx = Ctx {
                     shared: &self.shared,
@@ -670,10 +678,10 @@ impl Conn {
                 }
                 // The counts go to the shared stats every STATS_BATCH frames: shared
                 // counters touched by every write would bounce between cores.
-                if self.out.is_empty()
-                    && (self.out.frames_written() - self.frames_out_counted >= STATS_BATCH
-                        || self.frames_in - self.frames_in_counted >= STATS_BATCH)
-                {
+                // Past STATS_FORCE they go anyway, so that a subscriber that never
+                // catches up still shows, and a tally never saturates.
+                let pending = self.out.tally.pending().max(self.in_tally.pending());
+                if (self.out.is_empty() && pending >= STATS_BATCH) || pending >= STATS_FORCE {
                     self.flush_stats();
                 }
                 None
@@ -687,10 +695,11 @@ impl Conn {
     fn flush_stats(&mut self) {
         let stats = &self.shared.stats;
         let written = self.out.frames_written();
-        Stats::add(&stats.frames_out, written - self.frames_out_counted);
-        Stats::add(&stats.frames_in, self.frames_in - self.frames_in_counted);
-        self.frames_out_counted = written;
-        self.frames_in_counted = self.frames_in;
+        self.out
+            .tally
+            .drain_into(&stats.frames_out_by_type, &stats.frames_out);
+        self.in_tally
+            .drain_into(&stats.frames_in_by_type, &stats.frames_in);
         let last_frame = (self.frames_in > 0)
             .then(|| std::time::SystemTime::now().checked_sub(self.last_frame.elapsed()))
             .flatten();

@@ -241,6 +241,165 @@ async fn a_slow_consumers_drops_show_everywhere() {
         sample(&scraped, "monitor_pushes_dropped_total"),
         dropped as f64
     );
+    assert_eq!(
+        status["counters"]["limits_hit"]["subscriber_queue_drop"],
+        dropped
+    );
+    assert_eq!(
+        labelled(
+            &scraped,
+            "monitor_limits_hit_total",
+            "subscriber_queue_drop"
+        ),
+        dropped as f64
+    );
+    server.stop().await;
+}
+
+/// The one sample of `name` whose only label has the value `value`.
+fn labelled(scrape: &prometheus_parse::Scrape, name: &str, value: &str) -> f64 {
+    let found = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && s.labels.values().any(|v| v == value))
+        .unwrap_or_else(|| panic!("no {name}{{…=\"{value}\"}} in the scrape"));
+    match found.value {
+        prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+        ref other => panic!("{name} {value}: {other:?}"),
+    }
+}
+
+/// Frames in and out by type, protocol errors by kind and limits by setting, in
+/// `/api/status` and `/metrics`, after one of each; the parts add up to the totals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_errors_and_limits_are_counted_by_kind() {
+    let server = start(|c| {
+        c.server.max_topics = 2;
+        c.server.max_frame_len = 4096;
+        c.server.compress_threshold = usize::MAX;
+    })
+    .await;
+    let b = base(&server);
+    let mut sub = Client::connect(server.addr(), "sub").await;
+    sub.key_exchange().await;
+    sub.heartbeat().await;
+    sub.heartbeat().await;
+    sub.subscribe("ops", &[]).await;
+    let mut reporter = Client::connect(server.addr(), "rep").await;
+    for n in 0..3 {
+        assert_eq!(reporter.report(&format!(r#"{{"n":{n}}}"#)).await, 1);
+        sub.push().await;
+    }
+    // A report that fits a frame, but whose push (the report in its envelope) would not.
+    let big = format!(r#"{{"pad":"{}"}}"#, "p".repeat(4000));
+    reporter.send(MsgType::Report, big, false, false).await;
+    let (_, refused) = reporter.reply(MsgType::ReportAck).await;
+    assert!(refused.msg.contains("report too large"), "{}", refused.msg);
+    // Three topics: one over max_topics, answered and closed.
+    let mut greedy = Client::connect(server.addr(), "greedy").await;
+    let (_, refused) = greedy
+        .subscribe_with(r#"{"code":"g","topics":["a","b","c"]}"#, false, false)
+        .await;
+    assert!(refused.msg.contains("max_topics 2"), "{}", refused.msg);
+    greedy.expect_closed().await;
+    // Not JSON: answered and closed.
+    let mut garbled = Client::connect(server.addr(), "garbled").await;
+    let (_, refused) = garbled.subscribe_with("not json", false, false).await;
+    assert!(refused.msg.starts_with("malformed body"), "{}", refused.msg);
+    garbled.expect_closed().await;
+    // A header whose CRC is wrong: closed, unanswered.
+    let mut broken = Client::connect(server.addr(), "broken").await;
+    let mut raw = bytes::BytesMut::new();
+    tokio_util::codec::Encoder::encode(
+        &mut monitor_proto::FrameCodec::new(),
+        monitor_proto::Frame::new(
+            monitor_proto::Header::new(MsgType::Heartbeat, broken.uuid),
+            bytes::Bytes::new(),
+        ),
+        &mut raw,
+    )
+    .unwrap();
+    raw[9] ^= 1;
+    broken.send_raw(&raw).await;
+    broken.expect_closed().await;
+    // Closed connections have added all their frames.
+    drop((sub, reporter));
+    eventually_async("every connection closed", || async {
+        get_json(&format!("{b}/api/status")).await["connections"]["open"] == 0
+    })
+    .await;
+
+    let status = get_json(&format!("{b}/api/status")).await;
+    let c = &status["counters"];
+    assert_eq!(
+        c["frames_in_by_type"],
+        serde_json::json!({"key_request": 1, "heartbeat": 2, "subscribe": 3, "report": 4, "websocket": 0}),
+        "{c}"
+    );
+    assert_eq!(c["frames_in"], 10, "{c}");
+    // Pushes: the subscribe acks (one each) and the three reports.
+    assert_eq!(
+        c["frames_out_by_type"],
+        serde_json::json!({"key_reply": 1, "heartbeat_reply": 2, "push": 6, "report_ack": 4, "websocket": 0}),
+        "{c}"
+    );
+    assert_eq!(c["frames_out"], 13, "{c}");
+    let kinds = &c["protocol_errors_by_kind"];
+    let nonzero: Vec<(&str, u64)> = kinds
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str(), v.as_u64()?)).filter(|(_, n)| *n > 0))
+        .collect();
+    assert_eq!(
+        nonzero,
+        [
+            ("bad_header_crc", 1),
+            ("malformed_body", 1),
+            ("too_many_topics", 1)
+        ],
+        "{kinds}"
+    );
+    assert_eq!(c["protocol_errors"], 1, "frames that closed: {c}");
+    let limits = &c["limits_hit"];
+    assert_eq!(
+        (&limits["max_topics"], &limits["push_size"]),
+        (&1.into(), &1.into()),
+        "{limits}"
+    );
+    assert_eq!(limits["max_topic_len"], 0, "{limits}");
+
+    let scraped = scrape(&server).await;
+    for (name, label, value) in [
+        ("monitor_frames_in_by_type_total", "report", 4.0),
+        ("monitor_frames_in_by_type_total", "key_request", 1.0),
+        ("monitor_frames_out_by_type_total", "push", 6.0),
+        (
+            "monitor_protocol_errors_by_kind_total",
+            "bad_header_crc",
+            1.0,
+        ),
+        (
+            "monitor_protocol_errors_by_kind_total",
+            "too_many_topics",
+            1.0,
+        ),
+        ("monitor_limits_hit_total", "max_topics", 1.0),
+        ("monitor_limits_hit_total", "push_size", 1.0),
+        ("monitor_limits_hit_total", "idle_timeout", 0.0),
+    ] {
+        assert_eq!(labelled(&scraped, name, label), value, "{name} {label}");
+    }
+    server.stop().await;
+
+    // A connection that says nothing for idle_timeout_secs.
+    let server = start(|c| c.server.idle_timeout_secs = 1).await;
+    let mut silent = Client::connect(server.addr(), "silent").await;
+    silent.expect_closed().await;
+    eventually_async("the idle timeout is counted", || async {
+        server.handle.stats().limits_hit.idle_timeout == 1
+    })
+    .await;
     server.stop().await;
 }
 

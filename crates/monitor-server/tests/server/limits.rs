@@ -88,8 +88,30 @@ async fn every_bad_header_closes_only_its_connection() {
         let v: Value = serde_json::from_str(&healthy.push().await).unwrap();
         assert_eq!(v["n"].as_u64(), Some(n as u64), "{what}");
     }
-    let after = server.handle.stats().protocol_errors;
-    assert_eq!(after - before, cases.len() as u64);
+    let after = server.handle.stats();
+    assert_eq!(after.protocol_errors - before, cases.len() as u64);
+    // Each by its kind; the server started with this test, so these are all of them.
+    let kinds = after.protocol_errors_by_kind;
+    assert_eq!(
+        [
+            kinds.bad_version,
+            kinds.bad_msg_type,
+            kinds.wrong_direction,
+            kinds.bad_flag,
+            kinds.frame_too_short,
+            kinds.frame_too_long,
+            kinds.bad_header_crc,
+            kinds.other_frame,
+        ],
+        [1, 3, 4, 2, 1, 1, 1, 0],
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.malformed_body + kinds.bad_compression + kinds.decrypt_failed,
+        0,
+        "no body errors: {kinds:?}"
+    );
+    assert_eq!(after.limits_hit.max_frame_len, 1, "{:?}", after.limits_hit);
     server.stop().await;
 }
 

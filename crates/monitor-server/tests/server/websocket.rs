@@ -184,6 +184,23 @@ async fn a_malformed_first_message_is_refused_with_the_spec_error_and_a_close_fr
         server.handle.stats().connections_open == 0
     })
     .await;
+    // Counted as WebSocket messages (five in, four acks out) and by kind.
+    let stats = server.handle.stats();
+    assert_eq!(
+        (
+            stats.frames_in_by_type.websocket,
+            stats.frames_out_by_type.websocket,
+            stats.frames_in_by_type.subscribe
+        ),
+        (5, 4, 0),
+        "{stats:?}"
+    );
+    let kinds = stats.protocol_errors_by_kind;
+    assert_eq!(
+        (kinds.malformed_body, kinds.other_frame),
+        (4, 1),
+        "{kinds:?}"
+    );
     server.stop().await;
 
     // Over max_frame_len: 1009. The message is small enough to arrive whole in the
@@ -198,6 +215,7 @@ async fn a_malformed_first_message_is_refused_with_the_spec_error_and_a_close_fr
         server.handle.stats().connections_open == 0
     })
     .await;
+    assert_eq!(server.handle.stats().limits_hit.max_frame_len, 1);
     server.stop().await;
 }
 

@@ -358,19 +358,6 @@ impl ClientConfig {
         self.tls_server_name().map(drop)
     }
 
-    /// Reads the TLS files (CA files, client certificate and key) and builds the TLS
-    /// configuration, as a client does when it starts, and drops it: to fail at startup
-    /// over a missing file rather than at the first connection of a client started later.
-    /// Does nothing without TLS.
-    ///
-    /// # Errors
-    /// As [`ClientConfig::validate`]; [`Error::TlsFile`] naming the file that is missing,
-    /// unreadable or unusable.
-    pub fn check_tls_files(&self) -> Result<()> {
-        self.validate()?;
-        crate::tls::prepare(self).map(drop)
-    }
-
     /// Whether connections run TLS: `tls` is set, or the server is `tls://`.
     pub(crate) fn uses_tls(&self) -> bool {
         self.tls.is_some() || self.server.is_tls()
@@ -389,7 +376,7 @@ impl ClientConfig {
                 })
             }
         };
-        crate::tls::server_name(name).map_err(|reason| Error::Config {
+        server_name(name).map_err(|reason| Error::Config {
             field,
             reason: format!("{reason}: a certificate cannot be for it"),
         })
@@ -444,6 +431,15 @@ pub fn parse_uuid(text: &str) -> Result<Uuid> {
             text.len()
         ),
     })
+}
+
+/// The name a server certificate must be valid for: `name`, as rustls takes it.
+///
+/// # Errors
+/// What is wrong with it, for a config error.
+fn server_name(name: &str) -> std::result::Result<ServerName<'static>, String> {
+    ServerName::try_from(name.to_owned())
+        .map_err(|_| format!("`{name}` is not a DNS name or an IP address"))
 }
 
 #[cfg(test)]

@@ -26,8 +26,7 @@ use crate::tls::{self, Tls};
 use monitor_proto::address::Endpoint;
 use monitor_proto::Address;
 
-/// The handshake steps, as errors name them.
-pub(crate) const TLS_HANDSHAKE: &str = "TLS handshake";
+/// The handshake steps, as errors name them (the TLS one is [`tls::TLS_HANDSHAKE`]).
 const AUTHENTICATION: &str = "authentication";
 const KEY_EXCHANGE: &str = "key exchange";
 const SUBSCRIBE: &str = "subscribe";
@@ -237,7 +236,7 @@ impl Connection {
         };
         let attempt = async {
             let (reader, writer) =
-                open_transport(&cfg.server, dialer, || set_step(TLS_HANDSHAKE)).await?;
+                open_transport(&cfg.server, dialer, || set_step(tls::TLS_HANDSHAKE)).await?;
             let codec = cfg.codec();
             let key = codec.key_slot().clone();
             let mut conn = Connection {

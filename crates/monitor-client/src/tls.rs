@@ -14,6 +14,9 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use crate::config::{ClientConfig, TlsSettings};
+
+/// The handshake step that TLS is, as errors name it.
+pub(crate) const TLS_HANDSHAKE: &str = "TLS handshake";
 use crate::error::{Error, Result, TlsFileKind};
 
 /// A client's TLS, ready for any number of connections (reconnections share it, and so
@@ -170,13 +173,20 @@ fn io_reason(e: &io::Error) -> String {
     }
 }
 
-/// The name a server certificate must be valid for: `name`, as rustls takes it.
-///
-/// # Errors
-/// What is wrong with it, for a config error.
-pub(crate) fn server_name(name: &str) -> std::result::Result<ServerName<'static>, String> {
-    ServerName::try_from(name.to_owned())
-        .map_err(|_| format!("`{name}` is not a DNS name or an IP address"))
+// Here rather than in `config`, which knows nothing of how TLS is set up.
+impl ClientConfig {
+    /// Reads the TLS files (CA files, client certificate and key) and builds the TLS
+    /// configuration, as a client does when it starts, and drops it: to fail at startup
+    /// over a missing file rather than at the first connection of a client started later.
+    /// Does nothing without TLS.
+    ///
+    /// # Errors
+    /// As [`ClientConfig::validate`]; [`Error::TlsFile`] naming the file that is missing,
+    /// unreadable or unusable.
+    pub fn check_tls_files(&self) -> Result<()> {
+        self.validate()?;
+        prepare(self).map(drop)
+    }
 }
 
 impl Tls {
@@ -203,7 +213,7 @@ impl Tls {
                 // TLS (a plaintext port drops a ClientHello as a bad frame): retried, and
                 // said as such.
                 None if e.kind() == io::ErrorKind::UnexpectedEof => Error::ClosedDuringHandshake {
-                    during: crate::connection::TLS_HANDSHAKE,
+                    during: TLS_HANDSHAKE,
                 },
                 None => Error::Connect {
                     address: address.to_owned(),

@@ -13,12 +13,12 @@ use tracing::{error, info, warn};
 
 use monitor_proto::Address;
 
-use crate::admin::api::ListenerInfo;
 use crate::admin::metrics::Metrics;
 use crate::admin::{self, AdminState};
 use crate::config::{Config, ConfigDiff, ConfigError};
 use crate::conn;
 use crate::registry::{ClientInfo, Kind, Origin};
+use crate::state::ListenerInfo;
 use crate::state::{ConnSlot, Shared};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::tls::{ReloadableAcceptor, TlsError};
@@ -473,8 +473,7 @@ impl Server {
         // if `run` is dropped (a node that dies leaves its presence to expire).
         let cluster_stop = CancellationToken::new();
         let cluster_tasks: Vec<AbortOnDropHandle<()>> = match &self.shared.cluster {
-            Some(cluster) => cluster
-                .spawn(&self.shared, &cluster_stop)
+            Some(cluster) => crate::cluster::tasks::spawn(cluster, &self.shared, &cluster_stop)
                 .into_iter()
                 .map(|(name, task)| {
                     AbortOnDropHandle::new(tokio::spawn(watch(

@@ -34,7 +34,7 @@ pub(crate) struct Shared {
     /// When the server started, for its uptime.
     pub(crate) started: std::time::Instant,
     /// The listeners, as the admin API shows them.
-    pub(crate) listeners: Vec<crate::admin::api::ListenerInfo>,
+    pub(crate) listeners: Vec<ListenerInfo>,
     /// The sampled time from a report's arrival to its push being written.
     pub(crate) push_latency: prometheus_client::metrics::histogram::Histogram,
     /// The TLS listeners' acceptors, by listener name, for reloads.
@@ -58,7 +58,7 @@ impl Shared {
         settings: Settings,
         auth: &AuthConfig,
         acceptors: Vec<(String, Arc<ReloadableAcceptor>)>,
-        listeners: Vec<crate::admin::api::ListenerInfo>,
+        listeners: Vec<ListenerInfo>,
         stats: Arc<Stats>,
         cluster: Option<Arc<Cluster>>,
     ) -> Shared {
@@ -74,7 +74,7 @@ impl Shared {
             registry: Registry::default(),
             started: std::time::Instant::now(),
             listeners,
-            push_latency: crate::admin::metrics::push_latency_histogram(),
+            push_latency: crate::stats::push_latency_histogram(),
             acceptors,
             cluster,
         }
@@ -170,4 +170,12 @@ impl Drop for ConnSlot {
             .connections_open
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// A listener as `/api/status` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct ListenerInfo {
+    pub(crate) name: String,
+    pub(crate) address: String,
+    pub(crate) kind: &'static str,
 }

@@ -31,7 +31,7 @@ pub(crate) struct Status {
     pub(crate) version: &'static str,
     pub(crate) uptime_secs: u64,
     pub(crate) draining: bool,
-    pub(crate) listeners: Vec<ListenerInfo>,
+    pub(crate) listeners: Vec<crate::state::ListenerInfo>,
     /// Open connections, and by role.
     pub(crate) connections: BTreeMap<&'static str, u64>,
     pub(crate) subscribers: usize,
@@ -43,14 +43,6 @@ pub(crate) struct Status {
     /// This node in its cluster, with `[cluster]` (absent otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) cluster: Option<crate::cluster::ClusterStatus>,
-}
-
-/// A listener as `/api/status` lists it.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct ListenerInfo {
-    pub(crate) name: String,
-    pub(crate) address: String,
-    pub(crate) kind: &'static str,
 }
 
 /// `GET /api/status`.
@@ -140,7 +132,7 @@ async fn cluster_clients(state: &AdminState, filter: &ClientFilter) -> Response 
             "scope=cluster: this server is not in a cluster ([cluster] is not configured)",
         );
     };
-    match cluster.clients().await {
+    match crate::cluster::presence::list(cluster).await {
         Ok(listing) => {
             let rows: Vec<_> = listing
                 .rows

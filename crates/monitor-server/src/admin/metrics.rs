@@ -4,7 +4,7 @@
 //! atomics in batches, no lock and no allocation per push): a collector reads them at
 //! each scrape. The one metric measured on the hot path, the time from a report's arrival
 //! to its push being written, is sampled: each connection records one push in
-//! [`LATENCY_SAMPLE`], so the histogram's lock is taken a few thousand times a second at
+//! [`LATENCY_SAMPLE`](crate::stats::LATENCY_SAMPLE), so the histogram's lock is taken a few thousand times a second at
 //! most, whatever the fan-out.
 
 use std::sync::Arc;
@@ -13,21 +13,9 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::state::Shared;
-
-/// A connection records the latency of one push in this many.
-pub(crate) const LATENCY_SAMPLE: u32 = 64;
-
-/// The histogram of the time from a report's arrival to its push being written, in
-/// seconds: 50 µs to about 3 s.
-pub(crate) fn push_latency_histogram() -> Histogram {
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
-        0.000_05, 2.0, 16,
-    ))
-}
 
 /// The registry `/metrics` encodes.
 #[derive(Debug)]

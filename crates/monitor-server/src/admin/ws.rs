@@ -41,7 +41,6 @@ use tokio::time::{sleep_until, timeout_at, Instant};
 use tracing::{debug, info, warn};
 
 use super::{refusal, AdminState};
-use crate::admin::metrics::LATENCY_SAMPLE;
 use crate::cmd::{self, Ctx};
 use crate::config::Settings;
 use crate::hub::Wakes;
@@ -49,6 +48,7 @@ use crate::queue::Push;
 use crate::registry::{Activity, ConnEntry, Kind, Origin, Stop};
 use crate::session::Session;
 use crate::state::{ConnSlot, Shared};
+use crate::stats::LATENCY_SAMPLE;
 use crate::stats::{ProtocolErrorKind, Stats};
 
 /// Bytes of messages gathered before they are written (a flush writes them anyway).

@@ -14,13 +14,19 @@
 //! Redis is away a node serves its own subscribers, counts what it could not publish,
 //! logs the change of state once, and retries with backoff.
 //!
-//! The hub and the connections know nothing of this module: the report handlers call
-//! [`Cluster::offer`] after their local publish, and the deliver task publishes what
-//! arrives through the same path as `POST /api/report` (`crate::cmd::publish`).
+//! The hub and the connections know nothing of this module: publishing a report
+//! (`crate::cmd::publish`, for type-7 reports and `POST /api/report`) calls
+//! [`Cluster::offer`] after the local fan-out, and the deliver task fans out what arrives
+//! through the same checks, locally only (`crate::cmd::publish_here`).
+//!
+//! [`Cluster`] is what the server's shared state holds; [`tasks`] starts the tasks that
+//! use that state, so that this file depends on neither.
 
-mod presence;
+mod incoming;
+pub(crate) mod presence;
 mod publisher;
 mod subscriber;
+pub(crate) mod tasks;
 pub(crate) mod wire;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
@@ -32,10 +38,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, ProtocolVersion};
 use serde::Serialize;
 use tokio::sync::{mpsc, Notify};
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{redact_url, ClusterConfig};
-use crate::state::Shared;
 use crate::stats::Stats;
 
 /// Each attempt to connect to Redis gives up after this long.
@@ -167,7 +171,7 @@ pub(crate) struct ClusterStatus {
 
 impl Cluster {
     /// A node of the cluster `config` describes, named `node_id`. Nothing connects yet:
-    /// the tasks of [`Cluster::spawn`] do, and a node starts (and serves locally) while
+    /// the tasks of [`tasks::spawn`] do, and a node starts (and serves locally) while
     /// Redis is down.
     pub(crate) fn new(
         config: &ClusterConfig,
@@ -224,7 +228,7 @@ impl Cluster {
         let max_message_len = Arc::new(AtomicUsize::new(
             max_frame_len as usize + wire::MAX_HEADER_LEN,
         ));
-        let push_sender = subscriber::PushSender {
+        let push_sender = incoming::PushSender {
             tx,
             bytes: Arc::clone(&incoming_bytes),
             max_bytes: config.max_outgoing_bytes,
@@ -234,7 +238,7 @@ impl Cluster {
             too_large: Arc::new(RateLimited::default()),
             full: Arc::new(RateLimited::default()),
         };
-        let manager = |push: Option<subscriber::PushSender>| {
+        let manager = |push: Option<incoming::PushSender>| {
             let mut cfg = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(CONNECT_TIMEOUT))
                 .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -282,58 +286,6 @@ impl Cluster {
     /// This node's id.
     pub(crate) fn node_id(&self) -> &str {
         &self.node_id
-    }
-
-    /// Starts the node's tasks: the publisher, the subscription's keeper, the delivery of
-    /// what arrives, the presence. They end once `stop` is cancelled (the publisher sends
-    /// what is queued first, and the presence is removed), or when their handles are
-    /// dropped (aborted: a node that dies leaves its presence to expire).
-    pub(crate) fn spawn(
-        self: &Arc<Self>,
-        shared: &Arc<Shared>,
-        stop: &CancellationToken,
-    ) -> Vec<(&'static str, tokio::task::JoinHandle<()>)> {
-        tracing::info!(
-            node = %self.node_id,
-            redis = %self.redis_shown,
-            channel = %self.channel,
-            "cluster: joining"
-        );
-        let mut tasks = vec![
-            (
-                "cluster publisher",
-                tokio::spawn(publisher::run(Arc::clone(self), stop.clone())),
-            ),
-            (
-                "cluster subscription",
-                tokio::spawn(subscriber::keep_subscribed(Arc::clone(self), stop.clone())),
-            ),
-            (
-                "cluster presence",
-                tokio::spawn(presence::run(
-                    Arc::clone(self),
-                    Arc::clone(shared),
-                    stop.clone(),
-                )),
-            ),
-        ];
-        let rx = self
-            .incoming
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(rx) = rx {
-            tasks.push((
-                "cluster delivery",
-                tokio::spawn(subscriber::deliver(
-                    Arc::clone(self),
-                    Arc::clone(shared),
-                    rx,
-                    stop.clone(),
-                )),
-            ));
-        }
-        tasks
     }
 
     /// Offers a report that was just published locally to the cluster: queued for the
@@ -431,12 +383,6 @@ impl Cluster {
             outgoing_bytes: self.outgoing.bytes(),
             incoming_bytes: self.incoming_bytes.load(Ordering::Relaxed),
         }
-    }
-
-    /// Every live node's clients, each row with its `node`: see
-    /// [`presence::list`].
-    pub(crate) async fn clients(&self) -> Result<presence::Listing, String> {
-        presence::list(self).await
     }
 
     /// The cluster's counters, for tests of this module.

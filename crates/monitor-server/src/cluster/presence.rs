@@ -175,7 +175,7 @@ async fn remove(cluster: &Cluster) -> Result<(), String> {
 
 /// Every live node's clients, each row with a `"node"` member, in node order then as
 /// each node listed them; bounded (see the constants) and within [`LIST_TIMEOUT`].
-pub(super) async fn list(cluster: &Cluster) -> Result<Listing, String> {
+pub(crate) async fn list(cluster: &Cluster) -> Result<Listing, String> {
     match tokio::time::timeout(LIST_TIMEOUT, read_all(cluster)).await {
         Ok(Ok(listing)) => Ok(listing),
         Ok(Err(e)) => Err(e.to_string()),

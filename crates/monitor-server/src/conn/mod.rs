@@ -37,7 +37,6 @@ pub(crate) use close::Close;
 use outbuf::OutBuf;
 pub use transport::{ReadReady, Transport};
 
-use crate::admin::metrics::LATENCY_SAMPLE;
 use crate::cmd::{self, Answer, Ctx};
 use crate::config::{Settings, SMALL_FRAME_LEN};
 use crate::hub::Wakes;
@@ -45,6 +44,7 @@ use crate::queue::{Batch, Push, PushQueue};
 use crate::registry::{Activity, ConnEntry, Origin, Stop};
 use crate::session::Session;
 use crate::state::{ConnSlot, Shared};
+use crate::stats::LATENCY_SAMPLE;
 use crate::stats::{FrameTally, ProtocolErrorKind, Stats};
 
 /// Above this many buffered output bytes, stop reading requests and taking pushes until

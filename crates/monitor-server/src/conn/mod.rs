@@ -798,7 +798,7 @@ mod footprint {
     use crate::registry::Kind;
 
     /// An idle connection's task is most of what it costs (10,000 idle subscribers held
-    /// 2221 B each, 2026-11-30, docs/server.md). A future grows silently when a field or a
+    /// 2209 B each, 2026-11-30, docs/server.md). A future grows silently when a field or a
     /// pinned future is added to the loop; this says so at once. Raise the bound only with
     /// a new measurement of the idle footprint, in docs/server.md.
     #[test]

@@ -5,8 +5,5 @@
 mod bench;
 mod commands;
 mod dashboard;
-// The test PKI of monitor-client's tests, shared rather than copied.
-#[path = "../../../monitor-client/tests/client/pki.rs"]
-mod pki;
 mod security;
 mod support;

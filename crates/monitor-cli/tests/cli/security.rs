@@ -5,9 +5,9 @@
 use monitor_client::config::Token;
 use monitor_client::{PushReceiver, Subscription};
 use monitor_server::{Config, TokenConfig};
+use monitor_test_support::pki::Pki;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::pki::Pki;
 use crate::support::{bin, config, json_line, next_push, run, Output, TestServer, WAIT};
 
 /// Runs the binary with `args` and `MONITOR_TOKEN=token` in its environment.

@@ -2,7 +2,6 @@
 //! (and a few scripted servers). The `monitor-client` binary's tests are monitor-cli's.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod pki;
 mod receiver;
 mod reporter;
 mod security;

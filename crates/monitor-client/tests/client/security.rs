@@ -6,8 +6,8 @@ use monitor_client::{
     ClientConfig, Endpoint, Error, PushReceiver, Reporter, Status, Subscription, TlsFileKind,
 };
 use monitor_server::{Config, TokenConfig};
+use monitor_test_support::pki::{Ca, Pki};
 
-use crate::pki::{Ca, Pki};
 use crate::support::{config, next_push, TestServer, WAIT};
 
 /// `config(addr)` over TLS to 127.0.0.1, trusting `ca_file`.

@@ -2,7 +2,6 @@
 //! in one binary. Each test starts its own in-process server on a free port.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod pki;
 mod support;
 
 mod admin;

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use monitor_proto::MsgType;
 use monitor_server::{Config, GrantConfig, TokenConfig};
+use monitor_test_support::pki::{connector, Ca, TempDir};
 
-use crate::pki::{connector, Ca, TempDir};
 use crate::support::{eventually, start, Client, TestServer};
 
 /// A server whose one listener is TLS (mutual TLS with `client_ca`), with `tweak`.

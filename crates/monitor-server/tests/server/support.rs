@@ -1,4 +1,5 @@
-//! A server per test and a raw protocol client built on monitor-proto's codec.
+//! A server per test (monitor-test-support's) and a raw protocol client built on
+//! monitor-proto's codec.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -9,62 +10,12 @@ use futures::{SinkExt, StreamExt};
 use monitor_proto::layer::kex::ClientHandshake;
 use monitor_proto::message::reply::{KeyReplyData, Reply, ReportAckData};
 use monitor_proto::{ClientCodec, ClientMessage, Header, MsgType, Received, Uuid};
-use monitor_server::{BoundAddress, Config, Server, ServerHandle};
+use monitor_test_support::pki::localhost;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::task::JoinHandle;
 use tokio_util::codec::Framed;
 
-/// How long any single expected event may take before the test fails.
-pub const WAIT: Duration = Duration::from_secs(10);
-
-pub struct TestServer {
-    pub addrs: Vec<BoundAddress>,
-    pub handle: ServerHandle,
-    pub task: Option<JoinHandle<()>>,
-}
-
-impl TestServer {
-    pub fn addr(&self) -> SocketAddr {
-        match &self.addrs[0] {
-            BoundAddress::Tcp(a) => *a,
-            other => panic!("not tcp: {other}"),
-        }
-    }
-
-    /// Shuts down and waits for `run` to return.
-    pub async fn stop(mut self) {
-        self.handle.shutdown();
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(30), task)
-                .await
-                .expect("server stopped in time")
-                .unwrap();
-        }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.handle.shutdown();
-    }
-}
-
-/// A server on 127.0.0.1:0 with `tweak` applied to the default config.
-pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
-    let mut config = Config::default();
-    config.listeners[0].address = "127.0.0.1:0".parse().unwrap();
-    config.admin.address = "127.0.0.1:0".parse().unwrap();
-    tweak(&mut config);
-    let server = Server::bind(config).await.unwrap();
-    let addrs = server.local_addrs();
-    let handle = server.handle();
-    let task = Some(tokio::spawn(server.run()));
-    TestServer {
-        addrs,
-        handle,
-        task,
-    }
-}
+// What every crate's tests share: the in-process server, and waiting within a deadline.
+pub use monitor_test_support::{eventually, eventually_async, start, TestServer, WAIT};
 
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -97,7 +48,7 @@ impl Client {
     ) -> std::io::Result<(Client, Vec<u8>)> {
         let stream = tokio::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        let tls = tokio::time::timeout(WAIT, connector.connect(crate::pki::localhost(), stream))
+        let tls = tokio::time::timeout(WAIT, connector.connect(localhost(), stream))
             .await
             .map_err(|_| std::io::Error::other("TLS handshake timed out"))??;
         let leaf = tls
@@ -251,33 +202,5 @@ impl Client {
         let data: KeyReplyData = reply.data_as().unwrap();
         let key = hs.finish(&data.pubkey.unwrap(), &self.uuid).unwrap();
         self.framed.codec_mut().set_session_key(Some(key));
-    }
-}
-
-/// Waits until `check` holds, polling, within [`WAIT`].
-pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Waits until the asynchronous `check` holds, polling, within [`WAIT`].
-pub async fn eventually_async<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -1,31 +1,37 @@
-//! Certificates made for the tests (rcgen): a CA, a server certificate for localhost and
-//! 127.0.0.1, client certificates signed by that CA or by another, and servers with a TLS
-//! listener. Nothing is checked in: every run makes its own keys, in its own temporary
-//! directory. (monitor-cli's tests include this file too.)
-
-#![allow(dead_code)] // each test crate uses part of it
+//! Certificates made for the tests with rcgen: a CA, server certificates for localhost and
+//! 127.0.0.1, client certificates signed by that CA or by another, servers with a TLS
+//! listener, and a TLS connector that trusts the CA. Nothing is checked in: every run
+//! makes its own keys, in its own temporary directory.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use monitor_client::config::CertificateDer;
 use monitor_server::Config;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::TlsConnector;
 
 /// A certificate authority of the tests.
+#[derive(Debug)]
 pub struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
 /// PEM files of a certificate and its key.
+#[derive(Debug, Clone)]
 pub struct Pem {
+    /// The certificate.
     pub cert: PathBuf,
+    /// Its private key.
     pub key: PathBuf,
 }
 
 impl Ca {
+    /// A new self-signed CA, `name` as its common name.
     pub fn new(name: &str) -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
@@ -35,7 +41,7 @@ impl Ca {
         Ca { issuer }
     }
 
-    /// Writes the CA's certificate to `dir/<file>`.
+    /// Writes the CA's certificate to `dir/<file>`, and returns that path.
     pub fn write(&self, dir: &Path, file: &str) -> PathBuf {
         let path = dir.join(file);
         std::fs::write(&path, self.issuer.pem()).unwrap();
@@ -47,7 +53,8 @@ impl Ca {
         self.issuer.der().clone()
     }
 
-    /// A server certificate for `localhost` and 127.0.0.1.
+    /// A server certificate for `localhost` and 127.0.0.1, with `common_name` as its
+    /// subject, in `dir/<common_name>.crt` and `.key`.
     pub fn server(&self, dir: &Path, common_name: &str) -> Pem {
         self.leaf(
             dir,
@@ -57,7 +64,8 @@ impl Ca {
         )
     }
 
-    /// A client certificate.
+    /// A client certificate, with `common_name` as its subject, in
+    /// `dir/<common_name>.crt` and `.key`.
     pub fn client(&self, dir: &Path, common_name: &str) -> Pem {
         self.leaf(
             dir,
@@ -92,19 +100,23 @@ impl Ca {
 }
 
 /// A temporary directory for one test's files, removed when dropped.
+#[derive(Debug)]
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
+    /// A new, empty directory `monitor-<tag>-<pid>-<random>` in the system's temporary
+    /// directory.
     pub fn new(tag: &str) -> TempDir {
         let dir = std::env::temp_dir().join(format!(
-            "monitor-client-{tag}-{}-{}",
+            "monitor-{tag}-{}-{}",
             std::process::id(),
-            monitor_client::config::random_uuid(b't')
+            random_suffix()
         ));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
     }
 
+    /// The directory's path.
     pub fn path(&self) -> &Path {
         &self.0
     }
@@ -116,17 +128,31 @@ impl Drop for TempDir {
     }
 }
 
+/// A number that differs from one call to the next (std's randomly keyed hasher), so
+/// that tests in one process never share a directory.
+fn random_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    h.finish()
+}
+
 /// What a TLS test needs: a CA whose certificate is in `ca_file`, and a config tweak that
 /// makes the server's first listener TLS with a certificate that CA signed (mutual TLS
 /// with that CA as the client CA when `mutual`).
+#[derive(Debug)]
 pub struct Pki {
+    /// The test's directory, where every file below is.
     pub dir: TempDir,
+    /// The CA.
     pub ca: Ca,
+    /// The CA's certificate, as a PEM file.
     pub ca_file: PathBuf,
     server: Pem,
 }
 
 impl Pki {
+    /// A CA and a server certificate for localhost, in a new [`TempDir`] named by `tag`.
     pub fn new(tag: &str) -> Pki {
         let dir = TempDir::new(tag);
         let ca = Ca::new("monitor test CA");
@@ -155,8 +181,39 @@ impl Pki {
         self.ca.client(self.dir.path(), name)
     }
 
-    /// A file in this test's directory.
+    /// A file in this test's directory (not created).
     pub fn file(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
+}
+
+/// A TLS connector that trusts the CA certificates in the PEM file `ca`, presenting
+/// `client`'s certificate if given.
+pub fn connector(ca: &Path, client: Option<&Pem>) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let chain = CertificateDer::pem_file_iter(&pem.cert)
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = PrivateKeyDer::from_pem_file(&pem.key).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+    };
+    TlsConnector::from(Arc::new(config))
+}
+
+/// The name the servers' certificates are for: `localhost`.
+pub fn localhost() -> ServerName<'static> {
+    ServerName::try_from("localhost").unwrap()
 }

@@ -26,5 +26,5 @@ pub mod pki;
 mod server;
 mod wait;
 
-pub use server::{start, TestServer};
+pub use server::{start, token, TestServer};
 pub use wait::{eventually, eventually_async, WAIT};

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use monitor_server::{BoundAddress, Config, Server, ServerHandle};
+use monitor_server::{BoundAddress, Config, Server, ServerHandle, TokenConfig};
 use tokio::task::JoinHandle;
 
 use crate::wait::eventually;
@@ -111,5 +111,17 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.handle.shutdown();
+    }
+}
+
+/// A token named `name` whose secret is `secret`, allowed to subscribe to the patterns
+/// `subscribe` and to report under `report`, without the admin grant.
+pub fn token(name: &str, secret: &str, subscribe: &[&str], report: &[&str]) -> TokenConfig {
+    TokenConfig {
+        name: name.into(),
+        token_sha256: monitor_server::auth::hash_token(secret),
+        subscribe: subscribe.iter().map(|s| (*s).to_owned()).collect(),
+        report: report.iter().map(|s| (*s).to_owned()).collect(),
+        admin: false,
     }
 }

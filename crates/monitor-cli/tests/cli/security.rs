@@ -4,8 +4,9 @@
 
 use monitor_client::config::Token;
 use monitor_client::{PushReceiver, Subscription};
-use monitor_server::{Config, TokenConfig};
+use monitor_server::Config;
 use monitor_test_support::pki::Pki;
+use monitor_test_support::token;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::support::{bin, config, json_line, next_push, run, Output, TestServer, WAIT};
@@ -174,16 +175,6 @@ async fn tls_usage_errors_name_the_flag_or_the_file() {
     .await;
     assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert!(out.stderr.contains("--key"), "{}", out.stderr);
-}
-
-fn token(name: &str, secret: &str, subscribe: &[&str], report: &[&str]) -> TokenConfig {
-    TokenConfig {
-        name: name.into(),
-        token_sha256: monitor_server::auth::hash_token(secret),
-        subscribe: subscribe.iter().map(|s| (*s).to_owned()).collect(),
-        report: report.iter().map(|s| (*s).to_owned()).collect(),
-        admin: false,
-    }
 }
 
 fn auth(c: &mut Config) {

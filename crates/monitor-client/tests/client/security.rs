@@ -5,8 +5,9 @@ use monitor_client::config::{TlsSettings, Token};
 use monitor_client::{
     ClientConfig, Endpoint, Error, PushReceiver, Reporter, Status, Subscription, TlsFileKind,
 };
-use monitor_server::{Config, TokenConfig};
+use monitor_server::Config;
 use monitor_test_support::pki::{Ca, Pki};
+use monitor_test_support::token;
 
 use crate::support::{config, next_push, TestServer, WAIT};
 
@@ -174,16 +175,6 @@ async fn mutual_tls_with_and_without_a_client_certificate() {
     assert!(text.contains("refused the client certificate"), "{text}");
     assert!(text.contains("stranger.crt"), "{text}");
     server.stop().await;
-}
-
-fn token(name: &str, secret: &str, subscribe: &[&str], report: &[&str]) -> TokenConfig {
-    TokenConfig {
-        name: name.into(),
-        token_sha256: monitor_server::auth::hash_token(secret),
-        subscribe: subscribe.iter().map(|s| (*s).to_owned()).collect(),
-        report: report.iter().map(|s| (*s).to_owned()).collect(),
-        admin: false,
-    }
 }
 
 /// Tokens required: a dashboard may subscribe to host reports, an agent may report

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use monitor_proto::MsgType;
-use monitor_server::{Config, GrantConfig, TokenConfig};
+use monitor_server::{Config, GrantConfig};
 use monitor_test_support::pki::{connector, Ca, TempDir};
+use monitor_test_support::token;
 
 use crate::support::{eventually, start, Client, TestServer};
 
@@ -245,16 +246,6 @@ async fn a_stalled_handshake_is_cut_at_its_timeout() {
     );
     assert_eq!(server.handle.stats().tls_handshake_failures, 1);
     server.stop().await;
-}
-
-fn token(name: &str, token: &str, subscribe: &[&str], report: &[&str]) -> TokenConfig {
-    TokenConfig {
-        name: name.into(),
-        token_sha256: monitor_server::auth::hash_token(token),
-        subscribe: subscribe.iter().map(|s| (*s).to_owned()).collect(),
-        report: report.iter().map(|s| (*s).to_owned()).collect(),
-        admin: false,
-    }
 }
 
 fn auth_config(c: &mut Config) {

@@ -19,8 +19,7 @@
 #   # {"delivered":0,"cluster":true}   (and the push shows on node c)
 #   target/release/monitor-server status --admin 127.0.0.1:9611 --cluster
 set -euo pipefail
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$HERE"
+NO_FANOUT_BENCH=1 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 REDIS_PORT=${REDIS_PORT:-6390}
 BASE_PORT=${BASE_PORT:-9511}
 ADMIN_PORT=${ADMIN_PORT:-9611}
@@ -44,14 +43,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# Whether something accepts connections on 127.0.0.1:$1; waits up to 10 s for it.
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-wait_port() {
-  for _ in $(seq 100); do port_open "$1" && return 0; sleep 0.1; done
-  echo "nothing listens on 127.0.0.1:$1 after 10 s" >&2
-  return 1
-}
 
 port_open "$REDIS_PORT" && { echo "port $REDIS_PORT is taken (set REDIS_PORT)" >&2; exit 1; }
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \

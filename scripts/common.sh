@@ -1,5 +1,6 @@
 # Sourced by the measurement scripts (fanout-vs-nats.sh, sched-latency.sh,
-# bench-agreement.sh, ws-vs-tcp.sh): the repository root as the working directory, where
+# bench-agreement.sh, ws-vs-tcp.sh, tls-cost.sh, admin-cost.sh, cluster-local.sh): the
+# repository root as the working directory, where
 # fanout-bench is (unless NO_FANOUT_BENCH=1: a script that does not use it), and a
 # bounded wait for a listener.
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -9,20 +9,12 @@
 #   ROUNDS=1 DURATION=3 scripts/tls-cost.sh
 #   PROFILE=1 scripts/tls-cost.sh       # also a 10 s perf profile of the server under TLS
 set -euo pipefail
-HERE=$(cd "$(dirname "$0")/.." && pwd)
-cd "$HERE"
+NO_FANOUT_BENCH=1 . "$(dirname "$0")/common.sh"
 ROUNDS=${ROUNDS:-3}
 DUR=${DURATION:-10}
 PORT=${PORT:-19730}
 SUBS=${SUBSCRIBERS:-100}
 OUT=${OUT:-$HERE/target/tls-cost}
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-wait_port() {
-  for _ in $(seq 100); do port_open "$1" && return 0; sleep 0.1; done
-  echo "nothing listens on 127.0.0.1:$1 after 10 s" >&2
-  return 1
-}
 
 cargo build --release -q -p monitor-server -p monitor-cli --bin monitor-server --bin monitor-client
 mkdir -p "$OUT/pki"

@@ -682,6 +682,28 @@ impl Shared {
         u64::try_from(delivered * n / live).unwrap_or(GONE)
     }
 
+    /// Tells the run that subscriber `id` is subscribed (`Some`, with its connection), or
+    /// that it could not be, and is gone (`None`): the one report each subscriber makes,
+    /// whatever its transport.
+    fn subscribed<T>(
+        &self,
+        id: usize,
+        ready: mpsc::UnboundedSender<Result<()>>,
+        opened: Result<T>,
+    ) -> Option<T> {
+        match opened {
+            Ok(conn) => {
+                let _ = ready.send(Ok(()));
+                Some(conn)
+            }
+            Err(e) => {
+                self.subscriber_gone(id);
+                let _ = ready.send(Err(e));
+                None
+            }
+        }
+    }
+
     /// Marks subscriber `id` gone: it must not hold the reporters' window shut.
     fn subscriber_gone(&self, id: usize) {
         self.progress[id].0.store(GONE, SeqCst);
@@ -975,22 +997,16 @@ async fn subscriber(
         let _permit = sh.connect_gate.acquire().await;
         open_with_retry(&sh, sh.cfg.subscriber_server(id), Some(&hello), b's').await
     };
-    let Opened {
+    let Some(Opened {
         mut reader,
         mut writer,
         mut buf,
         mut codec,
         uuid,
-    } = match opened {
-        Ok(o) => o,
-        Err(e) => {
-            sh.subscriber_gone(id);
-            let _ = ready.send(Err(e));
-            return;
-        }
+    }) = sh.subscribed(id, ready, opened)
+    else {
+        return;
     };
-    let _ = ready.send(Ok(()));
-    drop(ready);
 
     let mut heartbeat = BytesMut::new();
     let _ = encode_frame(&mut heartbeat, MsgType::Heartbeat, uuid, b"");

@@ -294,19 +294,8 @@ impl std::fmt::Display for TlsFileKind {
     }
 }
 
-/// `e`'s message and each of its causes, joined by `": "`. monitor-proto's errors leave
-/// their cause (the JSON parser's, the inflater's) out of their own message; a reason kept
-/// as text here would lose it otherwise.
-pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
-}
+/// [`monitor_proto::error::with_causes`]: an error and its causes, as one line.
+pub(crate) use monitor_proto::error::with_causes;
 
 fn failed_attempts(n: u32) -> String {
     match n {

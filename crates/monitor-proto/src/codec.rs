@@ -12,7 +12,7 @@ use tokio_util::codec::{Decoder, Encoder, Framed};
 
 use crate::error::{Error, Initiator};
 use crate::header::{
-    check_prefix, Direction, Header, HeaderLimits, Prefix, Uuid, HEADER_LEN, PREFIX_LEN, UUID_LEN,
+    check_prefix, Direction, Header, HeaderLimits, Prefix, HEADER_LEN, PREFIX_LEN,
 };
 
 /// Default `max_frame_len`: 1 MiB.
@@ -362,15 +362,7 @@ impl FrameCodec {
             }
             return Ok(None);
         }
-        let mut uuid = [0u8; UUID_LEN];
-        uuid.copy_from_slice(&src[PREFIX_LEN..HEADER_LEN]);
-        let header = Header {
-            msg_type: prefix.msg_type,
-            cipher: prefix.cipher,
-            compress: prefix.compress,
-            length: prefix.length,
-            uuid: Uuid(uuid),
-        };
+        let header = prefix.with_uuid(src);
         Ok(Some(FrameRef {
             header,
             body: &src[HEADER_LEN..length],
@@ -404,15 +396,7 @@ impl Decoder for FrameCodec {
             return Ok(None);
         }
         self.state = State::Prefix;
-        let mut uuid = [0u8; UUID_LEN];
-        uuid.copy_from_slice(&src[PREFIX_LEN..HEADER_LEN]);
-        let header = Header {
-            msg_type: prefix.msg_type,
-            cipher: prefix.cipher,
-            compress: prefix.compress,
-            length: prefix.length,
-            uuid: Uuid(uuid),
-        };
+        let header = prefix.with_uuid(src);
         src.advance(HEADER_LEN);
         let body = src.split_to(length - HEADER_LEN).freeze();
         Ok(Some(Frame { header, body }))
@@ -448,7 +432,7 @@ impl Encoder<&Frame> for FrameCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::header::MsgType;
+    use crate::header::{MsgType, Uuid};
 
     const UUID: Uuid = Uuid(*b"0123456789abcdef0123456789abcdef0");
 

@@ -326,6 +326,29 @@ impl fmt::Display for ClosedMidFrameText {
     }
 }
 
+/// `e`'s message followed by each of its causes, joined by `": "`: what to show a person
+/// or a peer. This crate's errors keep their cause (the JSON parser's, the inflater's) out
+/// of their own message, as the `std::error::Error` convention asks, so that a chain
+/// printed cause by cause says each thing once; this prints the whole chain.
+///
+/// ```
+/// use monitor_proto::error::with_causes;
+/// use monitor_proto::message::reply::Reply;
+///
+/// let e = Reply::parse(b"{\"errCode\":").unwrap_err();
+/// assert!(with_causes(&e).starts_with("malformed body: invalid JSON: EOF while parsing"));
+/// ```
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 impl Error {
     /// Whether the byte stream is lost after this error.
     ///

@@ -236,6 +236,23 @@ pub(crate) struct Prefix {
     pub(crate) length: u32,
 }
 
+impl Prefix {
+    /// The whole header: this prefix, and the uuid at bytes 12..45 of `header`, which
+    /// holds at least the 45 header bytes.
+    #[inline]
+    pub(crate) fn with_uuid(self, header: &[u8]) -> Header {
+        let mut uuid = [0u8; UUID_LEN];
+        uuid.copy_from_slice(&header[PREFIX_LEN..HEADER_LEN]);
+        Header {
+            msg_type: self.msg_type,
+            cipher: self.cipher,
+            compress: self.compress,
+            length: self.length,
+            uuid: Uuid(uuid),
+        }
+    }
+}
+
 /// What the header check enforces beyond the fixed rules (a codec's settings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct HeaderLimits {

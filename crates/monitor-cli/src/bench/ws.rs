@@ -347,16 +347,9 @@ pub(super) async fn subscriber(
         let _permit = sh.connect_gate.acquire().await;
         open_with_retry(&sh, &url, &hello).await
     };
-    let mut ws = match opened {
-        Ok(ws) => ws,
-        Err(e) => {
-            sh.subscriber_gone(id);
-            let _ = ready.send(Err(e));
-            return;
-        }
+    let Some(mut ws) = sh.subscribed(id, ready, opened) else {
+        return;
     };
-    let _ = ready.send(Ok(()));
-    drop(ready);
 
     let mut samples: Vec<u64> = Vec::with_capacity(BATCH);
     let mut reports: Vec<Option<(u64, u64)>> = Vec::with_capacity(BATCH);

@@ -153,18 +153,8 @@ pub(crate) fn malformed(e: &BodyError) -> String {
     }
 }
 
-/// An error's message followed by each of its causes (`message: cause: cause`): what a
-/// client is told. monitor-proto's errors keep their causes out of their own messages.
-pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
-}
+/// [`monitor_proto::error::with_causes`]: an error and its causes, as one line.
+pub(crate) use monitor_proto::error::with_causes;
 
 #[cfg(test)]
 mod tests {

@@ -143,15 +143,32 @@ fn client_flag_error(e: ClientError, flags: &[(&str, &str)]) -> String {
     flag_error(&e.into(), flags)
 }
 
-/// Connection flags shared by `push` and `report`.
+/// The server and how to reach it: the flags of every command that connects.
 #[derive(Debug, Args)]
-pub struct ConnArgs {
+pub struct ServerArgs {
     /// Server address: host:port, tls://host:port (TLS), or unix:/path/to/socket.
     #[arg(long, value_name = "ADDR", value_parser = parse_server)]
     pub server: Endpoint,
     /// TLS and authentication.
     #[command(flatten)]
     pub security: SecurityArgs,
+}
+
+impl ServerArgs {
+    /// A client config for the server, with its TLS and token settings applied.
+    fn client_config(&self) -> Result<ClientConfig, String> {
+        let mut config = ClientConfig::new(self.server.clone());
+        self.security.apply(&self.server, &mut config)?;
+        Ok(config)
+    }
+}
+
+/// Connection flags shared by `push` and `report`.
+#[derive(Debug, Args)]
+pub struct ConnArgs {
+    /// The server, TLS and authentication.
+    #[command(flatten)]
+    pub target: ServerArgs,
     /// Exchange keys (X25519) and ask for encrypted replies and pushes.
     #[arg(long)]
     pub encrypt: bool,
@@ -256,7 +273,7 @@ fn replace_word(text: &str, word: &str, with: &str) -> String {
 
 impl ConnArgs {
     fn config(&self, default_retries: Option<u32>) -> Result<ClientConfig, String> {
-        let mut config = ClientConfig::new(self.server.clone());
+        let mut config = self.target.client_config()?;
         if let Some(uuid) = &self.uuid {
             config.uuid = parse_uuid(uuid).map_err(|e| flag_error(&e.into(), CONN_FLAGS))?;
         }
@@ -270,7 +287,6 @@ impl ConnArgs {
             Some(n) => Some(n),
             None => default_retries,
         };
-        self.security.apply(&self.server, &mut config)?;
         config
             .validate()
             .map_err(|e| flag_error(&e.into(), CONN_FLAGS))?;
@@ -330,12 +346,10 @@ pub struct ReportArgs {
 /// `monitor-client bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Server address: host:port, tls://host:port (TLS), or unix:/path/to/socket.
-    #[arg(long, value_name = "ADDR", value_parser = parse_server)]
-    pub server: Endpoint,
-    /// TLS and authentication (every connection).
+    /// The server (the reporters', and the subscribers' unless --subscribe-server or
+    /// --ws), TLS and authentication (every connection).
     #[command(flatten)]
-    pub security: SecurityArgs,
+    pub target: ServerArgs,
     /// Every connection exchanges keys (X25519) and asks for encrypted acknowledgements
     /// and pushes: measures the in-band AES-GCM layer.
     #[arg(long)]
@@ -541,7 +555,7 @@ async fn push(args: PushArgs) -> u8 {
         },
         _ = tokio::signal::ctrl_c() => return EXIT_OK,
     };
-    info!(server = %args.conn.server, code = %subscription.code, topics = ?subscription.topics, "subscribed");
+    info!(server = %args.conn.target.server, code = %subscription.code, topics = ?subscription.topics, "subscribed");
     loop {
         let event = tokio::select! {
             e = receiver.recv() => e,
@@ -750,7 +764,7 @@ async fn health(args: ReportArgs) -> u8 {
 }
 
 async fn run_bench(args: BenchArgs) -> u8 {
-    for server in std::iter::once(&args.server).chain(&args.subscribe_servers) {
+    for server in std::iter::once(&args.target.server).chain(&args.subscribe_servers) {
         if !server.is_local() && !args.allow_remote {
             return usage(&format!(
                 "{server} is not on this host; a load generator only targets loopback addresses and Unix sockets unless given --allow-remote"
@@ -771,11 +785,11 @@ async fn run_bench(args: BenchArgs) -> u8 {
             "--ws {url} is not on this host; a load generator only targets loopback addresses unless given --allow-remote"
         ));
     }
-    let mut client = ClientConfig::new(args.server.clone());
-    if let Err(e) = args.security.apply(&args.server, &mut client) {
-        return usage(&e);
-    }
-    let mut config = BenchConfig::new(args.server);
+    let mut client = match args.target.client_config() {
+        Ok(client) => client,
+        Err(e) => return usage(&e),
+    };
+    let mut config = BenchConfig::new(args.target.server);
     config.tls = client.tls.take();
     config.token = client.token.take();
     config.encrypt = args.encrypt;

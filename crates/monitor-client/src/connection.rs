@@ -33,8 +33,9 @@ const SUBSCRIBE: &str = "subscribe";
 const HEARTBEAT: &str = "heartbeat";
 
 /// Above this many encoded but unwritten bytes in a [`Connection`]'s write buffer, a
-/// session loop stops taking work that writes more (reports) until the socket drains.
-pub(crate) const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// session loop stops taking work that writes more (reports) until the socket drains
+/// (the protocol crate's, which the server uses too).
+pub(crate) use monitor_proto::codec::WRITE_HIGH_WATER;
 
 /// The read half of a connection.
 pub(crate) type BoxRead = Box<dyn AsyncRead + Send + Unpin>;

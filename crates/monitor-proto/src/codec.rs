@@ -18,6 +18,13 @@ use crate::header::{
 /// Default `max_frame_len`: 1 MiB.
 pub const DEFAULT_MAX_FRAME_LEN: u32 = 1024 * 1024;
 
+/// How many encoded but unwritten bytes a connection's write buffer should hold before
+/// the connection stops producing more output (reading requests, taking pushes,
+/// queueing reports) until its socket drains: enough to keep a socket's send buffer full
+/// between two writes, little enough to bound every connection. The server and the
+/// client both apply it; an embedding service may too.
+pub const WRITE_HIGH_WATER: usize = 256 * 1024;
+
 /// One frame: a header and its body, exactly as on the wire (possibly compressed and/or
 /// encrypted).
 ///

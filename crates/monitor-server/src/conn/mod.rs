@@ -48,8 +48,8 @@ use crate::stats::LATENCY_SAMPLE;
 use crate::stats::{FrameTally, ProtocolErrorKind, Stats};
 
 /// Above this many buffered output bytes, stop reading requests and taking pushes until
-/// the socket drains.
-pub const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// the socket drains (the protocol crate's, which the client uses too).
+use monitor_proto::codec::WRITE_HIGH_WATER;
 /// Read-buffer space made available before each read.
 const READ_CHUNK: usize = 16 * 1024;
 /// How long a closing connection may take to flush its last replies.

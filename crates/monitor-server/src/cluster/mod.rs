@@ -134,6 +134,9 @@ pub(crate) struct Cluster {
     /// The longest message taken from the channel: `max_frame_len` and a header line.
     max_message_len: Arc<AtomicUsize>,
     rejections: RateLimited,
+    /// One cluster-wide client listing at a time: each may hold up to
+    /// `presence::MAX_LISTED_BYTES`, and the admin API serves many connections at once.
+    listing: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -280,6 +283,7 @@ impl Cluster {
             disconnected,
             max_message_len,
             rejections: RateLimited::default(),
+            listing: tokio::sync::Semaphore::new(1),
         }))
     }
 

@@ -174,9 +174,19 @@ async fn remove(cluster: &Cluster) -> Result<(), String> {
 }
 
 /// Every live node's clients, each row with a `"node"` member, in node order then as
-/// each node listed them; bounded (see the constants) and within [`LIST_TIMEOUT`].
+/// each node listed them; bounded (see the constants) and within [`LIST_TIMEOUT`],
+/// waiting included: listings run one at a time, so that concurrent requests never hold
+/// more than one listing's bytes.
 pub(crate) async fn list(cluster: &Cluster) -> Result<Listing, String> {
-    match tokio::time::timeout(LIST_TIMEOUT, read_all(cluster)).await {
+    let one_at_a_time = async {
+        let _turn = cluster
+            .listing
+            .acquire()
+            .await
+            .map_err(|_| redis::RedisError::from((redis::ErrorKind::Client, "closed")))?;
+        read_all(cluster).await
+    };
+    match tokio::time::timeout(LIST_TIMEOUT, one_at_a_time).await {
         Ok(Ok(listing)) => Ok(listing),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("redis did not answer in {LIST_TIMEOUT:?}")),

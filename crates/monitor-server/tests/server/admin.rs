@@ -450,34 +450,31 @@ async fn with_auth_required_every_endpoint_but_healthz_wants_a_token() {
             .unwrap();
         assert_eq!(r.status(), 200, "{path}");
     }
-    let r = h
-        .get(format!("{b}/api/clients"))
-        .bearer_auth("web-secret")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
-    let r = h
-        .get(format!("{b}/api/clients"))
-        .bearer_auth("ops-secret")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let r = h
-        .delete(format!("{b}/api/clients/999"))
-        .bearer_auth("web-secret")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
-    let r = h
-        .delete(format!("{b}/api/clients/999"))
-        .bearer_auth("ops-secret")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    // The client list and DELETE want the admin grant.
+    for (method, path, token, status) in [
+        (reqwest::Method::GET, "/api/clients", "web-secret", 403),
+        (reqwest::Method::GET, "/api/clients", "ops-secret", 200),
+        (
+            reqwest::Method::DELETE,
+            "/api/clients/999",
+            "web-secret",
+            403,
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/api/clients/999",
+            "ops-secret",
+            404,
+        ),
+    ] {
+        let r = h
+            .request(method.clone(), format!("{b}{path}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{method} {path} with {token}");
+    }
     // Publishing follows the token's report grants.
     let post = |token: &'static str, body: &'static str| {
         h.post(format!("{b}/api/report"))

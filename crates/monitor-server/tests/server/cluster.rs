@@ -186,6 +186,19 @@ async fn all_up(nodes: &[&TestServer], within: Duration) {
     }
 }
 
+/// Nodes named `ids`, with the default settings, once all of them are connected to
+/// `redis`.
+async fn nodes<const N: usize>(redis: &Redis, ids: [&str; N]) -> [TestServer; N] {
+    let mut started = Vec::with_capacity(N);
+    for id in ids {
+        started.push(node(redis, id, |_| {}).await);
+    }
+    all_up(&started.iter().collect::<Vec<_>>(), WAIT).await;
+    started
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("N nodes were started"))
+}
+
 /// Sends `bodies` as reports without waiting, then reads their acknowledgements: the
 /// `data` of each, as sent (raw JSON text).
 async fn report_all(reporter: &mut Client, bodies: &[String]) -> Vec<String> {
@@ -242,10 +255,7 @@ async fn a_thousand_reports_on_one_node_reach_every_node_once_and_in_order() {
         return;
     }
     let redis = Redis::start().await;
-    let a = node(&redis, "a", |_| {}).await;
-    let b = node(&redis, "b", |_| {}).await;
-    let c = node(&redis, "c", |_| {}).await;
-    all_up(&[&a, &b, &c], WAIT).await;
+    let [a, b, c] = nodes(&redis, ["a", "b", "c"]).await;
     let mut subs = Vec::new();
     for (server, tag) in [(&a, "sa"), (&b, "sb"), (&c, "sc")] {
         let mut sub = Client::connect(server.addr(), tag).await;
@@ -306,10 +316,7 @@ async fn topic_filters_apply_on_every_node() {
         return;
     }
     let redis = Redis::start().await;
-    let a = node(&redis, "a", |_| {}).await;
-    let b = node(&redis, "b", |_| {}).await;
-    let c = node(&redis, "c", |_| {}).await;
-    all_up(&[&a, &b, &c], WAIT).await;
+    let [a, b, c] = nodes(&redis, ["a", "b", "c"]).await;
     // On each node: a prefix, an exact code, and everything.
     let mut subs = Vec::new();
     for server in [&a, &b, &c] {
@@ -351,9 +358,7 @@ async fn a_websocket_subscriber_on_one_node_gets_a_report_made_on_another() {
         return;
     }
     let redis = Redis::start().await;
-    let a = node(&redis, "a", |_| {}).await;
-    let c = node(&redis, "c", |_| {}).await;
-    all_up(&[&a, &c], WAIT).await;
+    let [a, c] = nodes(&redis, ["a", "c"]).await;
     let url = format!("ws://{}/ws", c.handle.admin_addr().unwrap());
     let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
         .await
@@ -403,9 +408,7 @@ async fn losing_redis_keeps_local_delivery_and_the_losses_are_counted() {
         return;
     }
     let mut redis = Redis::start().await;
-    let a = node(&redis, "a", |_| {}).await;
-    let b = node(&redis, "b", |_| {}).await;
-    all_up(&[&a, &b], WAIT).await;
+    let [a, b] = nodes(&redis, ["a", "b"]).await;
     let mut local = Client::connect(a.addr(), "local").await;
     local.subscribe("local", &[]).await;
     let mut remote = Client::connect(b.addr(), "remote").await;
@@ -634,8 +637,7 @@ async fn acks_say_cluster_only_on_a_clustered_node() {
         return;
     }
     let redis = Redis::start().await;
-    let a = node(&redis, "a", |_| {}).await;
-    all_up(&[&a], WAIT).await;
+    let [a] = nodes(&redis, ["a"]).await;
     let mut reporter = Client::connect(a.addr(), "r").await;
     let acks = report_all(&mut reporter, &[r#"{"code":"x"}"#.to_owned()]).await;
     assert_eq!(acks, [r#"{"delivered":0,"cluster":true}"#]);

@@ -9,12 +9,14 @@
 //! client that does not read can only fill its own bounded push queue (then the
 //! slow-consumer policy applies) and never makes the server buffer without bound; if its
 //! socket takes nothing for `write_timeout_secs`, it is closed. A frame larger than
-//! [`SMALL_FRAME_LEN`] is read only once the connection holds its length from the
-//! server-wide [`ByteBudget`](crate::budget::ByteBudget).
+//! [`SMALL_FRAME_LEN`](crate::config::SMALL_FRAME_LEN) is read only once the connection
+//! holds its length from the server-wide [`ByteBudget`](crate::budget::ByteBudget).
 
 mod close;
 mod outbuf;
+mod read;
 mod transport;
+mod write;
 
 use std::future::Future;
 use std::io;
@@ -23,43 +25,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use monitor_proto::message::reply;
-use monitor_proto::{
-    BodyError, Error as ProtoError, Header, MsgType, Received, ServerCodec, ServerMessage,
-};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use monitor_proto::ServerCodec;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
-use tokio_util::codec::{Decoder, Encoder};
 use tracing::{debug, info, warn};
 
 pub(crate) use close::Close;
 use outbuf::OutBuf;
 pub use transport::{ReadReady, Transport};
+use write::write_now;
 
-use crate::cmd::{self, Answer, Ctx};
-use crate::config::{Settings, SMALL_FRAME_LEN};
+use crate::config::Settings;
 use crate::hub::Wakes;
-use crate::queue::{Batch, Push, PushQueue};
-use crate::registry::{Activity, ConnEntry, Origin, Stop};
+use crate::queue::{Batch, PushQueue};
+use crate::registry::{ConnEntry, Origin, Stop};
 use crate::session::Session;
 use crate::state::{ConnSlot, Shared};
-use crate::stats::LATENCY_SAMPLE;
-use crate::stats::{FrameTally, ProtocolErrorKind, Stats};
+use crate::stats::{FrameTally, Stats};
 
 /// Above this many buffered output bytes, stop reading requests and taking pushes until
 /// the socket drains (the protocol crate's, which the client uses too).
 use monitor_proto::codec::WRITE_HIGH_WATER;
 /// Read-buffer space made available before each read.
 const READ_CHUNK: usize = 16 * 1024;
-/// How long a closing connection may take to flush its last replies.
-const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
-/// Frames counted locally before they are added to the shared stats (and at close).
-const STATS_BATCH: u64 = 64;
-/// Frames after which the counts go to the shared stats even while output is pending.
-const STATS_FORCE: u64 = 1 << 16;
-/// A drained batch buffer larger than this many pushes is released rather than kept.
-const BATCH_KEEP: usize = 64;
 
 struct Conn {
     shared: Arc<Shared>,
@@ -186,20 +175,6 @@ async fn poll_budget(wait: &mut Option<Pin<Box<dyn Future<Output = usize> + Send
     match wait {
         Some(wait) => wait.await,
         None => std::future::pending().await,
-    }
-}
-
-/// One write attempt that does not wait: `None` if the socket is not writable now. The
-/// loop's next turn polls the write again with the task's own waker, so that the no-op
-/// waker left here is never the one the task waits on.
-fn write_now<W: AsyncWrite + Unpin>(writer: &mut W, buf: &[u8]) -> Option<io::Result<usize>> {
-    if buf.is_empty() {
-        return None;
-    }
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match std::pin::Pin::new(writer).poll_write(&mut cx, buf) {
-        std::task::Poll::Ready(result) => Some(result),
-        std::task::Poll::Pending => None,
     }
 }
 
@@ -363,27 +338,6 @@ impl Conn {
         reason
     }
 
-    /// Last words (an error reply before a close) are worth a bounded wait.
-    async fn finish<W: AsyncWrite + Unpin>(&mut self, writer: &mut W, reason: &Close) {
-        let deadline = Instant::now() + CLOSE_FLUSH_TIMEOUT;
-        if !matches!(reason, Close::Io(_) | Close::WriteTimeout { .. }) {
-            self.write_all_until(writer, deadline).await;
-        }
-        let _ = tokio::time::timeout_at(deadline, writer.shutdown()).await;
-    }
-
-    /// Writes the output until it is all written, the deadline passes or the socket
-    /// fails; whatever is left is counted as unsent in the close log.
-    async fn write_all_until<W: AsyncWrite + Unpin>(&mut self, writer: &mut W, deadline: Instant) {
-        while !self.out.is_empty() {
-            let written = tokio::time::timeout_at(deadline, writer.write(self.out.bytes())).await;
-            match written {
-                Ok(Ok(n)) if n > 0 => self.out.advance(n),
-                _ => return,
-            }
-        }
-    }
-
     /// The earliest of the connection's deadlines.
     fn next_deadline(&self) -> Instant {
         let s = &self.settings;
@@ -439,359 +393,8 @@ impl Conn {
             .set_compress_threshold(settings.compress_threshold);
         self.settings = settings;
     }
-
-    /// Shutdown: stop reading, write what is already queued, bounded by the drain timeout.
-    async fn drain<W: AsyncWrite + Unpin>(&mut self, writer: &mut W) {
-        let deadline = Instant::now() + Duration::from_secs(self.settings.drain_timeout_secs);
-        if let Some(sub) = &self.session.subscription {
-            sub.queue.close();
-            sub.queue.take_now(&mut self.session.batch);
-        }
-        while let Some(push) = self.session.batch.pop_front() {
-            self.encode_push(&push);
-            if self.out.len() >= WRITE_HIGH_WATER {
-                self.write_all_until(writer, deadline).await;
-                if !self.out.is_empty() {
-                    return;
-                }
-            }
-        }
-        self.write_all_until(writer, deadline).await;
-        let _ = tokio::time::timeout_at(deadline, writer.shutdown()).await;
-    }
-
-    /// Decodes and handles the buffered frames, until the write buffer is over
-    /// [`WRITE_HIGH_WATER`]: the rest wait in the read buffer until the peer has read
-    /// enough (see the top of [`Conn::run`]), so one read full of requests cannot grow
-    /// the replies past the bound. A large frame that is not complete asks for its share
-    /// of the budget before more of it is read.
-    fn on_read(&mut self) {
-        self.refresh_settings();
-        let before = self.frames_in;
-        while self.closing.is_none() && self.out.len() < WRITE_HIGH_WATER {
-            match self.codec.decode(&mut self.rbuf) {
-                Ok(Some(received)) => {
-                    self.frames_in += 1;
-                    self.frame_done();
-                    self.handle(received);
-                }
-                Ok(None) => {
-                    self.frame_incomplete(before);
-                    break;
-                }
-                Err(e) => {
-                    self.shared
-                        .stats
-                        .protocol_error(ProtocolErrorKind::of_frame(&e));
-                    self.closing = Some(Box::new(Close::Protocol(e)));
-                    break;
-                }
-            }
-        }
-        if self.frames_in > before {
-            self.last_frame = Instant::now();
-        }
-        // Each subscriber is woken once for all the reports of this read, and writes them
-        // in one go.
-        if let Some(wakes) = &mut self.wakes {
-            wakes.wake_all();
-        }
-        // Between bursts a connection keeps no read buffer (see `ReadReady`).
-        if self.rbuf.is_empty() {
-            self.rbuf = BytesMut::new();
-            self.partial_since = None;
-        }
-    }
-
-    /// A frame was decoded: the budget it held goes back, and a large read buffer is not
-    /// kept alive by the few bytes of the next frame it may hold.
-    fn frame_done(&mut self) {
-        self.partial_since = None;
-        if self.budget_held > 0 {
-            self.shared
-                .budget
-                .give_back(std::mem::take(&mut self.budget_held));
-            if self.rbuf.capacity() > 2 * SMALL_FRAME_LEN {
-                self.rbuf = BytesMut::from(&self.rbuf[..]);
-            }
-        }
-    }
-
-    /// The read buffer ends in an incomplete frame: start its clock, and if it is large,
-    /// take its length from the budget (or wait for it, not reading meanwhile).
-    fn frame_incomplete(&mut self, frames_before: u64) {
-        if self.rbuf.is_empty() {
-            return;
-        }
-        if self.partial_since.is_none() || self.frames_in > frames_before {
-            self.partial_since = Some(Instant::now());
-        }
-        let Some(length) = self.codec.pending_frame_len() else {
-            return;
-        };
-        if length <= SMALL_FRAME_LEN || self.budget_held > 0 {
-            return;
-        }
-        if self.shared.budget.try_take(length) {
-            self.budget_granted(length);
-        } else {
-            debug!(peer = %self.entry.origin.peer, length, "frame waits for max_buffered_bytes");
-            Stats::add(&self.shared.stats.budget_waits, 1);
-            self.budget_wanted = length;
-        }
-    }
-
-    /// The budget gave this connection `length` bytes for the frame it is reading.
-    fn budget_granted(&mut self, length: usize) {
-        self.budget_wanted = 0;
-        self.budget_held = length;
-        self.rbuf.reserve(length.saturating_sub(self.rbuf.len()));
-    }
-
-    /// One request: its handler's answer is encoded at once, before anything else the
-    /// connection sends, so replies keep the order of the requests.
-    fn handle(&mut self, received: Received) {
-        let Received { header, body, .. } = received;
-        self.in_tally.note(header.msg_type);
-        // The uuid shown for the connection: its first frame's, and then those of its key
-        // requests and subscribes (reports may carry any); a lock per frame would cost.
-        if self.frames_in == 1 || header.msg_type != MsgType::Report {
-            self.entry.set_uuid(header.uuid);
-        }
-        let no_key = self.codec.session_key().is_none();
-        let answer = match cmd::no_session_key(&header).filter(|_| no_key) {
-            Some(refusal) => {
-                let kind = ProtocolErrorKind::NoSessionKey;
-                self.shared.stats.protocol_error(kind);
-                refusal
-            }
-            None => {
-                let mut ctx = Ctx {
-                    shared: &self.shared,
-                    settings: &self.settings,
-                    session: &mut self.session,
-                    entry: &self.entry,
-                    wakes: self.wakes.get_or_insert_with(Box::default),
-                    peer: &self.entry.origin.peer,
-                };
-                cmd::handle(&mut ctx, &header, body)
-            }
-        };
-        self.send(&header, answer);
-    }
-
-    /// Encodes an answer: it mirrors the request's compress flag, and is encrypted when
-    /// the answer says so. A session key it brings applies after it.
-    fn send(&mut self, request: &Header, answer: Answer) {
-        let Answer {
-            msg_type,
-            json,
-            encrypt,
-            key,
-            ending,
-        } = answer;
-        let out = ServerMessage::new(msg_type, request.uuid, json)
-            .compress(request.compress)
-            .encrypt(encrypt);
-        if let Err(e) = self.codec.encode(out, self.out.encoder()) {
-            // An oversized reply, or a key with no nonce left: say so, in plaintext.
-            warn!(peer = %self.entry.origin.peer, error = %e, "reply not sent");
-            if let ProtoError::Body(BodyError::KeyExhausted { .. }) = e {
-                self.closing.get_or_insert(Box::new(Close::KeyExhausted));
-            }
-            let out = ServerMessage::new(
-                msg_type,
-                request.uuid,
-                reply::error(&format!("reply not sent: {e}")),
-            );
-            let _ = self.codec.encode(out, self.out.encoder());
-        }
-        if let Some(key) = key {
-            self.codec.set_session_key(Some(key));
-        }
-        if let Some(ending) = ending {
-            self.closing.get_or_insert(Box::new(Close::Refused(ending)));
-        }
-    }
-
-    /// Encodes taken pushes, oldest first, until the batch is empty or the write buffer
-    /// is full; the rest wait in the batch, in order.
-    fn encode_batch(&mut self) {
-        if self.out.is_empty() {
-            // One allocation for the batch instead of doubling up from nothing.
-            let batch = &self.session.batch;
-            let frame = batch
-                .front()
-                .map_or(0, |p| monitor_proto::HEADER_LEN + p.json().len());
-            self.out.encoder().reserve(
-                batch
-                    .len()
-                    .saturating_mul(frame)
-                    .clamp(4096, WRITE_HIGH_WATER),
-            );
-        }
-        while self.out.len() < WRITE_HIGH_WATER {
-            let Some(push) = self.session.batch.pop_front() else {
-                break;
-            };
-            self.encode_push(&push);
-        }
-        self.session.batch.shrink(BATCH_KEEP);
-    }
-
-    fn encode_push(&mut self, push: &Push) {
-        let Some(sub) = &self.session.subscription else {
-            return;
-        };
-        self.pushes_encoded = self.pushes_encoded.wrapping_add(1);
-        if self.pushes_encoded.is_multiple_of(LATENCY_SAMPLE) {
-            self.sampled = Some(push.arrived());
-        }
-        // The report's one body, compressed at most once for all its subscribers, copied
-        // once, into the write buffer.
-        if let Err(e) =
-            self.codec
-                .encode_shared(MsgType::Push, &sub.to, push.body(), self.out.encoder())
-        {
-            if let ProtoError::Body(BodyError::KeyExhausted { .. }) = e {
-                // No nonce is left under this key; the client reconnects and exchanges a
-                // new one.
-                self.closing.get_or_insert(Box::new(Close::KeyExhausted));
-            }
-            Stats::add(&self.shared.stats.pushes_dropped, 1);
-            debug!(peer = %self.entry.origin.peer, error = %e, "push not sent");
-        }
-    }
-
-    /// Accounts for one write of the write buffer; the reason to close if it failed.
-    fn wrote(&mut self, written: io::Result<usize>) -> Option<Close> {
-        match written {
-            Ok(0) => Some(Close::Io(io::ErrorKind::WriteZero.into())),
-            Ok(n) => {
-                self.out.advance(n);
-                if self.out.is_empty() {
-                    if let Some(arrived) = self.sampled.take() {
-                        self.shared
-                            .push_latency
-                            .observe(arrived.elapsed().as_secs_f64());
-                    }
-                }
-                // The counts go to the shared stats every STATS_BATCH frames: shared
-                // counters touched by every write would bounce between cores.
-                // Past STATS_FORCE they go anyway, so that a subscriber that never
-                // catches up still shows, and a tally never saturates.
-                let pending = self.out.tally.pending().max(self.in_tally.pending());
-                if (self.out.is_empty() && pending >= STATS_BATCH) || pending >= STATS_FORCE {
-                    self.flush_stats();
-                }
-                None
-            }
-            Err(e) => Some(Close::Io(e)),
-        }
-    }
-
-    /// Adds this connection's frames to the server's counters, and publishes its
-    /// activity in its registry entry: in batches, never per frame (see `STATS_BATCH`).
-    fn flush_stats(&mut self) {
-        let stats = &self.shared.stats;
-        let written = self.out.frames_written();
-        self.out
-            .tally
-            .drain_into(&stats.frames_out_by_type, &stats.frames_out);
-        self.in_tally
-            .drain_into(&stats.frames_in_by_type, &stats.frames_in);
-        let last_frame = (self.frames_in > 0)
-            .then(|| std::time::SystemTime::now().checked_sub(self.last_frame.elapsed()))
-            .flatten();
-        self.entry.publish(Activity {
-            frames_in: self.frames_in,
-            frames_out: written,
-            bytes_in: self.bytes_in,
-            bytes_out: self.out.bytes_written(),
-            last_frame,
-        });
-    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::registry::Kind;
-    use bytes::Bytes;
-    use monitor_proto::{Frame, FrameCodec, Header, MsgType, Uuid, HEADER_LEN};
-    use tokio_util::codec::Encoder;
-
-    /// `count` heartbeats as one read would deliver them.
-    fn heartbeats(count: usize) -> BytesMut {
-        let mut codec = FrameCodec::new();
-        let mut wire = BytesMut::new();
-        for _ in 0..count {
-            let header = Header::new(MsgType::Heartbeat, Uuid([b'h'; 33]));
-            codec
-                .encode(Frame::new(header, Bytes::new()), &mut wire)
-                .unwrap();
-        }
-        wire
-    }
-
-    #[test]
-    fn decoding_stops_at_the_write_high_water_mark_and_resumes_once_written() {
-        const COUNT: usize = 50_000; // 2.2 MB of requests, several MB of replies
-        let shared = Arc::new(Shared::new(
-            Settings::default(),
-            &crate::config::AuthConfig::default(),
-            Vec::new(),
-            Vec::new(),
-            Arc::default(),
-            None,
-        ));
-        let origin = Origin {
-            peer: "test".into(),
-            listener: "test".into(),
-            kind: Kind::Tcp,
-            client_cert: false,
-        };
-        let slot = ConnSlot::unlimited(&shared);
-        let mut conn = Conn::new(shared, origin, Instant::now(), slot);
-        conn.rbuf = heartbeats(COUNT);
-        let largest_reply = 512;
-
-        conn.on_read();
-        assert!(conn.closing.is_none());
-        assert!(
-            (WRITE_HIGH_WATER..WRITE_HIGH_WATER + largest_reply).contains(&conn.out.len()),
-            "write buffer {} bytes",
-            conn.out.len()
-        );
-        let first = conn.frames_in;
-        assert!(
-            first > 0 && (first as usize) < COUNT,
-            "{first} decoded at once"
-        );
-
-        // The peer reads everything written so far: decoding carries on from there, and
-        // every request is answered exactly once, in order.
-        let mut replies = 0;
-        let mut client = FrameCodec::new();
-        let mut rounds = 0;
-        while !conn.rbuf.is_empty() {
-            rounds += 1;
-            assert!(rounds <= COUNT, "no progress");
-            while let Some(frame) = client.decode(conn.out.encoder()).unwrap() {
-                assert_eq!(frame.header.msg_type, MsgType::HeartbeatReply);
-                replies += 1;
-            }
-            assert!(conn.out.len() < HEADER_LEN);
-            conn.on_read();
-            assert!(conn.out.len() < WRITE_HIGH_WATER + largest_reply);
-        }
-        while client.decode(conn.out.encoder()).unwrap().is_some() {
-            replies += 1;
-        }
-        assert_eq!((conn.frames_in as usize, replies), (COUNT, COUNT));
-        assert!(rounds > 1);
-    }
-}
 #[cfg(test)]
 mod footprint {
     use super::*;

@@ -25,14 +25,13 @@
 //! (the dashboard) or listed in `[admin] allowed_origins`: a page elsewhere cannot read
 //! the reports through an operator's browser.
 
-use std::net::SocketAddr;
+mod close;
+mod upgrade;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use monitor_proto::{Header, MsgType, Uuid};
@@ -40,29 +39,23 @@ use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout_at, Instant};
 use tracing::{debug, info, warn};
 
-use super::{refusal, AdminState};
+use close::{read_error, refusal_text, WsClose};
+pub(super) use upgrade::upgrade;
+
 use crate::cmd::{self, Ctx};
 use crate::config::Settings;
 use crate::hub::Wakes;
 use crate::queue::Push;
-use crate::registry::{Activity, ConnEntry, Kind, Origin, Stop};
+use crate::registry::{Activity, ConnEntry, Origin, Stop};
 use crate::session::Session;
 use crate::state::{ConnSlot, Shared};
 use crate::stats::LATENCY_SAMPLE;
 use crate::stats::{ProtocolErrorKind, Stats};
 
-/// Bytes of messages gathered before they are written (a flush writes them anyway).
-const WRITE_BUFFER: usize = 64 * 1024;
-/// Read-buffer size: subscribe bodies are small, and an idle connection should not hold
-/// tungstenite's default 128 KiB.
-const READ_BUFFER: usize = 4 * 1024;
 /// How long closing may take: the close frame, and the peer's answer to it.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Messages counted locally before they are added to the shared stats.
 const STATS_BATCH: u64 = 64;
-/// The longest close reason a close frame can carry (RFC 6455 §5.5: 125 bytes of
-/// payload, 2 of them the code).
-const MAX_CLOSE_REASON: usize = 123;
 
 /// What the connection reads and writes: one WebSocket, not split in two halves (a split
 /// would take a lock for every message sent).
@@ -72,166 +65,6 @@ type Socket = WebSocket;
 enum Woken {
     Message(Option<Result<Message, axum::Error>>),
     Pushes(bool),
-}
-
-/// `GET /ws`: the upgrade, once the connection has a place under `max_connections`.
-pub(super) async fn upgrade(
-    State(state): State<Arc<AdminState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
-) -> Response {
-    let shared = &state.shared;
-    if state.draining.is_cancelled() {
-        return refusal(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
-    }
-    if let Err(origin) = origin_allowed(&headers, &state.allowed_origins) {
-        Stats::add(&shared.stats.auth_forbidden, 1);
-        warn!(peer = %peer, origin = %origin, "WebSocket refused: a cross-origin page");
-        return refusal(
-            StatusCode::FORBIDDEN,
-            &format!(
-                "forbidden: a WebSocket from origin {origin} (add it to [admin] \
-                 allowed_origins)"
-            ),
-        );
-    }
-    Stats::add(&shared.stats.connections_accepted, 1);
-    let Some(slot) = ConnSlot::take(shared) else {
-        Stats::add(&shared.stats.connections_refused, 1);
-        warn!(peer = %peer, "max_connections reached: WebSocket refused");
-        return refusal(StatusCode::SERVICE_UNAVAILABLE, "max_connections reached");
-    };
-    let max_message = shared.settings.borrow().max_frame_len as usize;
-    let origin = Origin {
-        peer: peer.to_string().into_boxed_str(),
-        listener: Arc::clone(&state.listener_name),
-        kind: Kind::WebSocket,
-        client_cert: false,
-    };
-    let shared = Arc::clone(shared);
-    // Tracked with the other connections, so that a shutdown waits for its drain.
-    let tracker = state.tracker.clone();
-    ws.read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        // Above it a send waits for the socket: one push past the gathered bytes.
-        .max_write_buffer_size(WRITE_BUFFER + max_message + 1024)
-        .max_message_size(max_message)
-        .max_frame_size(max_message)
-        .on_upgrade(move |socket| tracker.track_future(serve(socket, origin, shared, slot)))
-}
-
-/// `Ok` for a request without an `Origin` (not a browser), one from the listener's own
-/// origin (its `Host`), or one from `allowed`; the origin otherwise.
-fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> Result<(), String> {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return Ok(());
-    };
-    let origin = String::from_utf8_lossy(origin.as_bytes()).into_owned();
-    let host = headers.get(header::HOST).map(|h| h.as_bytes());
-    let authority = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"));
-    if authority.is_some_and(|a| Some(a.as_bytes()) == host) || allowed.contains(&origin) {
-        Ok(())
-    } else {
-        Err(origin)
-    }
-}
-
-/// Why a WebSocket subscriber's connection ended.
-#[derive(Debug)]
-enum WsClose {
-    /// The peer sent a close frame, or its stream ended.
-    PeerClosed,
-    /// Reading or writing failed.
-    Io(String),
-    /// A message over `max_frame_len`.
-    TooLarge(String),
-    /// A binary message.
-    Binary,
-    /// No subscribe within `frame_timeout_secs` of the upgrade.
-    NoSubscribe(u64),
-    /// Nothing received for `idle_timeout_secs` (pings unanswered).
-    Idle(u64),
-    /// The socket took nothing for `write_timeout_secs`.
-    WriteTimeout(u64),
-    /// A subscribe refused: answered, then closed.
-    Refused(String),
-    /// The hub evicted it (slow-consumer policy `disconnect`).
-    SlowConsumer,
-    /// An operator, or a reload that removed its token.
-    Killed(Box<str>),
-    /// The server is shutting down (queued pushes were delivered first).
-    Shutdown,
-}
-
-impl WsClose {
-    /// The close frame to send, when the socket can still take one.
-    fn close_frame(&self) -> Option<CloseFrame> {
-        let (code, reason) = match self {
-            WsClose::PeerClosed | WsClose::Io(_) | WsClose::WriteTimeout(_) => return None,
-            WsClose::TooLarge(_) => (close_code::SIZE, self.to_string()),
-            WsClose::Binary => (close_code::UNSUPPORTED, self.to_string()),
-            WsClose::NoSubscribe(_) | WsClose::Idle(_) | WsClose::Shutdown => {
-                (close_code::AWAY, self.to_string())
-            }
-            WsClose::Refused(msg) => (close_code::POLICY, msg.clone()),
-            WsClose::SlowConsumer | WsClose::Killed(_) => (close_code::POLICY, self.to_string()),
-        };
-        Some(CloseFrame {
-            code,
-            reason: Utf8Bytes::from(truncate(&reason, MAX_CLOSE_REASON)),
-        })
-    }
-
-    /// Whether the peer caused it (logged as a warning).
-    fn is_peer_fault(&self) -> bool {
-        matches!(
-            self,
-            WsClose::TooLarge(_)
-                | WsClose::Binary
-                | WsClose::NoSubscribe(_)
-                | WsClose::Idle(_)
-                | WsClose::WriteTimeout(_)
-                | WsClose::Refused(..)
-                | WsClose::SlowConsumer
-        )
-    }
-}
-
-impl std::fmt::Display for WsClose {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            WsClose::PeerClosed => f.write_str("closed by the peer"),
-            WsClose::Io(e) => write!(f, "i/o error: {e}"),
-            WsClose::TooLarge(e) => write!(f, "message too large: {e}"),
-            WsClose::Binary => f.write_str("binary messages are not accepted"),
-            WsClose::NoSubscribe(secs) => {
-                write!(f, "no subscribe in {secs} s (frame_timeout_secs)")
-            }
-            WsClose::Idle(secs) => write!(f, "idle for {secs} s (idle_timeout_secs)"),
-            WsClose::WriteTimeout(secs) => {
-                write!(
-                    f,
-                    "the socket took nothing for {secs} s (write_timeout_secs)"
-                )
-            }
-            WsClose::Refused(msg) => write!(f, "refused: {msg}"),
-            WsClose::SlowConsumer => f.write_str("slow consumer: its queue was full"),
-            WsClose::Killed(why) => write!(f, "closed: {why}"),
-            WsClose::Shutdown => f.write_str("server shutting down"),
-        }
-    }
-}
-
-/// The longest prefix of `text` of at most `max` bytes that ends on a character.
-fn truncate(text: &str, max: usize) -> &str {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 /// One WebSocket subscriber's state.
@@ -580,72 +413,4 @@ impl WsConn {
 /// A push as a WebSocket subscriber gets it: the report, not its envelope.
 fn report_text(push: &Push) -> Option<Utf8Bytes> {
     push.report_text().cloned()
-}
-
-/// The `msg` of a refusal's envelope, for its close frame.
-fn refusal_text(json: &[u8]) -> String {
-    #[derive(serde::Deserialize)]
-    struct Envelope {
-        msg: String,
-    }
-    serde_json::from_slice::<Envelope>(json).map_or_else(|_| "refused".to_owned(), |e| e.msg)
-}
-
-/// A failed read: a message over the limit is said so (1009); anything else is the
-/// socket's end.
-fn read_error(e: axum::Error) -> WsClose {
-    let inner = e.into_inner();
-    match inner.downcast_ref::<tungstenite::Error>() {
-        Some(tungstenite::Error::Capacity(c)) => WsClose::TooLarge(c.to_string()),
-        Some(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-            WsClose::PeerClosed
-        }
-        _ => WsClose::Io(inner.to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn close_reasons_fit_a_close_frame() {
-        let long = "é".repeat(100);
-        let frame = WsClose::Refused(long).close_frame().unwrap();
-        assert!(frame.reason.len() <= MAX_CLOSE_REASON);
-        assert!(frame.reason.len() >= MAX_CLOSE_REASON - 1);
-        assert_eq!(frame.code, close_code::POLICY);
-    }
-
-    #[test]
-    fn origins() {
-        let mut headers = HeaderMap::new();
-        assert!(
-            origin_allowed(&headers, &[]).is_ok(),
-            "no Origin: not a browser"
-        );
-        headers.insert(header::HOST, "127.0.0.1:9600".parse().unwrap());
-        headers.insert(header::ORIGIN, "http://127.0.0.1:9600".parse().unwrap());
-        assert!(
-            origin_allowed(&headers, &[]).is_ok(),
-            "the dashboard itself"
-        );
-        headers.insert(header::ORIGIN, "https://evil.example".parse().unwrap());
-        assert_eq!(
-            origin_allowed(&headers, &[]),
-            Err("https://evil.example".to_owned())
-        );
-        assert!(origin_allowed(&headers, &["https://evil.example".to_owned()]).is_ok());
-        headers.insert(header::ORIGIN, "http://127.0.0.1:9601".parse().unwrap());
-        assert!(origin_allowed(&headers, &[]).is_err(), "another port");
-    }
-
-    #[test]
-    fn refusal_texts() {
-        assert_eq!(
-            refusal_text(br#"{"errCode":-1,"msg":"unauthorized","data":null}"#),
-            "unauthorized"
-        );
-        assert_eq!(refusal_text(b"not json"), "refused");
-    }
 }

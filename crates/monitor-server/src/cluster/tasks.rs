@@ -1,6 +1,6 @@
 //! A node's tasks, started with the server's shared state: the publisher, the
 //! subscription's keeper, the delivery of what arrives, the presence. Apart from
-//! [`Cluster`](super::Cluster), which the state holds, so that the state never depends
+//! [`Cluster`], which the state holds, so that the state never depends
 //! on what depends on it.
 
 use std::sync::Arc;
